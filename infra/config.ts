@@ -1,0 +1,294 @@
+// Stack config → one validated, typed object. Pulumi hands every config value to the program as a string
+// (project defaults from Pulumi.yaml already merged in), so each key is parsed from text here, checked,
+// and only then turned into the shape the components take. Nothing downstream reads pulumi.Config.
+import * as path from "path";
+import { closest } from "fastest-levenshtein";
+import * as fs from "fs";
+import { z } from "zod";
+import { renderNginxConf } from "./nginxConf";
+
+export const PROJECT = "flask-proxy";
+
+const DOCKER_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
+// repository[:tag] with an optional registry host; digests are allowed too.
+const IMAGE_REF = /^(?:[a-z0-9.-]+(?::[0-9]+)?\/)?[a-z0-9]+(?:[._-][a-z0-9]+)*(?:\/[a-z0-9]+(?:[._-][a-z0-9]+)*)*(?::[\w][\w.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$/;
+const DNS_LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
+
+const text = z.string().trim();
+const int = (min: number, max: number) =>
+  text
+    .regex(/^-?\d+$/, "must be a whole number")
+    .transform(Number)
+    .pipe(z.number().int().min(min, `must be at least ${min}`).max(max, `must be at most ${max}`));
+const bool = text
+  .refine((s) => s === "true" || s === "false", "must be true or false")
+  .transform((s) => s === "true");
+const cpus = text
+  .regex(/^\d+(\.\d{1,2})?$/, "must be a number of CPUs such as 1 or 0.5 (0 = no limit)")
+  .transform(Number)
+  .pipe(z.number().max(64, "must be at most 64"));
+const port = int(1, 65535);
+const optionalPort = int(0, 65535); // 0 = not published
+const image = text.min(1, "must not be empty").regex(IMAGE_REF, "is not a valid image reference (repository[:tag])");
+
+const ipv4 = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/;
+const cidr = text.refine((s) => {
+  const [addr, bits, ...rest] = s.split("/");
+  return rest.length === 0 && ipv4.test(addr ?? "") && /^\d+$/.test(bits ?? "") && Number(bits) >= 16 && Number(bits) <= 28;
+}, "must be an IPv4 CIDR from /16 to /28, e.g. 172.30.77.0/24");
+
+/** Every key the program reads, in the project's namespace. Defaults live in Pulumi.yaml, not here. */
+export const configSchema = z.object({
+  nginxImage: image,
+  pythonImage: image,
+  appImageRepository: image.refine((s) => !s.includes(":") && !s.includes("@"), "is a repository without a tag"),
+  appVersion: text.regex(/^[\w][\w.-]{0,100}$/, "must be a valid image tag part, e.g. 0.0.1"),
+  requirePinnedImages: bool,
+  appAlias: text.regex(DNS_LABEL, "must be a lowercase DNS label, e.g. flask-app"),
+  appPort: int(1024, 65535),
+  appServer: z.enum(["flask-dev", "gunicorn"], { error: "must be flask-dev or gunicorn" }),
+  flaskReload: bool,
+  gunicornWorkers: int(1, 64),
+  gunicornThreads: int(1, 64),
+  appCodeMount: text,
+  appHostPort: optionalPort,
+  httpPort: port,
+  bindAddress: text.regex(ipv4, "must be an IPv4 address such as 127.0.0.1 or 0.0.0.0"),
+  nginxConfigFile: text,
+  proxyHostHeader: text.min(1, "must not be empty").regex(/^[^\s"';{}]+$/, "must be a host name or an nginx variable such as $host"),
+  forwardedHeaders: bool,
+  hardened: bool,
+  upstreamKeepalive: int(0, 1024),
+  networkSubnet: z.union([z.literal(""), cidr]),
+  restartPolicy: z.enum(["no", "on-failure", "always", "unless-stopped"], {
+    error: "must be one of no, on-failure, always, unless-stopped",
+  }),
+  healthchecks: bool,
+  waitForHealthy: bool,
+  appMemoryMb: int(0, 65536),
+  nginxMemoryMb: int(0, 65536),
+  appCpus: cpus,
+  nginxCpus: cpus,
+  /** Max processes for the app's user (Docker's --pids-limit is not exposed by the provider). */
+  appMaxProcesses: int(0, 65536),
+});
+export type RawConfig = z.infer<typeof configSchema>;
+export const CONFIG_KEYS = Object.keys(configSchema.shape) as (keyof RawConfig)[];
+
+export interface Limits {
+  memoryMb?: number;
+  cpus?: number;
+}
+
+export type AppServer =
+  | { kind: "flask-dev"; reload: boolean }
+  | { kind: "gunicorn"; workers: number; threads: number };
+
+/** The typed object the components take. */
+export interface StackConfig {
+  project: string;
+  stack: string;
+  labels: Record<string, string>;
+  network: { name: string; subnet?: string };
+  app: {
+    containerName: string;
+    imageName: string;
+    baseImage: string;
+    /** The name nginx proxies to and the network alias: one value. */
+    alias: string;
+    port: number;
+    /** Pinned address on the network, so a recreated app keeps the address nginx resolved at start. */
+    address?: string;
+    server: AppServer;
+    codeMount?: string;
+    hostPort?: number;
+    limits: Limits;
+    maxProcesses?: number;
+  };
+  nginx: {
+    containerName: string;
+    /** The public base image (RemoteImage). */
+    image: string;
+    /** The image built from it with the config baked in, when the config is not bind-mounted. */
+    imageName: string;
+    httpPort: number;
+    configFile?: string;
+    hostHeader: string;
+    forwardedHeaders: boolean;
+    keepalive: number;
+    limits: Limits;
+    /** conf.d/default.conf as rendered from this config (see infra/nginxConf.ts). */
+    conf: string;
+  };
+  hardened: boolean;
+  bindAddress: string;
+  restartPolicy: RawConfig["restartPolicy"];
+  healthchecks: boolean;
+  waitForHealthy: boolean;
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`Invalid stack config:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+    this.name = "ConfigError";
+  }
+}
+
+export interface LoadContext {
+  stack: string;
+  /** Folder relative paths in config are resolved against (the project root). */
+  root: string;
+  project?: string;
+}
+
+/**
+ * Validates the full config map (keys like "flask-proxy:httpPort"; other namespaces such as "docker:" are
+ * left to their providers) and returns the typed config, or throws ConfigError naming every bad key.
+ */
+export function parseConfig(all: Record<string, string>, ctx: LoadContext): StackConfig {
+  const project = ctx.project ?? PROJECT;
+  const prefix = `${project}:`;
+  const raw: Record<string, string> = {};
+  const problems: string[] = [];
+  for (const [key, value] of Object.entries(all)) {
+    if (!key.startsWith(prefix)) continue;
+    const short = key.slice(prefix.length);
+    if (!(CONFIG_KEYS as string[]).includes(short)) {
+      problems.push(`${key}: unknown key (did you mean ${prefix}${closest(short, CONFIG_KEYS)}?)`);
+      continue;
+    }
+    raw[short] = value;
+  }
+  if (!DOCKER_NAME.test(ctx.stack)) problems.push(`stack name "${ctx.stack}" cannot be used in Docker names`);
+
+  const parsed = configSchema.safeParse(raw);
+  if (!parsed.success) {
+    for (const issue of parsed.error.issues) {
+      const key = String(issue.path[0] ?? "");
+      const got = key in raw ? ` (got ${JSON.stringify(raw[key])})` : "";
+      const message = issue.code === "invalid_type" && raw[key] === undefined ? "is required" : issue.message;
+      problems.push(`${prefix}${key}: ${message}${got}`);
+    }
+  }
+  if (problems.length > 0 || !parsed.success) throw new ConfigError(problems);
+  const c = parsed.data;
+
+  // Rules that span keys.
+  const rule = (ok: boolean, key: keyof RawConfig, message: string) => {
+    if (!ok) problems.push(`${prefix}${key}: ${message}`);
+  };
+  rule(c.appHostPort === 0 || c.appHostPort !== c.httpPort, "appHostPort",
+    `host port ${c.appHostPort} is already taken by httpPort; two containers cannot publish one host port`);
+  rule(!c.waitForHealthy || c.healthchecks, "waitForHealthy", "needs healthchecks: true (there is nothing to wait for)");
+  rule(!c.flaskReload || c.appServer === "flask-dev", "flaskReload", "only applies to appServer: flask-dev");
+  rule(c.upstreamKeepalive === 0 || c.networkSubnet !== "", "upstreamKeepalive",
+    "needs networkSubnet, so the app keeps the address nginx resolved at start when it is recreated");
+  if (c.requirePinnedImages) {
+    for (const key of ["nginxImage", "pythonImage"] as const) {
+      rule(isPinned(c[key]), key, `must be pinned to a tag other than latest when requirePinnedImages is true (got "${c[key]}")`);
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+
+  const prefixName = `${project}-${ctx.stack}`;
+  const abs = (p: string) => (p === "" ? undefined : path.resolve(ctx.root, p));
+  const conf = renderNginxConf({
+    stack: ctx.stack,
+    upstreamHost: c.appAlias,
+    upstreamPort: c.appPort,
+    hostHeader: c.proxyHostHeader,
+    forwardedHeaders: c.forwardedHeaders,
+    keepalive: c.upstreamKeepalive,
+    hardened: c.hardened,
+    healthEndpoint: c.healthchecks,
+  });
+  const configFile = abs(c.nginxConfigFile);
+  if (configFile !== undefined) checkMountedConf(`${prefix}nginxConfigFile`, configFile, conf);
+  return {
+    project,
+    stack: ctx.stack,
+    labels: { "org.flask-proxy.project": project, "org.flask-proxy.stack": ctx.stack },
+    network: { name: `${prefixName}-net`, subnet: c.networkSubnet || undefined },
+    app: {
+      containerName: `${prefixName}-flask`,
+      imageName: `${c.appImageRepository}:${c.appVersion}-${ctx.stack}`,
+      baseImage: c.pythonImage,
+      alias: c.appAlias,
+      port: c.appPort,
+      address: c.networkSubnet ? hostAddress(c.networkSubnet, 10) : undefined,
+      server: c.appServer === "gunicorn"
+        ? { kind: "gunicorn", workers: c.gunicornWorkers, threads: c.gunicornThreads }
+        : { kind: "flask-dev", reload: c.flaskReload },
+      codeMount: abs(c.appCodeMount),
+      hostPort: c.appHostPort || undefined,
+      limits: { memoryMb: c.appMemoryMb || undefined, cpus: c.appCpus || undefined },
+      maxProcesses: c.appMaxProcesses || undefined,
+    },
+    nginx: {
+      containerName: `${prefixName}-nginx`,
+      image: c.nginxImage,
+      imageName: `${project}-nginx:${ctx.stack}`,
+      httpPort: c.httpPort,
+      configFile,
+      hostHeader: c.proxyHostHeader,
+      forwardedHeaders: c.forwardedHeaders,
+      keepalive: c.upstreamKeepalive,
+      limits: { memoryMb: c.nginxMemoryMb || undefined, cpus: c.nginxCpus || undefined },
+      conf,
+    },
+    hardened: c.hardened,
+    bindAddress: c.bindAddress,
+    restartPolicy: c.restartPolicy,
+    healthchecks: c.healthchecks,
+    waitForHealthy: c.waitForHealthy,
+  };
+}
+
+/** A bind-mounted nginx config must be exactly what this config renders, so alias and port cannot drift. */
+function checkMountedConf(key: string, file: string, expected: string): void {
+  let actual: string;
+  try {
+    actual = fs.readFileSync(file, "utf8");
+  } catch (e) {
+    throw new ConfigError([`${key}: cannot read ${file} (${(e as Error).message})`]);
+  }
+  if (actual !== expected) {
+    throw new ConfigError([
+      `${key}: ${file} differs from the config rendered for this stack (alias, port or proxy settings changed); ` +
+        "run `npm run render:nginx` and commit the result",
+    ]);
+  }
+}
+
+/** A tag is pinned when it is present and not "latest" (a digest pins too). */
+export function isPinned(ref: string): boolean {
+  if (ref.includes("@sha256:")) return true;
+  const lastSlash = ref.lastIndexOf("/");
+  const colon = ref.indexOf(":", lastSlash + 1);
+  return colon > 0 && ref.slice(colon + 1) !== "latest";
+}
+
+/** The n-th host address of an IPv4 subnet, e.g. (172.30.77.0/24, 10) → 172.30.77.10. */
+export function hostAddress(subnet: string, n: number): string {
+  const [addr, bits] = subnet.split("/");
+  const base = addr.split(".").reduce((acc, o) => acc * 256 + Number(o), 0);
+  const size = 2 ** (32 - Number(bits));
+  const network = base - (base % size);
+  if (n <= 0 || n >= size - 1) throw new Error(`subnet ${subnet} has no host number ${n}`);
+  const v = network + n;
+  return [24, 16, 8, 0].map((s) => Math.floor(v / 2 ** s) % 256).join(".");
+}
+
+/** Reads the running stack's config through Pulumi; a bad value stops the program before any resource. */
+export function loadStackConfig(root: string): StackConfig {
+  // Imported here so parseConfig stays usable without a Pulumi runtime (scripts, policy tests).
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const pulumi = require("@pulumi/pulumi") as typeof import("@pulumi/pulumi");
+  try {
+    return parseConfig(pulumi.runtime.allConfig(), { stack: pulumi.getStack(), project: pulumi.getProject(), root });
+  } catch (e) {
+    // RunError: Pulumi prints the message alone, without a stack trace.
+    if (e instanceof ConfigError) throw new pulumi.RunError(e.message);
+    throw e;
+  }
+}

@@ -1,0 +1,122 @@
+// Renders nginx's conf.d/default.conf from the same values the network alias and app port come from.
+// Everything used here exists in nginx 1.13.7 and in current nginx.
+
+export interface NginxConfOptions {
+  /** Host name nginx proxies to: the app's network alias. */
+  upstreamHost: string;
+  upstreamPort: number;
+  /** Value of the Host header sent upstream: a literal such as "localhost" (the tutorial) or "$host". */
+  hostHeader: string;
+  forwardedHeaders: boolean;
+  /**
+   * 0: resolve the alias through Docker's DNS on every request (a recreated app is found within 5 s).
+   * > 0: an upstream block with that many idle keepalive connections; the alias is resolved at start,
+   * so the app's address must be pinned (see StackConfig.app.address).
+   */
+  keepalive: number;
+  /** Production hardening: limits, timeouts, security headers, no version banner, buffered access log. */
+  hardened: boolean;
+  /** Serve NGINX_HEALTH_PATH locally, for the container healthcheck. */
+  healthEndpoint: boolean;
+  /** The stack the file was rendered for; written into the header comment. */
+  stack: string;
+}
+
+export const NGINX_HEALTH_PATH = "/nginx-health";
+const DOCKER_DNS = "127.0.0.11";
+
+export function renderNginxConf(o: NginxConfOptions): string {
+  const target = `${o.upstreamHost}:${o.upstreamPort}`;
+  const hostValue = o.hostHeader.startsWith("$") ? o.hostHeader : `"${o.hostHeader}"`;
+  const lines: string[] = [
+    `# Rendered for stack "${o.stack}" by infra/nginxConf.ts (npm run render:nginx). Edit the stack config`,
+    `# or the renderer, not this file: the program refuses to mount a copy that differs from the render.`,
+  ];
+  if (o.keepalive > 0) {
+    lines.push(
+      "upstream flask_app {",
+      `    server ${target};`,
+      "    # Idle connections kept open to the app: saves a TCP handshake per request.",
+      `    keepalive ${o.keepalive};`,
+      "}",
+      "",
+    );
+  }
+  lines.push("server {", "    listen 80;", "    server_name localhost;");
+  if (o.hardened) {
+    lines.push(
+      "",
+      "    server_tokens off;",
+      "    autoindex off;",
+      "    # Small request limits: the app takes no uploads. Oversized input gets 413/414/400 from nginx.",
+      "    client_max_body_size 1m;",
+      "    client_body_buffer_size 16k;",
+      "    client_header_buffer_size 1k;",
+      "    large_client_header_buffers 4 8k;",
+      "    # Slow clients are cut off instead of holding a connection open.",
+      "    client_header_timeout 10s;",
+      "    client_body_timeout 10s;",
+      "    send_timeout 10s;",
+      "    keepalive_timeout 30s;",
+      "    keepalive_requests 1000;",
+      "    # Buffered access log: one write per 64 KB instead of one per request.",
+      "    access_log /var/log/nginx/access.log combined buffer=64k flush=5s;",
+      "",
+      "    add_header X-Content-Type-Options nosniff always;",
+      "    add_header X-Frame-Options DENY always;",
+      "    add_header Referrer-Policy no-referrer always;",
+    );
+  }
+  if (o.hardened || o.healthEndpoint) {
+    lines.push(
+      "",
+      `    location = ${NGINX_HEALTH_PATH} {`,
+      "        access_log off;",
+      "        default_type text/plain;",
+      '        return 200 "ok\\n";',
+      "    }",
+    );
+  }
+  if (o.keepalive === 0) {
+    lines.push(
+      "",
+      "    # Docker's embedded DNS. A variable in proxy_pass makes nginx resolve the alias per request",
+      "    # (cached 5 s) instead of once at start, so a recreated app container is found again.",
+      `    resolver ${DOCKER_DNS} valid=5s ipv6=off;`,
+      `    set $flask_upstream ${target};`,
+    );
+  }
+  lines.push("", "    location / {");
+  if (o.keepalive > 0) {
+    lines.push(
+      "        proxy_pass http://flask_app;",
+      "        proxy_http_version 1.1;",
+      '        proxy_set_header Connection "";',
+    );
+  } else {
+    // With a variable, proxy_pass must not carry a URI part or every request would be sent to that URI;
+    // without one the original URI is passed, which for "location /" is what the tutorial's trailing "/" did.
+    lines.push("        proxy_pass http://$flask_upstream;");
+  }
+  lines.push(`        proxy_set_header Host ${hostValue};`);
+  if (o.forwardedHeaders) {
+    lines.push(
+      "        proxy_set_header X-Real-IP $remote_addr;",
+      "        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+      "        proxy_set_header X-Forwarded-Proto $scheme;",
+      "        proxy_set_header X-Forwarded-Host $host;",
+    );
+  }
+  if (o.hardened) {
+    lines.push(
+      "        proxy_connect_timeout 2s;",
+      "        proxy_send_timeout 30s;",
+      "        proxy_read_timeout 30s;",
+      "        # A refused or reset connection is retried on the next server or a fresh connection.",
+      "        proxy_next_upstream error timeout http_502 http_503;",
+      "        proxy_next_upstream_tries 3;",
+    );
+  }
+  lines.push("    }", "}", "");
+  return lines.join("\n");
+}

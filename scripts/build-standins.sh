@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Builds local stand-ins for the public images the stacks name, because no registry is reachable here.
+# One Debian bookworm rootfs (nginx-light + python3-flask + gunicorn) is imported once as a base; each
+# requested tag is a two-line build on top of it that sets the entrypoint the official image would have.
+# Usage: build-standins.sh [TAG ...]   (default: the tags the committed stacks use)
+# Tags already present are skipped, so a warm run costs a few docker API calls.
+set -euo pipefail
+log() { printf '[standins] %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+BASE_TAG="standin/bookworm-base:1"
+CACHE_DIR="${STANDIN_CACHE_DIR:-/var/cache/pulumi-nginx-flask-standin}"
+MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+[ $# -gt 0 ] || set -- nginx:1.13.7 nginx:1.27.3 python:3
+
+docker info >/dev/null 2>&1 || die "no Docker Engine answers; run scripts/setup-engine.sh first"
+
+have() { docker image inspect "$1" >/dev/null 2>&1; }
+
+build_base() {
+  have "$BASE_TAG" && return 0
+  [ "$(id -u)" = 0 ] || die "building the stand-in base needs root (debootstrap)"
+  command -v debootstrap >/dev/null || die "debootstrap is not installed; run scripts/setup-engine.sh"
+  local free_kb; mkdir -p "$CACHE_DIR"; free_kb=$(df -Pk "$CACHE_DIR" | awk 'NR==2{print $4}')
+  [ "$free_kb" -gt 2000000 ] || die "need ~2 GB free under $CACHE_DIR, have $((free_kb/1024)) MB"
+  local root="$CACHE_DIR/rootfs"
+  rm -rf "$root"
+  log "debootstrap bookworm into $root (about 2 minutes)"
+  debootstrap --variant=minbase \
+    --include=python3-flask,gunicorn,nginx-light,python3-pip,python-is-python3,curl,ca-certificates \
+    bookworm "$root" "$MIRROR" >"$CACHE_DIR/debootstrap.log" 2>&1 \
+    || { tail -n 30 "$CACHE_DIR/debootstrap.log" >&2; die "debootstrap failed (log: $CACHE_DIR/debootstrap.log)"; }
+  # Make the rootfs behave like the official images: nginx reads conf.d/ only and logs to the container's
+  # stdout/stderr; pip may install into the system interpreter (requirements already satisfied offline).
+  rm -f "$root/etc/nginx/sites-enabled/default" "$root"/usr/lib/python3*/EXTERNALLY-MANAGED
+  ln -sf /dev/stdout "$root/var/log/nginx/access.log"
+  ln -sf /dev/stderr "$root/var/log/nginx/error.log"
+  # The official nginx image runs workers as user "nginx"; give the stand-in the same account.
+  chroot "$root" useradd --system --no-create-home --shell /usr/sbin/nologin nginx
+  sed -i 's/^user www-data;/user nginx;/' "$root/etc/nginx/nginx.conf"
+  rm -rf "$root/var/cache/apt/archives/"*.deb "$root/var/lib/apt/lists/"*
+  log "importing base image $BASE_TAG"
+  tar -C "$root" -c . | docker import --change 'LABEL org.example.standin=true' - "$BASE_TAG" >/dev/null
+  rm -rf "$root"
+}
+
+build_tag() {
+  local tag="$1" repo="${1%%:*}" body
+  repo="${repo##*/}"
+  case "$repo" in
+    nginx|nginx-unprivileged)
+      body=$'EXPOSE 80\nSTOPSIGNAL SIGQUIT\nCMD ["nginx", "-g", "daemon off;"]' ;;
+    python)
+      body=$'ENV LANG=C.UTF-8\nCMD ["python3"]' ;;
+    *) die "no stand-in recipe for image '$tag' (known: nginx*, python*)" ;;
+  esac
+  log "tagging stand-in $tag"
+  printf 'FROM %s\nLABEL org.example.standin-for="%s"\n%s\n' "$BASE_TAG" "$tag" "$body" \
+    | docker build -q -t "$tag" - >/dev/null || die "building stand-in $tag failed"
+}
+
+todo=()
+for tag in "$@"; do have "$tag" || todo+=("$tag"); done
+if [ ${#todo[@]} -eq 0 ]; then log "all stand-ins present: $*"; exit 0; fi
+build_base
+for tag in "${todo[@]}"; do build_tag "$tag"; done
+log "ready: $*"

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Idempotent: installs and starts a Docker Engine, then builds the offline stand-in images.
+# Safe to run again; every step is skipped when already done.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+log() { printf '[setup-engine] %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+ensure_root_or_engine() {
+  if docker info >/dev/null 2>&1; then return 0; fi
+  [ "$(id -u)" = 0 ] || die "no Docker Engine answers and installing one needs root (run as root, or start dockerd yourself)"
+}
+
+install_packages() {
+  local missing=()
+  command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+  command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "installing ${missing[*]} from Debian"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq || die "apt-get update failed"
+  apt-get install -y -qq "${missing[@]}" >/dev/null || die "apt-get install ${missing[*]} failed"
+}
+
+start_engine() {
+  docker info >/dev/null 2>&1 && return 0
+  local dockerd_bin; dockerd_bin="$(command -v dockerd)" || die "dockerd not found after install"
+  log "starting dockerd (log: /var/log/dockerd-project.log)"
+  nohup "$dockerd_bin" >/var/log/dockerd-project.log 2>&1 &
+  for _ in $(seq 1 60); do
+    docker info >/dev/null 2>&1 && { log "engine is up"; return 0; }
+    sleep 1
+  done
+  tail -n 20 /var/log/dockerd-project.log >&2 || true
+  die "dockerd did not answer within 60 s"
+}
+
+ensure_root_or_engine
+if [ "$(id -u)" = 0 ]; then install_packages; fi
+start_engine
+if [ "${SKIP_STANDINS:-0}" != 1 ]; then
+  bash "$here/build-standins.sh"
+fi

@@ -1,0 +1,143 @@
+// Runs the real Pulumi program (index.ts) under pulumi.runtime.setMocks with the config the CLI would give
+// it: Pulumi.yaml's project defaults merged with Pulumi.<stack>.yaml. Returns every resource the program
+// registered, with its inputs, parent and explicit dependsOn, for unit tests and the live realizer.
+import * as crypto from "crypto";
+import * as path from "path";
+import type * as PulumiModule from "@pulumi/pulumi";
+import { projectFile, ROOT, stackConfig } from "./stack-files";
+
+export { ROOT, stackConfig };
+
+export interface Declared {
+  type: string;
+  name: string;
+  custom: boolean;
+  inputs: Record<string, unknown>;
+  /** Mock state handed back to the program (computed outputs included). */
+  outputs: Record<string, unknown>;
+  parent?: string;
+  dependsOn: string[];
+}
+
+export interface ProgramRun {
+  stack: string;
+  config: Record<string, string>;
+  resources: Declared[];
+  /** The stack's exported outputs, or the error the program stopped with. */
+  outputs: Record<string, unknown>;
+}
+
+const fakeDigest = (seed: string) => `sha256:${crypto.createHash("sha256").update(seed).digest("hex")}`;
+
+/** Outputs the provider computes; everything else echoes the inputs, as the real provider does. */
+function computedOutputs(type: string, name: string, inputs: Record<string, unknown>): Record<string, unknown> {
+  switch (type) {
+    case "docker:index/image:Image":
+      return { repoDigest: fakeDigest(`image:${name}:${String(inputs.imageName)}`) };
+    case "docker:index/remoteImage:RemoteImage":
+      return { imageId: fakeDigest(`remote:${String(inputs.name)}`), repoDigest: `${String(inputs.name)}@${fakeDigest(String(inputs.name))}` };
+    case "random:index/randomPassword:RandomPassword":
+      return { result: `mock-${name}` };
+    default:
+      return {};
+  }
+}
+
+/** The program stopped with an error; `registered` is what it had declared by then. */
+export class ProgramError extends Error {
+  constructor(readonly cause: Error, readonly registered: Declared[]) {
+    super(cause.message);
+    this.name = "ProgramError";
+  }
+}
+
+export interface RunOptions {
+  overrides?: Record<string, string>;
+  preview?: boolean;
+}
+
+/** Loads index.ts in a fresh module registry for `stack` and captures what it declares. */
+export async function runProgram(stack: string, opts: RunOptions = {}): Promise<ProgramRun> {
+  const config = stackConfig(stack, opts.overrides);
+  const resources: Declared[] = [];
+  const byName = new Map<string, Declared>();
+  let outputs: Record<string, unknown> = {};
+
+  let pulumi!: typeof PulumiModule;
+  jestIsolate(() => {
+    pulumi = require("@pulumi/pulumi") as typeof PulumiModule;
+  });
+  pulumi.runtime.setAllConfig(config);
+  await pulumi.runtime.setMocks(
+    {
+      newResource(args) {
+        const inputs = args.inputs as Record<string, unknown>;
+        const state = opts.preview ? { ...inputs } : { ...inputs, ...computedOutputs(args.type, args.name, inputs) };
+        const declared = byName.get(args.name);
+        if (declared) {
+          declared.inputs = inputs;
+          declared.outputs = state;
+        }
+        return { id: opts.preview ? undefined : `${args.name}-id`, state };
+      },
+      call: (args) => args.inputs,
+    },
+    projectFile().name,
+    stack,
+    opts.preview ?? false,
+  );
+
+  const names = new Map<PulumiModule.Resource, string>();
+  let programError: Error | undefined;
+  outputs = (await pulumi.runtime.runInPulumiStack(async () => {
+    pulumi.runtime.registerStackTransformation((t) => {
+      names.set(t.resource, t.name);
+      const deps = Array.isArray(t.opts.dependsOn) ? t.opts.dependsOn : t.opts.dependsOn ? [t.opts.dependsOn] : [];
+      const entry: Declared = {
+        type: t.type,
+        name: t.name,
+        custom: t.resource instanceof pulumi.CustomResource,
+        inputs: {},
+        outputs: {},
+        parent: t.opts.parent ? names.get(t.opts.parent) : undefined,
+        dependsOn: deps.map((d) => names.get(d as PulumiModule.Resource) ?? "<unknown>"),
+      };
+      resources.push(entry);
+      byName.set(t.name, entry);
+      return undefined;
+    });
+    let mod: Record<string, unknown> = {};
+    try {
+      jestIsolate(() => {
+        mod = require(path.join(ROOT, "index.ts")) as Record<string, unknown>;
+      }, pulumi);
+    } catch (e) {
+      programError = e as Error;
+    }
+    return mod;
+  })) as Record<string, unknown> ?? {};
+  await settle();
+  if (programError) throw new ProgramError(programError, resources);
+  return { stack, config, resources, outputs };
+}
+
+// The program must run against the pulumi instance the mocks were set on, and be loaded afresh each time.
+function jestIsolate(fn: () => void, pulumi?: typeof PulumiModule): void {
+  jest.isolateModules(() => {
+    if (pulumi) jest.doMock("@pulumi/pulumi", () => pulumi);
+    fn();
+  });
+  if (pulumi) jest.dontMock("@pulumi/pulumi");
+}
+
+/** Lets pending registrations reach the mocks. */
+async function settle(): Promise<void> {
+  for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+}
+
+export const byType = (run: ProgramRun, type: string) => run.resources.filter((r) => r.type === type);
+export const one = (run: ProgramRun, type: string, name?: string): Declared => {
+  const found = byType(run, type).filter((r) => name === undefined || r.name === name);
+  if (found.length !== 1) throw new Error(`expected one ${type}${name ? ` named ${name}` : ""}, found ${found.length}`);
+  return found[0];
+};
