@@ -71,7 +71,11 @@ export const configSchema = z.object({
   nginxCpus: cpus,
   /** Max processes for the app's user (Docker's --pids-limit is not exposed by the provider). */
   appMaxProcesses: int(0, 65536),
+  /** Set with `pulumi config set --secret flaskSecretKey …`; generated and kept in state when absent. */
+  flaskSecretKey: text.min(32, "must be at least 32 characters").optional(),
 });
+/** Keys whose values never appear in messages. */
+const SECRET_KEYS: ReadonlySet<string> = new Set(["flaskSecretKey"]);
 export type RawConfig = z.infer<typeof configSchema>;
 export const CONFIG_KEYS = Object.keys(configSchema.shape) as (keyof RawConfig)[];
 
@@ -104,6 +108,8 @@ export interface StackConfig {
     hostPort?: number;
     limits: Limits;
     maxProcesses?: number;
+    /** From secret config; the program wraps it as a Pulumi secret. Absent: a random one is generated. */
+    secretKey?: string;
   };
   nginx: {
     containerName: string;
@@ -165,7 +171,7 @@ export function parseConfig(all: Record<string, string>, ctx: LoadContext): Stac
   if (!parsed.success) {
     for (const issue of parsed.error.issues) {
       const key = String(issue.path[0] ?? "");
-      const got = key in raw ? ` (got ${JSON.stringify(raw[key])})` : "";
+      const got = key in raw && !SECRET_KEYS.has(key) ? ` (got ${JSON.stringify(raw[key])})` : "";
       const message = issue.code === "invalid_type" && raw[key] === undefined ? "is required" : issue.message;
       problems.push(`${prefix}${key}: ${message}${got}`);
     }
@@ -223,6 +229,7 @@ export function parseConfig(all: Record<string, string>, ctx: LoadContext): Stac
       hostPort: c.appHostPort || undefined,
       limits: { memoryMb: c.appMemoryMb || undefined, cpus: c.appCpus || undefined },
       maxProcesses: c.appMaxProcesses || undefined,
+      secretKey: c.flaskSecretKey,
     },
     nginx: {
       containerName: `${prefixName}-nginx`,

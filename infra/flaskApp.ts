@@ -1,6 +1,7 @@
 import * as path from "path";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
+import * as random from "@pulumi/random";
 import type { StackConfig } from "./config";
 import { baseContainerArgs, capabilities, ContainerPolicy, healthcheck, publish } from "./common";
 
@@ -36,13 +37,19 @@ export class FlaskApp extends pulumi.ComponentResource {
       skipPush: true,
     }, { parent: this });
 
+    // Secret in state and in the container's env: from secret config, else generated once per stack.
+    const secretKey = app.secretKey !== undefined
+      ? pulumi.secret(app.secretKey)
+      // The provider marks `result` secret; wrapping says so here too, whatever the provider does.
+      : pulumi.secret(new random.RandomPassword(`${name}-secret-key`, { length: 48, special: false }, { parent: this }).result);
+
     this.container = new docker.Container(`${name}-container`, {
       ...baseContainerArgs(policy, app.limits),
       name: app.containerName,
       // The image ID, so a rebuilt image replaces the container.
       image: this.image.repoDigest,
       command: serverCommand(app),
-      envs: [`FLASK_APP=${CODE_DIR}/main.py`],
+      envs: [`FLASK_APP=${CODE_DIR}/main.py`, pulumi.interpolate`FLASK_SECRET_KEY=${secretKey}`],
       networksAdvanced: [{ name: args.network.name, aliases: [app.alias], ipv4Address: app.address }],
       ports: publish(policy, app.port, app.hostPort),
       // Dev: the code on the host shadows the baked-in copy, so edits show without a rebuild.

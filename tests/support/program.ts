@@ -17,6 +17,8 @@ export interface Declared {
   outputs: Record<string, unknown>;
   parent?: string;
   dependsOn: string[];
+  /** Top-level inputs the program passed as Pulumi secrets. */
+  secretInputs: string[];
 }
 
 export interface ProgramRun {
@@ -71,11 +73,17 @@ export async function runProgram(stack: string, opts: RunOptions = {}): Promise<
   await pulumi.runtime.setMocks(
     {
       newResource(args) {
-        const inputs = args.inputs as Record<string, unknown>;
+        const secretInputs: string[] = [];
+        const inputs = Object.fromEntries(Object.entries(args.inputs as Record<string, unknown>).map(([k, v]) => {
+          const plain = unwrapSecrets(v);
+          if (plain.secret) secretInputs.push(k);
+          return [k, plain.value];
+        }));
         const state = opts.preview ? { ...inputs } : { ...inputs, ...computedOutputs(args.type, args.name, inputs) };
         const declared = byName.get(args.name);
         if (declared) {
           declared.inputs = inputs;
+          declared.secretInputs = secretInputs;
           declared.outputs = state;
         }
         return { id: opts.preview ? undefined : `${args.name}-id`, state };
@@ -101,7 +109,9 @@ export async function runProgram(stack: string, opts: RunOptions = {}): Promise<
         outputs: {},
         parent: t.opts.parent ? names.get(t.opts.parent) : undefined,
         dependsOn: deps.map((d) => names.get(d as PulumiModule.Resource) ?? "<unknown>"),
+        secretInputs: [],
       };
+
       resources.push(entry);
       byName.set(t.name, entry);
       return undefined;
@@ -128,6 +138,24 @@ function jestIsolate(fn: () => void, pulumi?: typeof PulumiModule): void {
     fn();
   });
   if (pulumi) jest.dontMock("@pulumi/pulumi");
+}
+
+// How secret values reach the mock monitor: wrapped with Pulumi's secret signature.
+const SIG_KEY = "4dabf18193072939515e22adb298388d";
+const SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270";
+
+function unwrapSecrets(v: unknown): { value: unknown; secret: boolean } {
+  if (Array.isArray(v)) {
+    const parts = v.map(unwrapSecrets);
+    return { value: parts.map((p) => p.value), secret: parts.some((p) => p.secret) };
+  }
+  if (v && typeof v === "object") {
+    const o = v as Record<string, unknown>;
+    if (o[SIG_KEY] === SECRET_SIG) return { value: unwrapSecrets(o.value).value, secret: true };
+    const parts = Object.entries(o).map(([k, x]) => [k, unwrapSecrets(x)] as const);
+    return { value: Object.fromEntries(parts.map(([k, p]) => [k, p.value])), secret: parts.some(([, p]) => p.secret) };
+  }
+  return { value: v, secret: false };
 }
 
 /** Lets pending registrations reach the mocks. */

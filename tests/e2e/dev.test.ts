@@ -1,0 +1,65 @@
+import * as fs from "fs";
+import * as path from "path";
+import { answersHello, at, copyOfApp, deploy, get, within, type Deployed } from "./live";
+
+// The tutorial's stack: nginx 1.13.7 → `flask run`, code bind-mounted, app port 8080 published.
+describe("dev stack on a real Docker Engine", () => {
+  let dev: Deployed;
+  let code: string;
+
+  beforeAll(async () => {
+    code = copyOfApp();
+    dev = await deploy("dev", { appCodeMount: code });
+    await within(20_000, answersHello(dev.url), "dev answers through nginx");
+  });
+  afterAll(async () => {
+    await dev?.destroy();
+    fs.rmSync(code, { recursive: true, force: true });
+  });
+
+  test("nginx on port 80 answers Hello world! from Flask", async () => {
+    const r = await get(dev.url);
+    expect(dev.url).toBe("http://127.0.0.1:80/");
+    expect(r.status).toBe(200);
+    expect(r.body).toBe("Hello world!");
+    expect(r.headers.get("server")).toMatch(/^nginx\//);
+  });
+
+  test("/healthz answers through nginx", async () => {
+    const r = await get(at(dev.url, "/healthz"));
+    expect(r.status).toBe(200);
+    expect(JSON.parse(r.body)).toEqual({ status: "ok" });
+  });
+
+  test("the app port is published on 127.0.0.1:8080 and answers directly", async () => {
+    expect(dev.run.outputs.appUrl).toBe("http://127.0.0.1:8080/");
+    const r = await get("http://127.0.0.1:8080/");
+    expect(r.body).toBe("Hello world!");
+    expect(r.headers.get("server")).toMatch(/Werkzeug/);
+  });
+
+  test("editing the bind-mounted main.py changes the answer without a rebuild", async () => {
+    const file = path.join(code, "main.py");
+    const original = fs.readFileSync(file, "utf8");
+    const imageBefore = (await dev.realizer.container("flask-container").inspect()).Image;
+    try {
+      fs.writeFileSync(file, original.replace('"Hello world!"', '"Hello edited!"'));
+      await within(15_000, async () => (await get(dev.url, {}, 1000)).body === "Hello edited!", "edited code is served");
+    } finally {
+      fs.writeFileSync(file, original);
+    }
+    await within(15_000, answersHello(dev.url), "original code is served again");
+    expect((await dev.realizer.container("flask-container").inspect()).Image).toBe(imageBefore);
+  });
+
+  test("nginx finds a recreated app container within 5 s, without restarting", async () => {
+    const nginx = dev.realizer.container("nginx-container");
+    const before = await nginx.inspect();
+    await dev.realizer.recreate("flask-container");
+    const elapsed = await within(5_000, answersHello(dev.url), "nginx serves the recreated app");
+    const after = await nginx.inspect();
+    expect(after.State.StartedAt).toBe(before.State.StartedAt);
+    expect(after.RestartCount).toBe(before.RestartCount);
+    console.log(`dev: recreated app served through nginx after ${elapsed} ms`);
+  });
+});

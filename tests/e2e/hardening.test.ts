@@ -1,0 +1,111 @@
+import type Docker from "dockerode";
+import { answersHello, deploy, get, portOf, raw, within, type Deployed } from "./live";
+
+// The prod stack against hostile clients, and its running containers against the container checks of the
+// CIS Docker Benchmark (section 5) that apply to them.
+describe("prod stack: hostile input and runtime hardening", () => {
+  let prod: Deployed;
+  let port: number;
+
+  beforeAll(async () => {
+    prod = await deploy("prod");
+    port = portOf(prod.url);
+  });
+  afterAll(async () => {
+    await prod?.destroy();
+  });
+
+  // After each hostile request: both containers still run, and a normal request succeeds.
+  afterEach(async () => {
+    for (const name of ["flask-container", "nginx-container"]) {
+      const s = (await prod.realizer.container(name).inspect()).State;
+      expect([name, s.Running, s.Restarting]).toEqual([name, true, false]);
+    }
+    await within(3_000, answersHello(prod.url), "a normal request after the hostile one");
+  });
+
+  const statusOf = (text: string) => Number(/^HTTP\/1\.[01] (\d{3})/.exec(text)?.[1] ?? 0);
+
+  // Sizes just over our limits but under nginx's defaults, so these fail if the limits are removed.
+  test.each([6 * 1024, 64 * 1024])("a %i-byte header line is refused with 400", async (size) => {
+    const r = await raw(port, `GET / HTTP/1.1\r\nHost: x\r\nX-Big: ${"a".repeat(size)}\r\nConnection: close\r\n\r\n`);
+    expect(statusOf(r.text)).toBe(400);
+  });
+
+  test.each([100 * 1024, 10 * 1024 * 1024])("a %i-byte body is refused with 413 before it is read", async (size) => {
+    const r = await raw(port, `POST / HTTP/1.1\r\nHost: x\r\nContent-Length: ${size}\r\nConnection: close\r\n\r\n${"x".repeat(1024)}`);
+    expect(statusOf(r.text)).toBe(413);
+  });
+
+  test("a malformed request line gets 400", async () => {
+    const r = await raw(port, "GARBAGE /\x01\x02 NOT-HTTP\r\n\r\n");
+    expect(statusOf(r.text)).toBe(400);
+  });
+
+  test("a client that stops sending mid-request is cut off by the header timeout", async () => {
+    const started = Date.now();
+    const r = await raw(port, "GET / HTTP/1.1\r\nHost: x\r\n", 20_000, true);
+    expect(r.closedByServer).toBe(true);
+    const waited = Date.now() - started;
+    expect(waited).toBeGreaterThanOrEqual(9_000); // client_header_timeout 10s, not an instant reject
+    expect(waited).toBeLessThan(20_000);
+  });
+
+  test.each([
+    "/../../etc/passwd",
+    "/%2e%2e/%2e%2e/etc/passwd",
+    "/..%2f..%2fetc%2fpasswd",
+    "/static/../../../../etc/passwd",
+  ])("path traversal %s gets a 4xx and no file", async (p) => {
+    const r = await raw(port, `GET ${p} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+    const status = statusOf(r.text);
+    expect(status).toBeGreaterThanOrEqual(400);
+    expect(status).toBeLessThan(500);
+    expect(r.text).not.toContain("root:");
+  });
+
+  test("the running containers pass the container checks that apply", async () => {
+    type Check = { check: string; ok: (i: Docker.ContainerInspectInfo, name: string) => boolean };
+    // nginx's master runs as root to bind :80 and drop to the nginx user; it keeps 4 capabilities only.
+    const allowedCaps: Record<string, string[]> = {
+      "flask-container": [],
+      "nginx-container": ["CHOWN", "SETUID", "SETGID", "NET_BIND_SERVICE"],
+    };
+    const checks: Check[] = [
+      { check: "4.1 non-root user", ok: (i, n) => n === "nginx-container" || (i.Config.User !== "" && !/^(0|root)(:|$)/.test(i.Config.User)) },
+      { check: "4.6 healthcheck", ok: (i) => (i.Config.Healthcheck?.Test?.length ?? 0) > 0 },
+      { check: "5.4 not privileged", ok: (i) => i.HostConfig.Privileged === false },
+      { check: "5.3 cap_drop ALL", ok: (i) => (i.HostConfig.CapDrop ?? []).includes("ALL") },
+      { check: "5.3 only needed caps", ok: (i, n) => ((i.HostConfig.CapAdd as string[] | undefined) ?? []).every((c) => allowedCaps[n].includes(c.replace(/^CAP_/, ""))) },
+      { check: "5.10 memory limit", ok: (i) => (i.HostConfig.Memory ?? 0) > 0 },
+      { check: "5.11 CPU limit", ok: (i) => (i.HostConfig.NanoCpus ?? 0) > 0 },
+      { check: "5.12 read-only root", ok: (i) => i.HostConfig.ReadonlyRootfs === true },
+      { check: "5.14 restart policy", ok: (i) => ["unless-stopped", "on-failure", "always"].includes(i.HostConfig.RestartPolicy?.Name ?? "") },
+      { check: "5.25 no-new-privileges", ok: (i) => (i.HostConfig.SecurityOpt ?? []).includes("no-new-privileges:true") },
+      { check: "5.9 not host network", ok: (i) => i.HostConfig.NetworkMode !== "host" },
+      { check: "5.15 not host pid", ok: (i) => i.HostConfig.PidMode !== "host" },
+      { check: "log rotation", ok: (i) => Boolean(i.HostConfig.LogConfig?.Config?.["max-size"]) },
+    ];
+    const table: Record<string, Record<string, string>> = {};
+    const failed: string[] = [];
+    for (const name of ["flask-container", "nginx-container"]) {
+      const info = await prod.realizer.container(name).inspect();
+      for (const c of checks) {
+        const ok = c.ok(info, name);
+        (table[c.check] ??= {})[name] = ok ? "pass" : "FAIL";
+        if (!ok) failed.push(`${name}: ${c.check}`);
+      }
+    }
+    console.table(table);
+    expect(failed).toEqual([]);
+  });
+
+  test("Flask runs with debug off and the secret key set", async () => {
+    const r = await get(new URL("/no-such-page", prod.url).toString());
+    expect(r.status).toBe(404);
+    expect(r.body).not.toMatch(/Traceback|Werkzeug Debugger/);
+    const env = (await prod.realizer.container("flask-container").inspect()).Config.Env;
+    expect(env.some((e) => /^FLASK_SECRET_KEY=.{32,}$/.test(e))).toBe(true);
+    expect(env.some((e) => /^FLASK_DEBUG=(1|true)$/i.test(e))).toBe(false);
+  });
+});

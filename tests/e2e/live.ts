@@ -1,0 +1,101 @@
+// Shared pieces of the live suite: deploy a stack's declared resources on the engine, talk HTTP to the
+// published ports on 127.0.0.1 only, and remove what was created.
+import * as fs from "fs";
+import * as net from "net";
+import * as os from "os";
+import * as path from "path";
+import Docker from "dockerode";
+import { ROOT, runProgram, type ProgramRun } from "../support/program";
+import { Realizer } from "../support/realize";
+
+export const docker = new Docker();
+
+export interface Deployed {
+  run: ProgramRun;
+  realizer: Realizer;
+  /** The stack's `url` output: nginx's published address. */
+  url: string;
+  destroy(): Promise<void>;
+}
+
+export async function deploy(stack: string, overrides: Record<string, string> = {}): Promise<Deployed> {
+  const run = await runProgram(stack, { overrides });
+  const realizer = new Realizer(docker, run, (m) => process.env.E2E_VERBOSE && console.log(`[${stack}] ${m}`));
+  try {
+    await realizer.up();
+  } catch (e) {
+    await realizer.destroy();
+    throw e;
+  }
+  const url = String(run.outputs.url);
+  if (!url.startsWith("http://127.0.0.1:")) throw new Error(`refusing to send traffic to ${url}: only 127.0.0.1 is allowed`);
+  return { run, realizer, url, destroy: () => realizer.destroy() };
+}
+
+export interface Reply {
+  status: number;
+  body: string;
+  headers: Headers;
+}
+
+/** GET on a loopback URL with a hard timeout. */
+export async function get(url: string, init: RequestInit = {}, timeoutMs = 3000): Promise<Reply> {
+  if (new URL(url).hostname !== "127.0.0.1") throw new Error(`not a loopback URL: ${url}`);
+  const res = await fetch(url, { ...init, signal: AbortSignal.timeout(timeoutMs) });
+  return { status: res.status, body: await res.text(), headers: res.headers };
+}
+
+/** Polls until `probe` resolves truthy or the time is up; returns the elapsed milliseconds. */
+export async function within(ms: number, probe: () => Promise<boolean>, what: string): Promise<number> {
+  const start = Date.now();
+  let last = "";
+  while (Date.now() - start < ms) {
+    try {
+      if (await probe()) return Date.now() - start;
+    } catch (e) {
+      last = (e as Error).message;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${what}: not within ${ms} ms${last ? ` (last error: ${last})` : ""}`);
+}
+
+export const answersHello = (url: string) => async () => {
+  const r = await get(url, {}, 1000);
+  return r.status === 200 && r.body === "Hello world!";
+};
+
+/** Sends raw bytes to a loopback port and returns what comes back before the server closes or `ms` pass. */
+export function raw(port: number, payload: string | Buffer, ms = 5000, writeSlowly = false): Promise<{ text: string; closedByServer: boolean }> {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect({ host: "127.0.0.1", port });
+    let text = "";
+    let closedByServer = false;
+    const timer = setTimeout(() => sock.destroy(), ms);
+    sock.on("data", (d) => (text += d.toString("latin1")));
+    sock.on("end", () => (closedByServer = true));
+    sock.on("close", () => {
+      clearTimeout(timer);
+      resolve({ text, closedByServer });
+    });
+    sock.on("error", (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    sock.on("connect", () => {
+      if (!writeSlowly) sock.write(payload);
+      else sock.write(String(payload).slice(0, 10)); // a client that starts a request and goes quiet
+    });
+  });
+}
+
+/** A private copy of app/ to bind-mount, so tests can edit the code without touching the repo. */
+export function copyOfApp(): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "flask-proxy-code-"));
+  fs.chmodSync(dir, 0o755); // the app runs as an unprivileged user
+  for (const f of ["main.py", "requirements.txt"]) fs.copyFileSync(path.join(ROOT, "app", f), path.join(dir, f));
+  return dir;
+}
+
+export const portOf = (url: string) => Number(new URL(url).port || 80);
+export const at = (url: string, p: string) => new URL(p, url).toString();

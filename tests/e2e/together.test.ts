@@ -1,0 +1,34 @@
+import { leftovers, PROJECT_LABEL } from "../support/realize";
+import { deploy, docker, get, type Deployed } from "./live";
+
+// dev and prod side by side on one engine, then destroyed: stack-scoped names and ports must not collide,
+// and destroy must leave nothing of the project behind.
+describe("dev and prod on one engine", () => {
+  const stacks: Deployed[] = [];
+  afterAll(async () => {
+    for (const s of stacks) await s.destroy();
+  });
+
+  test("both come up and each answers on its own port", async () => {
+    stacks.push(await deploy("dev"), await deploy("prod"));
+    const [dev, prod] = stacks;
+    expect(dev.url).not.toBe(prod.url);
+    for (const s of stacks) {
+      const r = await get(s.url);
+      expect([s.run.stack, r.status, r.body]).toEqual([s.run.stack, 200, "Hello world!"]);
+    }
+    // Each nginx really fronts its own stack's app server.
+    expect((await get(dev.url)).headers.get("server")).toMatch(/^nginx\/1\./);
+    expect((await get(prod.url)).headers.get("server")).toBe("nginx");
+  });
+
+  test("destroy leaves no container, network, volume or built image of the project", async () => {
+    expect(stacks).toHaveLength(2);
+    while (stacks.length) await stacks.pop()!.destroy();
+    const left = await leftovers(docker, PROJECT_LABEL);
+    expect(left).toEqual({ containers: [], networks: [], volumes: [], images: [] });
+    // Built images carry no project label (the provider's build has no labels): check them by name.
+    const tags = (await docker.listImages()).flatMap((i) => i.RepoTags ?? []);
+    expect(tags.filter((t) => /^flask:|^flask-proxy-nginx:/.test(t))).toEqual([]);
+  });
+});
