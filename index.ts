@@ -17,17 +17,17 @@ const network = new docker.Network("my-network", {
   ipamConfigs: cfg.network.subnet ? [{ subnet: cfg.network.subnet }] : undefined,
 });
 
-// services.flask: built from app/, alias flask-app on my-network
+// services.flask: built from app/, alias flask-app on my-network (× replicas)
 const flask = new FlaskApp("flask", { app: cfg.app, policy, context: path.join(__dirname, "app"), network });
 
 // services.nginx: depends_on flask, proxies to the alias, port 80
 const nginx = new NginxProxy("nginx", {
-  nginx: cfg.nginx, policy, network, backends: [flask.container], context: path.join(__dirname, "nginx"),
+  nginx: cfg.nginx, policy, network, backends: flask.containers, context: path.join(__dirname, "nginx"),
 });
 
 export const url = nginx.url;
 export const appUrl = cfg.app.hostPort ? localUrl(cfg.bindAddress, cfg.app.hostPort) : "(not published)";
 export const networkName = network.name;
-export const appContainer = flask.container.name;
+export const appContainers = flask.containers.map((c) => c.name);
 export const nginxContainer = nginx.container.name;
 export const appImage = flask.image.imageName;

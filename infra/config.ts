@@ -71,6 +71,7 @@ export const configSchema = z.object({
   nginxCpus: cpus,
   /** Max processes for the app's user (Docker's --pids-limit is not exposed by the provider). */
   appMaxProcesses: int(0, 65536),
+  replicas: int(1, 16),
   /** Set with `pulumi config set --secret flaskSecretKey …`; generated and kept in state when absent. */
   flaskSecretKey: text.min(32, "must be at least 32 characters").optional(),
 });
@@ -78,6 +79,12 @@ export const configSchema = z.object({
 const SECRET_KEYS: ReadonlySet<string> = new Set(["flaskSecretKey"]);
 export type RawConfig = z.infer<typeof configSchema>;
 export const CONFIG_KEYS = Object.keys(configSchema.shape) as (keyof RawConfig)[];
+
+export interface Replica {
+  containerName: string;
+  /** Pinned address on the network, so a recreated app keeps the address nginx resolved at start. */
+  address?: string;
+}
 
 export interface Limits {
   memoryMb?: number;
@@ -95,14 +102,13 @@ export interface StackConfig {
   labels: Record<string, string>;
   network: { name: string; subnet?: string };
   app: {
-    containerName: string;
+    /** One entry per app container: its name and, with a subnet, its pinned address. */
+    replicas: Replica[];
     imageName: string;
     baseImage: string;
     /** The name nginx proxies to and the network alias: one value. */
     alias: string;
     port: number;
-    /** Pinned address on the network, so a recreated app keeps the address nginx resolved at start. */
-    address?: string;
     server: AppServer;
     codeMount?: string;
     hostPort?: number;
@@ -185,6 +191,8 @@ export function parseConfig(all: Record<string, string>, ctx: LoadContext): Stac
   };
   rule(c.appHostPort === 0 || c.appHostPort !== c.httpPort, "appHostPort",
     `host port ${c.appHostPort} is already taken by httpPort; two containers cannot publish one host port`);
+  rule(c.appHostPort === 0 || c.replicas === 1, "appHostPort",
+    `cannot publish one host port for ${c.replicas} replicas; set appHostPort to 0 or replicas to 1`);
   rule(!c.waitForHealthy || c.healthchecks, "waitForHealthy", "needs healthchecks: true (there is nothing to wait for)");
   rule(!c.flaskReload || c.appServer === "flask-dev", "flaskReload", "only applies to appServer: flask-dev");
   rule(c.upstreamKeepalive === 0 || c.networkSubnet !== "", "upstreamKeepalive",
@@ -216,12 +224,14 @@ export function parseConfig(all: Record<string, string>, ctx: LoadContext): Stac
     labels: { "org.flask-proxy.project": project, "org.flask-proxy.stack": ctx.stack },
     network: { name: `${prefixName}-net`, subnet: c.networkSubnet || undefined },
     app: {
-      containerName: `${prefixName}-flask`,
+      replicas: Array.from({ length: c.replicas }, (_, i) => ({
+        containerName: `${prefixName}-flask${i === 0 ? "" : `-${i + 1}`}`,
+        address: c.networkSubnet ? hostAddress(c.networkSubnet, 10 + i) : undefined,
+      })),
       imageName: `${c.appImageRepository}:${c.appVersion}-${ctx.stack}`,
       baseImage: c.pythonImage,
       alias: c.appAlias,
       port: c.appPort,
-      address: c.networkSubnet ? hostAddress(c.networkSubnet, 10) : undefined,
       server: c.appServer === "gunicorn"
         ? { kind: "gunicorn", workers: c.gunicornWorkers, threads: c.gunicornThreads }
         : { kind: "flask-dev", reload: c.flaskReload },

@@ -19,7 +19,8 @@ export interface FlaskAppArgs {
 /** The Flask service: the image built from app/ and the container that runs it on the stack network. */
 export class FlaskApp extends pulumi.ComponentResource {
   readonly image: docker.Image;
-  readonly container: docker.Container;
+  /** One container per replica; all share the alias, so nginx reaches each of them by one name. */
+  readonly containers: docker.Container[];
   /** Where nginx reaches the app: the network alias and port. */
   readonly upstream: { host: string; port: number };
 
@@ -43,14 +44,15 @@ export class FlaskApp extends pulumi.ComponentResource {
       // The provider marks `result` secret; wrapping says so here too, whatever the provider does.
       : pulumi.secret(new random.RandomPassword(`${name}-secret-key`, { length: 48, special: false }, { parent: this }).result);
 
-    this.container = new docker.Container(`${name}-container`, {
+    // Replica 1 keeps the unsuffixed names, so scaling 1 → N adds containers and replaces none.
+    this.containers = app.replicas.map((replica, i) => new docker.Container(`${name}-container${i === 0 ? "" : `-${i + 1}`}`, {
       ...baseContainerArgs(policy, app.limits),
-      name: app.containerName,
+      name: replica.containerName,
       // The image ID, so a rebuilt image replaces the container.
       image: this.image.repoDigest,
       command: serverCommand(app),
       envs: [`FLASK_APP=${CODE_DIR}/main.py`, pulumi.interpolate`FLASK_SECRET_KEY=${secretKey}`],
-      networksAdvanced: [{ name: args.network.name, aliases: [app.alias], ipv4Address: app.address }],
+      networksAdvanced: [{ name: args.network.name, aliases: [app.alias], ipv4Address: replica.address }],
       ports: publish(policy, app.port, app.hostPort),
       // Dev: the code on the host shadows the baked-in copy, so edits show without a rebuild.
       volumes: app.codeMount ? [{ hostPath: app.codeMount, containerPath: CODE_DIR, readOnly: true }] : [],
@@ -62,10 +64,10 @@ export class FlaskApp extends pulumi.ComponentResource {
         ? healthcheck(["python", "-c",
             `import urllib.request; urllib.request.urlopen("http://127.0.0.1:${app.port}${APP_HEALTH_PATH}", timeout=2)`])
         : undefined,
-    }, { parent: this });
+    }, { parent: this }));
 
     this.upstream = { host: app.alias, port: app.port };
-    this.registerOutputs({ imageName: this.image.imageName, containerName: this.container.name });
+    this.registerOutputs({ imageName: this.image.imageName, containerNames: this.containers.map((c) => c.name) });
   }
 }
 
