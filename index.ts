@@ -3,9 +3,9 @@
 import * as path from "path";
 import * as docker from "@pulumi/docker";
 import { loadStackConfig } from "./infra/config";
-import { labelList, localUrl, policyOf } from "./infra/common";
 import { FlaskApp } from "./infra/flaskApp";
 import { NginxProxy } from "./infra/nginxProxy";
+import { labelList, localUrl, policyOf } from "./infra/workload";
 
 const cfg = loadStackConfig(__dirname);
 const policy = policyOf(cfg);
@@ -13,6 +13,9 @@ const policy = policyOf(cfg);
 // networks: my-network
 const network = new docker.Network("my-network", {
   name: cfg.network.name,
+  // Swarm services need an overlay network; attachable lets plain containers join it for debugging.
+  driver: cfg.target === "swarm" ? "overlay" : undefined,
+  attachable: cfg.target === "swarm" ? true : undefined,
   labels: labelList(cfg.labels),
   ipamConfigs: cfg.network.subnet ? [{ subnet: cfg.network.subnet }] : undefined,
 });
@@ -22,12 +25,12 @@ const flask = new FlaskApp("flask", { app: cfg.app, policy, context: path.join(_
 
 // services.nginx: depends_on flask, proxies to the alias, port 80
 const nginx = new NginxProxy("nginx", {
-  nginx: cfg.nginx, policy, network, backends: flask.containers, context: path.join(__dirname, "nginx"),
+  nginx: cfg.nginx, policy, network, backends: flask.deployment.resources, context: path.join(__dirname, "nginx"),
 });
 
 export const url = nginx.url;
 export const appUrl = cfg.app.hostPort ? localUrl(cfg.bindAddress, cfg.app.hostPort) : "(not published)";
 export const networkName = network.name;
-export const appContainers = flask.containers.map((c) => c.name);
-export const nginxContainer = nginx.container.name;
+export const appWorkload = flask.deployment.service?.name ?? flask.deployment.containers.map((c) => c.name);
+export const nginxWorkload = nginx.deployment.service?.name ?? nginx.deployment.containers[0].name;
 export const appImage = flask.image.imageName;

@@ -72,6 +72,9 @@ export const configSchema = z.object({
   /** Max processes for the app's user (Docker's --pids-limit is not exposed by the provider). */
   appMaxProcesses: int(0, 65536),
   replicas: int(1, 16),
+  target: z.enum(["containers", "swarm"], { error: "must be containers or swarm" }),
+  swarmEndpointMode: z.enum(["dnsrr", "vip"], { error: "must be dnsrr or vip" }),
+  swarmPublishMode: z.enum(["host", "ingress"], { error: "must be host or ingress" }),
   /** Set with `pulumi config set --secret flaskSecretKey …`; generated and kept in state when absent. */
   flaskSecretKey: text.min(32, "must be at least 32 characters").optional(),
 });
@@ -105,6 +108,7 @@ export interface StackConfig {
     /** One entry per app container: its name and, with a subnet, its pinned address. */
     replicas: Replica[];
     imageName: string;
+    version: string;
     baseImage: string;
     /** The name nginx proxies to and the network alias: one value. */
     alias: string;
@@ -133,6 +137,9 @@ export interface StackConfig {
     conf: string;
   };
   hardened: boolean;
+  /** Plain containers on one engine, or services on a Docker Swarm. */
+  target: RawConfig["target"];
+  swarm: { endpointMode: RawConfig["swarmEndpointMode"]; publishMode: RawConfig["swarmPublishMode"] };
   bindAddress: string;
   restartPolicy: RawConfig["restartPolicy"];
   healthchecks: boolean;
@@ -197,6 +204,15 @@ export function parseConfig(all: Record<string, string>, ctx: LoadContext): Stac
   rule(!c.flaskReload || c.appServer === "flask-dev", "flaskReload", "only applies to appServer: flask-dev");
   rule(c.upstreamKeepalive === 0 || c.networkSubnet !== "", "upstreamKeepalive",
     "needs networkSubnet, so the app keeps the address nginx resolved at start when it is recreated");
+  if (c.target === "swarm") {
+    // Tasks are scheduled anywhere and rescheduled at new addresses: nothing may depend on this host's
+    // files or on a fixed address, and swarm publishes ports on every interface.
+    rule(c.appCodeMount === "", "appCodeMount", "is a bind mount from this machine; not allowed with target: swarm");
+    rule(c.nginxConfigFile === "", "nginxConfigFile", "is a bind mount from this machine; not allowed with target: swarm");
+    rule(c.upstreamKeepalive === 0, "upstreamKeepalive",
+      "needs fixed task addresses, which swarm does not give; use 0 (nginx re-resolves the alias)");
+    rule(c.bindAddress === "0.0.0.0", "bindAddress", "must be 0.0.0.0 with target: swarm (swarm publishes on every interface)");
+  }
   if (c.requirePinnedImages) {
     for (const key of ["nginxImage", "pythonImage"] as const) {
       rule(isPinned(c[key]), key, `must be pinned to a tag other than latest when requirePinnedImages is true (got "${c[key]}")`);
@@ -229,6 +245,7 @@ export function parseConfig(all: Record<string, string>, ctx: LoadContext): Stac
         address: c.networkSubnet ? hostAddress(c.networkSubnet, 10 + i) : undefined,
       })),
       imageName: `${c.appImageRepository}:${c.appVersion}-${ctx.stack}`,
+      version: c.appVersion,
       baseImage: c.pythonImage,
       alias: c.appAlias,
       port: c.appPort,
@@ -254,6 +271,8 @@ export function parseConfig(all: Record<string, string>, ctx: LoadContext): Stac
       conf,
     },
     hardened: c.hardened,
+    target: c.target,
+    swarm: { endpointMode: c.swarmEndpointMode, publishMode: c.swarmPublishMode },
     bindAddress: c.bindAddress,
     restartPolicy: c.restartPolicy,
     healthchecks: c.healthchecks,

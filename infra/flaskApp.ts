@@ -3,24 +3,23 @@ import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
 import type { StackConfig } from "./config";
-import { baseContainerArgs, capabilities, ContainerPolicy, healthcheck, publish } from "./common";
+import { deploy, type Deployment, type WorkloadPolicy } from "./workload";
 
 export const APP_HEALTH_PATH = "/healthz";
 const CODE_DIR = "/code";
 
 export interface FlaskAppArgs {
   app: StackConfig["app"];
-  policy: ContainerPolicy;
+  policy: WorkloadPolicy;
   /** Build context holding the Dockerfile (the repo's app/). */
   context: string;
   network: docker.Network;
 }
 
-/** The Flask service: the image built from app/ and the container that runs it on the stack network. */
+/** The Flask service: the image built from app/ and what runs it (containers or a swarm service). */
 export class FlaskApp extends pulumi.ComponentResource {
   readonly image: docker.Image;
-  /** One container per replica; all share the alias, so nginx reaches each of them by one name. */
-  readonly containers: docker.Container[];
+  readonly deployment: Deployment;
   /** Where nginx reaches the app: the network alias and port. */
   readonly upstream: { host: string; port: number };
 
@@ -33,7 +32,7 @@ export class FlaskApp extends pulumi.ComponentResource {
       build: {
         context: args.context,
         dockerfile: path.join(args.context, "Dockerfile"),
-        args: { BASE_IMAGE: app.baseImage },
+        args: { BASE_IMAGE: app.baseImage, APP_VERSION: app.version },
       },
       skipPush: true,
     }, { parent: this });
@@ -44,30 +43,28 @@ export class FlaskApp extends pulumi.ComponentResource {
       // The provider marks `result` secret; wrapping says so here too, whatever the provider does.
       : pulumi.secret(new random.RandomPassword(`${name}-secret-key`, { length: 48, special: false }, { parent: this }).result);
 
-    // Replica 1 keeps the unsuffixed names, so scaling 1 → N adds containers and replaces none.
-    this.containers = app.replicas.map((replica, i) => new docker.Container(`${name}-container${i === 0 ? "" : `-${i + 1}`}`, {
-      ...baseContainerArgs(policy, app.limits),
-      name: replica.containerName,
-      // The image ID, so a rebuilt image replaces the container.
+    this.deployment = deploy(name, {
+      // The image ID, so a rebuilt image replaces the containers (or rolls the service).
       image: this.image.repoDigest,
       command: serverCommand(app),
-      envs: [`FLASK_APP=${CODE_DIR}/main.py`, pulumi.interpolate`FLASK_SECRET_KEY=${secretKey}`],
-      networksAdvanced: [{ name: args.network.name, aliases: [app.alias], ipv4Address: replica.address }],
-      ports: publish(policy, app.port, app.hostPort),
+      env: [`FLASK_APP=${CODE_DIR}/main.py`, pulumi.interpolate`FLASK_SECRET_KEY=${secretKey}`],
+      network: args.network.name,
+      aliases: [app.alias],
+      publish: app.hostPort ? { internal: app.port, external: app.hostPort } : undefined,
       // Dev: the code on the host shadows the baked-in copy, so edits show without a rebuild.
-      volumes: app.codeMount ? [{ hostPath: app.codeMount, containerPath: CODE_DIR, readOnly: true }] : [],
-      capabilities: capabilities(policy, []),
-      tmpfs: policy.hardened ? { "/tmp": "rw,noexec,nosuid,size=16m" } : undefined,
-      // A fork bomb or runaway worker spawning stops here (Docker's pids limit is not in the provider).
-      ulimits: app.maxProcesses ? [{ name: "nproc", soft: app.maxProcesses, hard: app.maxProcesses }] : undefined,
-      healthcheck: policy.healthchecks
-        ? healthcheck(["python", "-c",
-            `import urllib.request; urllib.request.urlopen("http://127.0.0.1:${app.port}${APP_HEALTH_PATH}", timeout=2)`])
-        : undefined,
-    }, { parent: this }));
+      binds: app.codeMount ? [{ source: app.codeMount, target: CODE_DIR }] : [],
+      tmpfs: [{ path: "/tmp", sizeMb: 16, noexec: true }],
+      healthcheck: ["python", "-c",
+        `import urllib.request; urllib.request.urlopen("http://127.0.0.1:${app.port}${APP_HEALTH_PATH}", timeout=2)`],
+      limits: app.limits,
+      capAdds: [],
+      maxProcesses: app.maxProcesses,
+      replicas: app.replicas,
+      serviceName: app.replicas[0].containerName,
+    }, policy, { parent: this });
 
     this.upstream = { host: app.alias, port: app.port };
-    this.registerOutputs({ imageName: this.image.imageName, containerNames: this.containers.map((c) => c.name) });
+    this.registerOutputs({ imageName: this.image.imageName });
   }
 }
 

@@ -2,17 +2,17 @@ import * as path from "path";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import type { StackConfig } from "./config";
-import { baseContainerArgs, capabilities, ContainerPolicy, healthcheck, localUrl, publish } from "./common";
 import { NGINX_HEALTH_PATH } from "./nginxConf";
+import { deploy, localUrl, type Deployment, type WorkloadPolicy } from "./workload";
 
 const CONF_PATH = "/etc/nginx/conf.d/default.conf";
 
 export interface NginxProxyArgs {
   nginx: StackConfig["nginx"];
-  policy: ContainerPolicy;
+  policy: WorkloadPolicy;
   network: docker.Network;
-  /** The containers nginx proxies to; nginx starts after them (compose's depends_on). */
-  backends: docker.Container[];
+  /** What nginx proxies to; nginx starts after it (compose's depends_on). */
+  backends: pulumi.Resource[];
   /** Folder with the Dockerfile that bakes the config into the image (the repo's nginx/). */
   context: string;
 }
@@ -22,7 +22,7 @@ export class NginxProxy extends pulumi.ComponentResource {
   readonly baseImage: docker.RemoteImage;
   /** The base image with the rendered config baked in; absent when the config is bind-mounted. */
   readonly image?: docker.Image;
-  readonly container: docker.Container;
+  readonly deployment: Deployment;
   readonly url: pulumi.Output<string>;
 
   constructor(name: string, args: NginxProxyArgs, opts?: pulumi.ComponentResourceOptions) {
@@ -32,8 +32,8 @@ export class NginxProxy extends pulumi.ComponentResource {
     // keepLocally: the base image may be shared with other stacks on the host; destroy leaves it.
     this.baseImage = new docker.RemoteImage(`${name}-base-image`, { name: nginx.image, keepLocally: true }, { parent: this });
     // Dev mounts the repo's file as the tutorial does. Otherwise the rendered text is baked into an image:
-    // it works against a remote Docker host, with a read-only root filesystem, and a config change
-    // replaces the container.
+    // it works against a remote Docker host and with a read-only root filesystem (nothing can be copied
+    // into such a container), and a config change replaces the container.
     if (!nginx.configFile) {
       this.image = new docker.Image(`${name}-image`, {
         imageName: nginx.imageName,
@@ -46,26 +46,22 @@ export class NginxProxy extends pulumi.ComponentResource {
       }, { parent: this });
     }
 
-    this.container = new docker.Container(`${name}-container`, {
-      ...baseContainerArgs(policy, nginx.limits),
-      name: nginx.containerName,
+    this.deployment = deploy(name, {
       image: this.image ? this.image.repoDigest : this.baseImage.imageId,
-      networksAdvanced: [{ name: args.network.name }],
-      ports: publish(policy, 80, nginx.httpPort),
-      volumes: nginx.configFile ? [{ hostPath: nginx.configFile, containerPath: CONF_PATH, readOnly: true }] : [],
+      network: args.network.name,
+      publish: { internal: 80, external: nginx.httpPort },
+      binds: nginx.configFile ? [{ source: nginx.configFile, target: CONF_PATH }] : [],
+      // Temp and pid paths of the official image (/var/cache/nginx, /run) and of Debian's (/var/lib/nginx).
+      tmpfs: ["/var/cache/nginx", "/var/lib/nginx", "/run", "/tmp"].map((p) => ({ path: p, sizeMb: 16 })),
+      healthcheck: ["curl", "-fsS", "-o", "/dev/null", `http://127.0.0.1${NGINX_HEALTH_PATH}`],
+      limits: nginx.limits,
       // The master stays root to bind port 80 and switch workers to the nginx user; it keeps only that.
-      capabilities: capabilities(policy, ["CHOWN", "SETUID", "SETGID", "NET_BIND_SERVICE"]),
-      // Read-only root: temp and pid paths of the official image (/var/cache/nginx, /run) and of Debian's
-      // build (/var/lib/nginx) are tmpfs.
-      tmpfs: policy.hardened
-        ? Object.fromEntries(["/var/cache/nginx", "/var/lib/nginx", "/run", "/tmp"].map((p) => [p, "rw,nosuid,nodev,size=16m"]))
-        : undefined,
-      healthcheck: policy.healthchecks
-        ? healthcheck(["curl", "-fsS", "-o", "/dev/null", `http://127.0.0.1${NGINX_HEALTH_PATH}`])
-        : undefined,
-    }, { parent: this, dependsOn: args.backends });
+      capAdds: ["CHOWN", "SETUID", "SETGID", "NET_BIND_SERVICE"],
+      replicas: [{ containerName: nginx.containerName }],
+      serviceName: nginx.containerName,
+    }, policy, { parent: this, dependsOn: args.backends });
 
     this.url = pulumi.output(localUrl(policy.bindAddress, nginx.httpPort));
-    this.registerOutputs({ url: this.url, containerName: this.container.name });
+    this.registerOutputs({ url: this.url });
   }
 }

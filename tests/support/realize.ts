@@ -59,16 +59,19 @@ export interface Realized {
   containers: Map<string, string>;
   images: Map<string, string>;
   networks: Map<string, string>;
+  services: Map<string, string>;
+  /** Every image ID the realizer built (rebuilds included), removed on destroy. */
+  built: Set<string>;
 }
 
 export class Realizer {
-  readonly realized: Realized = { containers: new Map(), images: new Map(), networks: new Map() };
+  readonly realized: Realized = { containers: new Map(), images: new Map(), networks: new Map(), services: new Map(), built: new Set() };
   /** Mock output value → real value (image IDs), for inputs that reference other resources. */
   private readonly refs = new Map<string, string>();
   private readonly createOptions = new Map<string, Docker.ContainerCreateOptions>();
   private readonly waits = new Map<string, number>();
 
-  constructor(readonly docker: Docker, readonly run: ProgramRun, private readonly log: (m: string) => void = () => undefined) {}
+  constructor(readonly docker: Docker, public run: ProgramRun, private readonly log: (m: string) => void = () => undefined) {}
 
   /** Resources in an order that honours explicit dependsOn and references between inputs. */
   order(): Declared[] {
@@ -128,6 +131,8 @@ export class Realizer {
         return this.createContainer(r, inputs);
       case "random:index/randomPassword:RandomPassword":
         return this.generatePassword(r, inputs);
+      case "docker:index/service:Service":
+        return this.createService(r, inputs);
       default:
         throw new UnmappedInputError(`realizer does not map resource type ${r.type} ("${r.name}")`);
     }
@@ -164,11 +169,13 @@ export class Realizer {
       return cfg;
     });
     const driver = i.get<string>("driver");
+    const attachable = i.get<boolean>("attachable");
     i.done();
     const net = await this.docker.createNetwork({
       Name: name,
       CheckDuplicate: true,
       Driver: driver ?? "bridge",
+      Attachable: attachable,
       Labels: { ...labels, [E2E_LABEL]: "true" },
       IPAM: ipam.length ? { Driver: "default", Config: ipam } : undefined,
     });
@@ -231,6 +238,7 @@ export class Realizer {
     const info = await this.docker.getImage(imageName).inspect();
     this.refs.set(String(r.outputs.repoDigest), info.Id);
     this.realized.images.set(r.name, info.Id);
+    this.realized.built.add(info.Id);
   }
 
   private containerOptions(r: Declared, i: Inputs): Docker.ContainerCreateOptions {
@@ -368,21 +376,206 @@ export class Realizer {
 
   /** The destroy step: containers, then networks, then the images it built (reverse creation order). */
   async destroy(): Promise<void> {
+    for (const id of [...this.realized.services.values()].reverse()) await removeService(this.docker, id);
     for (const id of [...this.realized.containers.values()].reverse()) {
       await this.docker.getContainer(id).remove({ force: true, v: true }).catch(ignoreMissing);
     }
     for (const id of this.realized.networks.values()) await this.docker.getNetwork(id).remove().catch(ignoreMissing);
-    for (const r of this.run.resources.filter((x) => x.type === "docker:index/image:Image")) {
-      const id = this.realized.images.get(r.name);
-      if (id) await this.docker.getImage(id).remove({ force: true }).catch(ignoreMissing);
+    for (const id of this.realized.built) await this.docker.getImage(id).remove({ force: true }).catch(ignoreMissing);
+    for (const m of [this.realized.services, this.realized.containers, this.realized.networks, this.realized.images]) m.clear();
+    this.realized.built.clear();
+  }
+
+  /**
+   * A second `pulumi up`: realizes `next` (the program run again with changed config) against what exists.
+   * Unchanged resources stay; images are rebuilt, services updated in place (rolling), containers replaced.
+   */
+  async update(next: ProgramRun): Promise<void> {
+    const before = new Map(this.run.resources.map((r) => [r.name, r]));
+    this.run = next;
+    for (const r of this.order()) {
+      const old = before.get(r.name);
+      before.delete(r.name);
+      if (old && JSON.stringify(old.inputs) === JSON.stringify(r.inputs)) continue;
+      this.log(`${old ? "update" : "create"} ${r.type} ${r.name}`);
+      if (!old || r.type === "docker:index/image:Image") {
+        await this.create(r);
+      } else if (r.type === "docker:index/service:Service") {
+        await this.updateService(r, new Inputs(`${r.type} "${r.name}"`, this.resolve(r.inputs) as Record<string, unknown>));
+      } else if (r.type === "docker:index/container:Container") {
+        await this.docker.getContainer(this.realized.containers.get(r.name) ?? r.name).remove({ force: true, v: true }).catch(ignoreMissing);
+        await this.create(r);
+      } else {
+        throw new UnmappedInputError(`realizer cannot update ${r.type} "${r.name}" in place`);
+      }
     }
-    this.realized.containers.clear();
-    this.realized.networks.clear();
+    for (const gone of before.values()) {
+      if (!gone.custom) continue;
+      throw new UnmappedInputError(`realizer cannot delete ${gone.type} "${gone.name}" during an update`);
+    }
+  }
+
+  service(name: string): Docker.Service {
+    const id = this.realized.services.get(name);
+    if (!id) throw new Error(`service ${name} was not realized`);
+    return this.docker.getService(id);
+  }
+
+  private serviceSpec(r: Declared, i: Inputs): { spec: Docker.CreateServiceOptions; converge?: number; image: string; replicas: number } {
+    const ts = i.nested("taskSpec");
+    const cs = ts?.nested("containerSpec");
+    if (!ts || !cs) throw new Error(`${r.name}: taskSpec.containerSpec is required`);
+    const hc = cs.nested("healthcheck");
+    const health = hc
+      ? { Test: hc.get<string[]>("tests"), Interval: nanos(hc.get("interval")), Timeout: nanos(hc.get("timeout")),
+          Retries: hc.get<number>("retries"), StartPeriod: nanos(hc.get("startPeriod")) }
+      : undefined;
+    hc?.done();
+    const mounts = cs.list("mounts").map((m) => {
+      const tmpfs = m.nested("tmpfsOptions");
+      const mount = {
+        Type: m.get<"bind" | "tmpfs" | "volume">("type") ?? "volume",
+        Source: m.get<string>("source") ?? "",
+        Target: m.get<string>("target") ?? "",
+        ReadOnly: m.get<boolean>("readOnly"),
+        // Docker's defaults where unset: no size limit, mode 1777.
+        TmpfsOptions: tmpfs ? { SizeBytes: tmpfs.get<number>("sizeBytes") ?? 0, Mode: tmpfs.get<number>("mode") ?? 0o1777 } : undefined,
+      };
+      tmpfs?.done();
+      m.done();
+      return mount;
+    });
+    const env = cs.get<Record<string, string>>("env") ?? {};
+    const containerSpec: Docker.ContainerSpec = {
+      Image: cs.get<string>("image"),
+      Args: cs.get<string[]>("args"),
+      Command: cs.get<string[]>("commands"),
+      Env: Object.entries(env).map(([k, v]) => `${k}=${v}`),
+      User: cs.get<string>("user"),
+      Labels: { ...labelMap(cs.get("labels")), [E2E_LABEL]: "true" },
+      ReadOnly: cs.get<boolean>("readOnly"),
+      CapabilityAdd: cs.get<string[]>("capAdds"),
+      CapabilityDrop: cs.get<string[]>("capDrops"),
+      Mounts: mounts,
+      HealthCheck: health,
+      StopGracePeriod: nanos(cs.get("stopGracePeriod")),
+    };
+    cs.done();
+    const networks = ts.list("networksAdvanceds").map((n) => {
+      const net = { Target: n.get<string>("name") ?? "", Aliases: n.get<string[]>("aliases") };
+      n.done();
+      return net;
+    });
+    const res = ts.nested("resources");
+    const lim = res?.nested("limits");
+    const limits = lim ? { MemoryBytes: lim.get<number>("memoryBytes"), NanoCPUs: lim.get<number>("nanoCpus") } : undefined;
+    lim?.done();
+    res?.done();
+    const rp = ts.nested("restartPolicy");
+    const restart = rp
+      ? { Condition: rp.get<string>("condition"), Delay: nanos(rp.get("delay")), MaxAttempts: rp.get<number>("maxAttempts"), Window: nanos(rp.get("window")) }
+      : undefined;
+    rp?.done();
+    const ld = ts.nested("logDriver");
+    const logDriver = ld ? { Name: ld.get<string>("name") ?? "json-file", Options: ld.get<Record<string, string>>("options") } : undefined;
+    ld?.done();
+    ts.done();
+
+    const mode = i.nested("mode");
+    const replicated = mode?.nested("replicated");
+    const replicas = replicated?.get<number>("replicas") ?? 1;
+    replicated?.done();
+    mode?.done();
+    const rolling = (key: string) => {
+      const u = i.nested(key);
+      if (!u) return undefined;
+      const cfg = {
+        Parallelism: u.get<number>("parallelism") ?? 1, Delay: nanos(u.get("delay")), FailureAction: u.get<string>("failureAction"),
+        Monitor: nanos(u.get("monitor")), Order: u.get<string>("order") ?? "stop-first",
+        MaxFailureRatio: u.get<string>("maxFailureRatio") === undefined ? undefined : Number(u.get<string>("maxFailureRatio")),
+      };
+      u.done();
+      return cfg;
+    };
+    const es = i.nested("endpointSpec");
+    const endpoint = es
+      ? {
+          Mode: es.get<string>("mode"),
+          Ports: es.list("ports").map((p) => {
+            const port = { TargetPort: p.get<number>("targetPort"), PublishedPort: p.get<number>("publishedPort"),
+              PublishMode: p.get<"host" | "ingress">("publishMode"), Protocol: p.get<"tcp" | "udp">("protocol") };
+            p.done();
+            return port;
+          }),
+        }
+      : undefined;
+    es?.done();
+    const cc = i.nested("convergeConfig");
+    const converge = cc ? (nanos(cc.get("timeout")) ?? 180e9) / 1e9 : undefined;
+    cc?.ignore("delay"); // the provider's polling interval
+    cc?.done();
+    const spec: Docker.CreateServiceOptions = {
+      Name: i.get<string>("name") ?? r.name,
+      Labels: { ...labelMap(i.get("labels")), [E2E_LABEL]: "true" },
+      TaskTemplate: { ContainerSpec: containerSpec, Networks: networks, Resources: { Limits: limits }, RestartPolicy: restart, LogDriver: logDriver },
+      Mode: { Replicated: { Replicas: replicas } },
+      UpdateConfig: rolling("updateConfig"),
+      RollbackConfig: rolling("rollbackConfig"),
+      EndpointSpec: endpoint,
+    };
+    i.done();
+    return { spec, converge, image: containerSpec.Image ?? "", replicas };
+  }
+
+  private async createService(r: Declared, i: Inputs): Promise<void> {
+    const { spec, converge, image, replicas } = this.serviceSpec(r, i);
+    const svc = await this.docker.createService(spec);
+    this.realized.services.set(r.name, svc.id);
+    await waitConverged(this.docker, svc.id, replicas, image, converge ?? 120);
+  }
+
+  private async updateService(r: Declared, i: Inputs): Promise<void> {
+    const { spec, converge, image, replicas } = this.serviceSpec(r, i);
+    const svc = this.service(r.name);
+    const info = await svc.inspect();
+    await svc.update({ ...spec, version: info.Version.Index });
+    await waitConverged(this.docker, svc.id, replicas, image, converge ?? 180);
   }
 }
 
 function ignoreMissing(e: { statusCode?: number }): void {
   if (e.statusCode !== 404 && e.statusCode !== 409) throw e;
+}
+
+/**
+ * Waits until a service runs exactly `replicas` tasks, all of the current spec's image (so a rolling update
+ * has finished; tasks of a healthchecked service only count as running once healthy), and no update or
+ * rollback is in progress.
+ */
+async function waitConverged(docker: Docker, id: string, replicas: number, image: string, timeoutS: number): Promise<void> {
+  const deadline = Date.now() + timeoutS * 1000;
+  for (;;) {
+    const info = await docker.getService(id).inspect();
+    const update = (info as { UpdateStatus?: { State?: string; Message?: string } }).UpdateStatus;
+    if (update?.State && /rollback|paused/.test(update.State)) throw new Error(`service ${info.Spec.Name}: update ${update.State}: ${update.Message}`);
+    type Task = { Status?: { State?: string }; Spec?: { ContainerSpec?: { Image?: string } } };
+    const tasks = (await docker.listTasks({ filters: JSON.stringify({ service: [id], "desired-state": ["running"] }) })) as Task[];
+    const current = tasks.filter((t) => t.Status?.State === "running" && (t.Spec?.ContainerSpec?.Image ?? "").startsWith(image));
+    if (current.length === replicas && tasks.length === replicas && update?.State !== "updating") return;
+    if (Date.now() > deadline) {
+      throw new Error(`service ${info.Spec.Name} not converged after ${timeoutS} s: ${current.length}/${replicas} current tasks running, update ${update?.State}`);
+    }
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+/** Removes a service and waits for its task containers to go, so its network can be removed next. */
+async function removeService(docker: Docker, id: string): Promise<void> {
+  await docker.getService(id).remove().catch(ignoreMissing);
+  const filters = JSON.stringify({ label: [`com.docker.swarm.service.id=${id}`] });
+  for (let i = 0; i < 120 && (await docker.listContainers({ all: true, filters })).length > 0; i++) {
+    await new Promise((r) => setTimeout(r, 500));
+  }
 }
 
 async function waitHealthy(c: Docker.Container, timeoutS: number): Promise<void> {
@@ -447,6 +640,11 @@ function contextTar(context: string, files: string[]): NodeJS.ReadableStream {
 export async function removeByLabel(docker: Docker, label = E2E_LABEL): Promise<number> {
   const filters = JSON.stringify({ label: [label] });
   let removed = 0;
+  const swarm = await docker.info().then((i: { Swarm?: { ControlAvailable?: boolean } }) => i.Swarm?.ControlAvailable === true);
+  for (const s of swarm ? await docker.listServices({ filters }) : []) {
+    await removeService(docker, s.ID);
+    removed++;
+  }
   for (const c of await docker.listContainers({ all: true, filters })) {
     await docker.getContainer(c.Id).remove({ force: true, v: true }).catch(ignoreMissing);
     removed++;
@@ -469,7 +667,9 @@ export async function removeByLabel(docker: Docker, label = E2E_LABEL): Promise<
 /** What the engine still holds with a label, by kind. */
 export async function leftovers(docker: Docker, label: string): Promise<Record<string, string[]>> {
   const filters = JSON.stringify({ label: [label] });
+  const swarm = await docker.info().then((i: { Swarm?: { ControlAvailable?: boolean } }) => i.Swarm?.ControlAvailable === true);
   return {
+    services: swarm ? (await docker.listServices({ filters })).map((s) => s.Spec?.Name ?? s.ID) : [],
     containers: (await docker.listContainers({ all: true, filters })).map((c) => c.Names.join(",")),
     networks: (await docker.listNetworks({ filters })).map((n) => n.Name),
     volumes: ((await docker.listVolumes({ filters })).Volumes ?? []).map((v) => v.Name),

@@ -1,0 +1,191 @@
+// One description of a service (image, command, env, network alias, ports, mounts, healthcheck, limits,
+// hardening), rendered either as plain containers on one engine or as a Docker Swarm service. The
+// components describe what runs; this file alone knows how each backend spells it.
+import * as docker from "@pulumi/docker";
+import * as pulumi from "@pulumi/pulumi";
+import type { Limits, Replica, StackConfig } from "./config";
+
+/** The settings every workload of a stack shares. */
+export interface WorkloadPolicy {
+  labels: Record<string, string>;
+  restartPolicy: StackConfig["restartPolicy"];
+  healthchecks: boolean;
+  waitForHealthy: boolean;
+  bindAddress: string;
+  hardened: boolean;
+  target: StackConfig["target"];
+  swarm: StackConfig["swarm"];
+}
+
+export function policyOf(cfg: StackConfig): WorkloadPolicy {
+  const { labels, restartPolicy, healthchecks, waitForHealthy, bindAddress, hardened, target, swarm } = cfg;
+  return { labels, restartPolicy, healthchecks, waitForHealthy, bindAddress, hardened, target, swarm };
+}
+
+export interface Tmpfs {
+  path: string;
+  sizeMb: number;
+  noexec?: boolean;
+}
+
+export interface WorkloadSpec {
+  image: pulumi.Input<string>;
+  /** The image's CMD replaced (its ENTRYPOINT is kept). */
+  command?: string[];
+  env?: pulumi.Input<string>[];
+  network: pulumi.Input<string>;
+  aliases?: string[];
+  /** A container port published on the host. */
+  publish?: { internal: number; external: number };
+  /** Read-only bind mounts from the host. */
+  binds?: { source: string; target: string }[];
+  /** Writable paths under a read-only root (hardened only). */
+  tmpfs?: Tmpfs[];
+  /** Healthcheck command, run in the container (exec form). */
+  healthcheck?: string[];
+  limits: Limits;
+  /** Capabilities kept when hardened; everything else is dropped. */
+  capAdds?: string[];
+  /** nproc ulimit (containers only: neither Docker's pids limit nor ulimits are in the provider's service). */
+  maxProcesses?: number;
+  /** One entry per replica: container names (and pinned addresses) or, for a service, the count. */
+  replicas: Replica[];
+  /** Service name on swarm (the first replica's name on plain containers). */
+  serviceName: string;
+}
+
+const LOG = { driver: "json-file", options: { "max-size": "10m", "max-file": "3" } };
+const HEALTH = { interval: "5s", timeout: "3s", retries: 3, startPeriod: "10s" };
+
+/** What a workload deployed as: the resources others may depend on. */
+export interface Deployment {
+  resources: pulumi.CustomResource[];
+  containers: docker.Container[];
+  service?: docker.Service;
+}
+
+export function deploy(
+  name: string,
+  spec: WorkloadSpec,
+  policy: WorkloadPolicy,
+  opts: pulumi.CustomResourceOptions,
+): Deployment {
+  if (policy.target === "swarm") {
+    const service = new docker.Service(`${name}-service`, serviceArgs(spec, policy), opts);
+    return { resources: [service], containers: [], service };
+  }
+  // Replica 1 keeps the unsuffixed resource name, so scaling 1 → N adds containers and replaces none.
+  const containers = spec.replicas.map((replica, i) =>
+    new docker.Container(`${name}-container${i === 0 ? "" : `-${i + 1}`}`, containerArgs(spec, policy, replica), opts));
+  return { resources: containers, containers };
+}
+
+function containerArgs(spec: WorkloadSpec, policy: WorkloadPolicy, replica: Replica): docker.ContainerArgs {
+  const hardened = policy.hardened;
+  return {
+    name: replica.containerName,
+    image: spec.image,
+    command: spec.command,
+    envs: spec.env,
+    labels: labelList(policy.labels),
+    networksAdvanced: [{ name: spec.network, aliases: spec.aliases, ipv4Address: replica.address }],
+    ports: spec.publish
+      ? [{ internal: spec.publish.internal, external: spec.publish.external, ip: policy.bindAddress, protocol: "tcp" }]
+      : [],
+    volumes: (spec.binds ?? []).map((b) => ({ hostPath: b.source, containerPath: b.target, readOnly: true })),
+    restart: policy.restartPolicy,
+    // `pulumi up` returns only once the healthcheck passes, so a broken release fails the update.
+    wait: policy.waitForHealthy,
+    waitTimeout: policy.waitForHealthy ? 90 : undefined,
+    memory: spec.limits.memoryMb,
+    cpus: spec.limits.cpus === undefined ? undefined : String(spec.limits.cpus),
+    // json-file with rotation: the default driver grows without bound.
+    logDriver: LOG.driver,
+    logOpts: LOG.options,
+    // Hardened: nothing in the image can change at run time, no process can gain privileges through
+    // setuid binaries, and only the listed capabilities remain.
+    readOnly: hardened ? true : undefined,
+    securityOpts: hardened ? ["no-new-privileges:true"] : undefined,
+    capabilities: hardened ? { drops: ["ALL"], adds: spec.capAdds?.length ? spec.capAdds : undefined } : undefined,
+    tmpfs: hardened && spec.tmpfs?.length
+      ? Object.fromEntries(spec.tmpfs.map((t) => [t.path, `rw,${t.noexec ? "noexec," : ""}nosuid,nodev,size=${t.sizeMb}m`]))
+      : undefined,
+    // A fork bomb or runaway worker spawning stops here (Docker's pids limit is not in the provider).
+    ulimits: spec.maxProcesses ? [{ name: "nproc", soft: spec.maxProcesses, hard: spec.maxProcesses }] : undefined,
+    healthcheck: policy.healthchecks && spec.healthcheck ? { tests: ["CMD", ...spec.healthcheck], ...HEALTH } : undefined,
+  };
+}
+
+const SWARM_RESTART: Record<StackConfig["restartPolicy"], string> = {
+  no: "none",
+  "on-failure": "on-failure",
+  always: "any",
+  "unless-stopped": "any",
+};
+
+function serviceArgs(spec: WorkloadSpec, policy: WorkloadPolicy): docker.ServiceArgs {
+  const hardened = policy.hardened;
+  // A service's env is a map; the KEY=VALUE list (secrets included) is split once resolved.
+  const env = pulumi.all(spec.env ?? []).apply((list) =>
+    Object.fromEntries(list.map((e) => [e.slice(0, e.indexOf("=")), e.slice(e.indexOf("=") + 1)])));
+  return {
+    name: spec.serviceName,
+    labels: labelList(policy.labels),
+    taskSpec: {
+      containerSpec: {
+        image: spec.image,
+        args: spec.command,
+        env,
+        labels: labelList(policy.labels),
+        readOnly: hardened ? true : undefined,
+        capDrops: hardened ? ["ALL"] : undefined,
+        capAdds: hardened && spec.capAdds?.length ? spec.capAdds : undefined,
+        mounts: [
+          ...(spec.binds ?? []).map((b) => ({ type: "bind", source: b.source, target: b.target, readOnly: true })),
+          ...(hardened ? spec.tmpfs ?? [] : []).map((t) => ({ type: "tmpfs", target: t.path, tmpfsOptions: { sizeBytes: t.sizeMb * 1024 * 1024 } })),
+        ],
+        healthcheck: policy.healthchecks && spec.healthcheck ? { tests: ["CMD", ...spec.healthcheck], ...HEALTH } : undefined,
+        // Time for in-flight requests to finish before SIGKILL.
+        stopGracePeriod: "10s",
+      },
+      networksAdvanceds: [{ name: spec.network, aliases: spec.aliases }],
+      resources: {
+        limits: {
+          memoryBytes: spec.limits.memoryMb === undefined ? undefined : spec.limits.memoryMb * 1024 * 1024,
+          nanoCpus: spec.limits.cpus === undefined ? undefined : Math.round(spec.limits.cpus * 1e9),
+        },
+      },
+      restartPolicy: { condition: SWARM_RESTART[policy.restartPolicy], delay: "2s", window: "30s" },
+      logDriver: { name: LOG.driver, options: LOG.options },
+    },
+    mode: { replicated: { replicas: spec.replicas.length } },
+    // One task at a time; the new one must be healthy before the old one stops. A host-mode published
+    // port cannot be held by two tasks on one node, so those services stop the old task first.
+    updateConfig: {
+      parallelism: 1,
+      delay: "5s",
+      order: spec.publish ? "stop-first" : "start-first",
+      failureAction: "rollback",
+      monitor: "10s",
+    },
+    rollbackConfig: { parallelism: 1, order: spec.publish ? "stop-first" : "start-first", monitor: "10s" },
+    // dnsrr: the alias resolves to the task addresses (no IPVS needed). Host mode: the port is bound on
+    // the node running the task, not through the ingress mesh.
+    endpointSpec: {
+      mode: policy.swarm.endpointMode,
+      ports: spec.publish
+        ? [{ targetPort: spec.publish.internal, publishedPort: spec.publish.external, publishMode: policy.swarm.publishMode, protocol: "tcp" }]
+        : [],
+    },
+    // `pulumi up` waits until every task runs (and, with a healthcheck, is healthy).
+    convergeConfig: policy.waitForHealthy ? { delay: "1s", timeout: "3m" } : undefined,
+  };
+}
+
+export function labelList(labels: Record<string, string>): { label: string; value: string }[] {
+  return Object.entries(labels).map(([label, value]) => ({ label, value }));
+}
+
+export function localUrl(bindAddress: string, port: number): string {
+  return `http://${bindAddress === "0.0.0.0" ? "127.0.0.1" : bindAddress}:${port}/`;
+}
