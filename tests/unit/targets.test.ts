@@ -1,0 +1,100 @@
+import { ConfigError, parseConfig } from "../../infra/config";
+import { ProgramError, ROOT, runProgram, stackConfig, type Declared, type ProgramRun } from "../support/program";
+
+const SERVICE = "docker:index/service:Service";
+const CONTAINER = "docker:index/container:Container";
+const find = (run: ProgramRun, name: string): Declared => {
+  const r = run.resources.find((x) => x.name === name);
+  if (!r) throw new Error(`${name} not declared; have ${run.resources.map((x) => x.name).join(", ")}`);
+  return r;
+};
+type Spec = { containerSpec: Record<string, unknown>; networksAdvanceds: { name: string; aliases?: string[] }[] };
+
+describe("swarm target", () => {
+  let run: ProgramRun;
+  beforeAll(async () => {
+    run = await runProgram("swarm");
+  });
+
+  test("declares services on an attachable overlay network, and no containers", () => {
+    expect(run.resources.filter((r) => r.type === CONTAINER)).toEqual([]);
+    expect(run.resources.filter((r) => r.type === SERVICE).map((r) => r.name).sort()).toEqual(["flask-service", "nginx-service"]);
+    const net = find(run, "my-network").inputs;
+    expect([net.driver, net.attachable, net.name]).toEqual(["overlay", true, "flask-proxy-swarm-net"]);
+  });
+
+  test("the app service: replicas, dnsrr, health-gated start-first rolling updates, limits, hardening", () => {
+    const app = find(run, "flask-service");
+    const i = app.inputs as Record<string, Record<string, unknown>>;
+    expect(i.mode).toEqual({ replicated: { replicas: 2 } });
+    expect(i.endpointSpec).toEqual({ mode: "dnsrr", ports: [] });
+    expect(i.updateConfig).toMatchObject({ order: "start-first", failureAction: "rollback", parallelism: 1 });
+    const ts = i.taskSpec as Spec & { resources: unknown; restartPolicy: { condition: string } };
+    expect(ts.networksAdvanceds).toEqual([{ name: "flask-proxy-swarm-net", aliases: ["flask-app"] }]);
+    expect(ts.resources).toEqual({ limits: { memoryBytes: 256 * 1024 * 1024, nanoCpus: 1e9 } });
+    expect(ts.restartPolicy.condition).toBe("any");
+    expect(ts.containerSpec).toMatchObject({ readOnly: true, capDrops: ["ALL"] });
+    expect((ts.containerSpec.healthcheck as { tests: string[] }).tests.join(" ")).toContain("/healthz");
+    expect(Object.keys(ts.containerSpec.env as object).sort()).toEqual(["FLASK_APP", "FLASK_SECRET_KEY"]);
+    expect(app.secretInputs).toContain("taskSpec");
+    expect(i.convergeConfig).toBeDefined();
+  });
+
+  test("nginx: host-mode port, stop-first updates (one node cannot bind the port twice), after the app", () => {
+    const nginx = find(run, "nginx-service");
+    const i = nginx.inputs as Record<string, Record<string, unknown>>;
+    expect(i.endpointSpec).toEqual({ mode: "dnsrr", ports: [{ targetPort: 80, publishedPort: 8100, publishMode: "host", protocol: "tcp" }] });
+    expect(i.updateConfig).toMatchObject({ order: "stop-first" });
+    expect(nginx.dependsOn).toEqual(["flask-service"]);
+    // Task addresses change on every update, so nginx must re-resolve: no keepalive upstream block.
+    const conf = String((find(run, "nginx-image").inputs.build as { args: Record<string, string> }).args.DEFAULT_CONF);
+    expect(conf).toContain("resolver 127.0.0.11");
+    expect(conf).not.toContain("upstream flask_app");
+    expect(run.outputs.url).toBe("http://127.0.0.1:8100/");
+  });
+
+  test("one description, two backends: the same stack as containers runs the same thing", async () => {
+    const asContainers = await runProgram("swarm", { overrides: { target: "containers", replicas: "1" } });
+    const c = find(asContainers, "flask-container").inputs;
+    const s = (find(run, "flask-service").inputs.taskSpec as Spec);
+    expect(s.containerSpec.args).toEqual(c.command);
+    expect(Object.entries(s.containerSpec.env as Record<string, string>).map(([k, v]) => `${k}=${v}`)).toEqual(c.envs);
+    expect(s.containerSpec.healthcheck).toEqual(c.healthcheck);
+    expect(s.networksAdvanceds[0].aliases).toEqual((c.networksAdvanced as { aliases: string[] }[])[0].aliases);
+    expect(s.containerSpec.image).toBe(c.image);
+  });
+
+  test.each([
+    ["appCodeMount", "app"],
+    ["nginxConfigFile", "nginx/dev.conf"],
+    ["upstreamKeepalive", "16"],
+    ["bindAddress", "127.0.0.1"],
+  ])("refuses %s=%s, which cannot work on a swarm, before declaring anything", async (key, value) => {
+    const err = await runProgram("swarm", { overrides: { [key]: value } }).then(() => undefined, (e: unknown) => e);
+    expect(err).toBeInstanceOf(ProgramError);
+    expect((err as ProgramError).message).toContain(`flask-proxy:${key}:`);
+    expect((err as ProgramError).registered.filter((r) => r.custom)).toEqual([]);
+  });
+});
+
+describe("replicas on one engine", () => {
+  test("prod with 3 replicas: three containers on pinned addresses behind one alias, nginx after all", async () => {
+    const run = await runProgram("prod", { overrides: { replicas: "3" } });
+    const apps = ["flask-container", "flask-container-2", "flask-container-3"].map((n) => find(run, n).inputs);
+    expect(apps.map((a) => a.name)).toEqual(["flask-proxy-prod-flask", "flask-proxy-prod-flask-2", "flask-proxy-prod-flask-3"]);
+    expect(apps.map((a) => (a.networksAdvanced as { aliases: string[]; ipv4Address: string }[])[0]))
+      .toEqual(["10", "11", "12"].map((n) => ({ name: "flask-proxy-prod-net", aliases: ["flask-app"], ipv4Address: `172.30.77.${n}` })));
+    expect(find(run, "nginx-container").dependsOn.sort()).toEqual(["flask-container", "flask-container-2", "flask-container-3"]);
+  });
+
+  test("one replica keeps the unsuffixed names, so scaling up replaces nothing", async () => {
+    const run = await runProgram("prod");
+    expect(run.resources.filter((r) => r.type === CONTAINER).map((r) => r.name).sort()).toEqual(["flask-container", "nginx-container"]);
+  });
+
+  test("a published app port with several replicas is refused, naming the key", () => {
+    const all = stackConfig("dev", { replicas: "2" });
+    expect(() => parseConfig(all, { stack: "dev", root: ROOT })).toThrow(ConfigError);
+    expect(() => parseConfig(all, { stack: "dev", root: ROOT })).toThrow(/flask-proxy:appHostPort: cannot publish one host port for 2 replicas/);
+  });
+});
