@@ -14,4 +14,6 @@ module.exports = {
   ],
   // Live tests build images and wait for containers; unit tests finish in milliseconds either way.
   testTimeout: 300000,
+  // List every test, so a skipped one shows with its reason.
+  verbose: true,
 };

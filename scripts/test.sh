@@ -16,4 +16,5 @@ trap cleanup EXIT
 trap 'cleanup; exit 130' INT TERM
 cleanup  # leftovers of an interrupted run
 npx tsc --noEmit -p .
+command -v pulumi >/dev/null || echo "NOTE: no pulumi CLI on PATH: the Automation API test (real pulumi preview/up/destroy) will be reported as skipped."
 npx jest --runInBand "$@"

@@ -21,7 +21,10 @@ if (!cli) {
   console.warn("SKIPPED automation API test: no `pulumi` CLI on PATH (install it to run pulumi preview/up/destroy for real)");
 }
 
-(cli ? describe : describe.skip)(`pulumi CLI ${cli ?? "(not installed)"}: preview, up, destroy`, () => {
+const title = cli
+  ? `Automation API with pulumi CLI ${cli}: preview, up, destroy`
+  : "Automation API: SKIPPED, no `pulumi` CLI on PATH";
+(cli ? describe : describe.skip)(title, () => {
   test("prod stack: up serves Hello world! through nginx, destroy removes it", async () => {
     const state = fs.mkdtempSync(path.join(os.tmpdir(), "flask-proxy-state-"));
     // A copy of the project, so the CLI's stack bookkeeping (encryptionsalt) never edits the repo's files.

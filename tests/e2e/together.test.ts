@@ -26,7 +26,7 @@ describe("dev and prod on one engine", () => {
     expect(stacks).toHaveLength(2);
     while (stacks.length) await stacks.pop()!.destroy();
     const left = await leftovers(docker, PROJECT_LABEL);
-    expect(left).toEqual({ containers: [], networks: [], volumes: [], images: [] });
+    expect(left).toEqual({ services: [], containers: [], networks: [], volumes: [], images: [] });
     // Built images carry no project label (the provider's build has no labels): check them by name.
     const tags = (await docker.listImages()).flatMap((i) => i.RepoTags ?? []);
     expect(tags.filter((t) => /^flask:|^flask-proxy-nginx:/.test(t))).toEqual([]);
