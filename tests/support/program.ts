@@ -4,9 +4,9 @@
 import * as crypto from "crypto";
 import * as path from "path";
 import type * as PulumiModule from "@pulumi/pulumi";
-import { projectFile, ROOT, stackConfig } from "./stack-files";
+import { projectFile, ROOT, stackConfig, stackNames } from "./stack-files";
 
-export { ROOT, stackConfig };
+export { ROOT, stackConfig, stackNames };
 
 export interface Declared {
   type: string;
