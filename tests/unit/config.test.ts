@@ -1,0 +1,103 @@
+import { CONFIG_KEYS, ConfigError, hostAddress, isPinned, parseConfig, type RawConfig } from "../../infra/config";
+import { ProgramError, ROOT, runProgram, stackConfig } from "../support/program";
+
+const parse = (stack: string, overrides: Record<string, string>) => parseConfig(stackConfig(stack, overrides), { stack, root: ROOT });
+function problems(stack: string, overrides: Record<string, string>): string[] {
+  try {
+    parse(stack, overrides);
+  } catch (e) {
+    if (e instanceof ConfigError) return e.problems;
+    throw e;
+  }
+  return [];
+}
+
+// At least one bad value for every key the program reads; each must be refused naming that key.
+const BAD: Record<keyof RawConfig, string[]> = {
+  nginxImage: ["", "Nginx:1.13", "nginx:has space"],
+  pythonImage: ["", "python::3"],
+  appImageRepository: ["flask:1", "", "UPPER"],
+  appVersion: ["", "has space", "-leading-dash"],
+  requirePinnedImages: ["yes", "1"],
+  appAlias: ["Flask_App", "", "-x"],
+  appPort: ["80", "70000", "abc", "5000.5"],
+  appServer: ["uwsgi", ""],
+  flaskReload: ["on"],
+  gunicornWorkers: ["0", "65", "two"],
+  gunicornThreads: ["0", "x"],
+  appCodeMount: [], // any path is accepted; a missing one fails at bind time, like docker run -v
+  appHostPort: ["-1", "65536", "http"],
+  httpPort: ["0", "99999", "eighty", ""],
+  bindAddress: ["localhost", "256.0.0.1", ""],
+  nginxConfigFile: ["does/not/exist.conf"],
+  proxyHostHeader: ["", "two words", 'x"; return 200; #'],
+  forwardedHeaders: ["maybe"],
+  hardened: ["TRUE!"],
+  upstreamKeepalive: ["-1", "5000"],
+  networkSubnet: ["10.0.0.0", "10.0.0.0/8", "300.1.1.0/24"],
+  restartPolicy: ["sometimes"],
+  healthchecks: ["nope"],
+  waitForHealthy: ["2"],
+  appMemoryMb: ["-5", "lots"],
+  nginxMemoryMb: ["1e3"],
+  appCpus: ["-1", "many", "100"],
+  nginxCpus: ["0.125"],
+  appMaxProcesses: ["-1"],
+  replicas: ["0", "17"],
+  target: ["kubernetes"],
+  swarmEndpointMode: ["ipvs"],
+  swarmPublishMode: ["mesh"],
+  flaskSecretKey: ["too-short"],
+};
+
+describe("stack config validation", () => {
+  test("the table covers every key", () => {
+    expect(Object.keys(BAD).sort()).toEqual([...CONFIG_KEYS].sort());
+  });
+
+  test.each(CONFIG_KEYS.flatMap((key) => BAD[key].map((value) => [key, value] as const)))(
+    "%s = %j is refused, naming the key",
+    (key, value) => {
+      const found = problems("prod", { [key]: value });
+      expect(found.length).toBeGreaterThan(0);
+      expect(found.every((p) => p.startsWith(`flask-proxy:${key}:`))).toBe(true);
+    },
+  );
+
+  test.each([
+    ["two containers on one host port", "dev", { appHostPort: "80" }, "flask-proxy:appHostPort: host port 80 is already taken by httpPort"],
+    ["waiting without healthchecks", "prod", { healthchecks: "false" }, "flask-proxy:waitForHealthy: needs healthchecks: true"],
+    ["reload with gunicorn", "prod", { flaskReload: "true" }, "flask-proxy:flaskReload: only applies to appServer: flask-dev"],
+    ["keepalive without a subnet", "prod", { networkSubnet: "" }, "flask-proxy:upstreamKeepalive: needs networkSubnet"],
+    ["latest in prod", "prod", { nginxImage: "nginx:latest" }, 'flask-proxy:nginxImage: must be pinned to a tag other than latest when requirePinnedImages is true (got "nginx:latest")'],
+    ["untagged in prod", "prod", { pythonImage: "python" }, "flask-proxy:pythonImage: must be pinned"],
+    ["a typo'd key", "dev", { htpPort: "81" }, "flask-proxy:htpPort: unknown key (did you mean flask-proxy:httpPort?)"],
+    ["a typo'd key", "prod", { gunicornWorker: "4" }, "flask-proxy:gunicornWorker: unknown key (did you mean flask-proxy:gunicornWorkers?)"],
+  ])("cross-key rule: %s", (_, stack, overrides, message) => {
+    expect(problems(stack, overrides).join("\n")).toContain(message);
+  });
+
+  test("every bad key is reported at once, not just the first", () => {
+    expect(problems("dev", { httpPort: "0", appPort: "x", restartPolicy: "never" }).map((p) => p.split(":")[1])).toEqual(
+      expect.arrayContaining(["httpPort", "appPort", "restartPolicy"]),
+    );
+  });
+
+  test("dev's latest image is allowed where pinning is not required", () => {
+    expect(problems("dev", { nginxImage: "nginx:latest" })).toEqual([]);
+  });
+
+  test("a bad value stops the program before any resource is declared", async () => {
+    const err = await runProgram("prod", { overrides: { httpPort: "99999" } }).then(() => undefined, (e: unknown) => e);
+    expect(err).toBeInstanceOf(ProgramError);
+    expect((err as ProgramError).message).toContain('flask-proxy:httpPort: must be at most 65535 (got "99999")');
+    expect((err as ProgramError).registered.filter((r) => r.custom)).toEqual([]);
+  });
+
+  test("helpers: pinned tags and subnet host addresses", () => {
+    expect([isPinned("nginx"), isPinned("nginx:latest"), isPinned("nginx:1.27.3"), isPinned("host:5000/nginx")]).toEqual([false, false, true, false]);
+    expect(hostAddress("172.30.77.0/24", 10)).toBe("172.30.77.10");
+    expect(hostAddress("10.1.2.128/25", 3)).toBe("10.1.2.131");
+    expect(() => hostAddress("10.0.0.0/28", 15)).toThrow();
+  });
+});

@@ -1,0 +1,194 @@
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
+import { parseConfig } from "../../infra/config";
+import { ProgramError, ROOT, runProgram, stackConfig, stackNames, type Declared, type ProgramRun } from "../support/program";
+
+const find = (run: ProgramRun, name: string): Declared => {
+  const r = run.resources.find((x) => x.name === name);
+  if (!r) throw new Error(`${name} not declared; have ${run.resources.map((x) => x.name).join(", ")}`);
+  return r;
+};
+type Net = { name: string; aliases?: string[]; ipv4Address?: string };
+type Vol = { hostPath: string; containerPath: string; readOnly?: boolean };
+
+describe("dev stack: the tutorial's topology", () => {
+  let run: ProgramRun;
+  beforeAll(async () => {
+    run = await runProgram("dev");
+  });
+
+  test("declares exactly the tutorial's pieces", () => {
+    expect(run.resources.filter((r) => r.custom).map((r) => `${r.type} ${r.name}`).sort()).toEqual([
+      "docker:index/container:Container flask-container",
+      "docker:index/container:Container nginx-container",
+      "docker:index/image:Image flask-image",
+      "docker:index/network:Network my-network",
+      "docker:index/remoteImage:RemoteImage nginx-base-image",
+      "random:index/randomPassword:RandomPassword flask-secret-key",
+    ]);
+  });
+
+  test("nginx:1.13.7 and the app image built from app/ as flask:0.0.1-dev, not pushed", () => {
+    expect(find(run, "nginx-base-image").inputs).toMatchObject({ name: "nginx:1.13.7", keepLocally: true });
+    const img = find(run, "flask-image").inputs as { imageName: string; skipPush: boolean; build: { context: string; dockerfile: string; args: Record<string, string> } };
+    expect(img.imageName).toBe("flask:0.0.1-dev");
+    expect(img.skipPush).toBe(true);
+    expect(img.build.context).toBe(path.join(ROOT, "app"));
+    expect(img.build.dockerfile).toBe(path.join(ROOT, "app", "Dockerfile"));
+    expect(img.build.args).toEqual({ BASE_IMAGE: "python:3", APP_VERSION: "0.0.1" });
+  });
+
+  test("flask: flask run on 0.0.0.0, FLASK_APP, code mounted at /code, alias flask-app, 8080 → 5000 on loopback", () => {
+    const c = find(run, "flask-container").inputs;
+    expect(c.name).toBe("flask-proxy-dev-flask");
+    expect((c.command as string[]).slice(0, 3)).toEqual(["flask", "run", "--host=0.0.0.0"]);
+    expect(c.envs).toContain("FLASK_APP=/code/main.py");
+    expect(c.volumes).toEqual([{ hostPath: path.join(ROOT, "app"), containerPath: "/code", readOnly: true }]);
+    expect(path.isAbsolute((c.volumes as Vol[])[0].hostPath)).toBe(true);
+    expect(c.networksAdvanced).toEqual([{ name: "flask-proxy-dev-net", aliases: ["flask-app"] }]);
+    expect(c.ports).toEqual([{ internal: 5000, external: 8080, ip: "127.0.0.1", protocol: "tcp" }]);
+    // The built image's ID, so a rebuild replaces the container.
+    expect(c.image).toBe(find(run, "flask-image").outputs.repoDigest);
+  });
+
+  test("nginx: the repo's rendered conf mounted as conf.d/default.conf, 80 → 80 on loopback, after flask", () => {
+    const n = find(run, "nginx-container");
+    expect(n.inputs.name).toBe("flask-proxy-dev-nginx");
+    expect(n.inputs.volumes).toEqual([{ hostPath: path.join(ROOT, "nginx", "dev.conf"), containerPath: "/etc/nginx/conf.d/default.conf", readOnly: true }]);
+    expect(n.inputs.ports).toEqual([{ internal: 80, external: 80, ip: "127.0.0.1", protocol: "tcp" }]);
+    expect(n.inputs.networksAdvanced).toEqual([{ name: "flask-proxy-dev-net" }]);
+    expect(n.inputs.image).toBe(find(run, "nginx-base-image").outputs.imageId);
+    expect(n.dependsOn).toEqual(["flask-container"]);
+  });
+
+  test("keeps the tutorial's shape: no hardening, healthchecks or restart policy", () => {
+    for (const name of ["flask-container", "nginx-container"]) {
+      const c = find(run, name).inputs;
+      expect([name, c.readOnly, c.healthcheck, c.restart, c.wait]).toEqual([name, undefined, undefined, "no", false]);
+    }
+  });
+
+  test("components own their resources; outputs name what was created", () => {
+    for (const name of ["flask-image", "flask-container", "flask-secret-key"]) expect(find(run, name).parent).toBe("flask");
+    for (const name of ["nginx-base-image", "nginx-container"]) expect(find(run, name).parent).toBe("nginx");
+    expect(run.outputs).toEqual({
+      url: "http://127.0.0.1:80/",
+      appUrl: "http://127.0.0.1:8080/",
+      networkName: "flask-proxy-dev-net",
+      appWorkload: ["flask-proxy-dev-flask"],
+      nginxWorkload: "flask-proxy-dev-nginx",
+      appImage: "flask:0.0.1-dev",
+    });
+  });
+});
+
+describe("prod stack: production-shaped", () => {
+  let run: ProgramRun;
+  beforeAll(async () => {
+    run = await runProgram("prod");
+  });
+
+  test("gunicorn with the configured workers and threads; code in the image; app not published", () => {
+    const c = find(run, "flask-container").inputs;
+    const cfg = stackConfig("prod");
+    expect(c.command).toEqual(["gunicorn", "--bind", "0.0.0.0:5000", "--workers", cfg["flask-proxy:gunicornWorkers"],
+      "--threads", cfg["flask-proxy:gunicornThreads"], "--worker-tmp-dir", "/dev/shm", "main:app"]);
+    expect(c.volumes).toEqual([]);
+    expect(c.ports).toEqual([]);
+    expect(run.outputs.appUrl).toBe("(not published)");
+  });
+
+  test("nginx: pinned image with the rendered config baked in (keepalive, X-Forwarded-*), port 8000", () => {
+    expect(find(run, "nginx-base-image").inputs.name).toBe("nginx:1.27.3");
+    const img = find(run, "nginx-image").inputs as { imageName: string; build: { context: string; args: Record<string, string> } };
+    expect(img.imageName).toBe("flask-proxy-nginx:prod");
+    expect(img.build.context).toBe(path.join(ROOT, "nginx"));
+    expect(img.build.args.NGINX_IMAGE).toBe("nginx:1.27.3");
+    expect(img.build.args.DEFAULT_CONF).toContain("keepalive 32;");
+    expect(img.build.args.DEFAULT_CONF).toContain("proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;");
+    const n = find(run, "nginx-container").inputs;
+    expect(n.image).toBe(find(run, "nginx-image").outputs.repoDigest);
+    expect(n.volumes).toEqual([]);
+    expect(n.ports).toEqual([{ internal: 80, external: 8000, ip: "127.0.0.1", protocol: "tcp" }]);
+  });
+
+  test("both containers: restart policy, healthchecks, wait for healthy, hardening, limits", () => {
+    for (const name of ["flask-container", "nginx-container"]) {
+      const c = find(run, name).inputs as Record<string, unknown> & { healthcheck: { tests: string[] }; capabilities: { drops: string[] } };
+      expect([name, c.restart, c.wait, c.readOnly, c.securityOpts, c.capabilities.drops]).toEqual(
+        [name, "unless-stopped", true, true, ["no-new-privileges:true"], ["ALL"]]);
+      expect(c.memory).toBeGreaterThan(0);
+      expect(c.logOpts).toEqual({ "max-size": "10m", "max-file": "3" });
+      expect(c.healthcheck.tests[0]).toBe("CMD");
+    }
+    expect(find(run, "flask-container").inputs.healthcheck).toMatchObject({ tests: expect.arrayContaining([expect.stringContaining("/healthz")]) });
+  });
+
+  test("the app's address is pinned inside the stack subnet", () => {
+    const net = find(run, "my-network").inputs as { ipamConfigs: { subnet: string }[] };
+    const subnet = net.ipamConfigs[0].subnet;
+    const addr = (find(run, "flask-container").inputs.networksAdvanced as Net[])[0].ipv4Address ?? "";
+    expect(addr.split(".").slice(0, 3)).toEqual(subnet.split("/")[0].split(".").slice(0, 3));
+  });
+});
+
+describe("across stacks", () => {
+  test("names never collide, so all stacks can run on one engine", async () => {
+    const names = new Map<string, string>();
+    for (const stack of stackNames()) {
+      const run = await runProgram(stack);
+      for (const r of run.resources.filter((x) => x.custom)) {
+        const name = String(r.inputs.name ?? r.inputs.imageName ?? "");
+        if (!name || r.type === "docker:index/remoteImage:RemoteImage") continue; // base images are shared on purpose
+        expect(names.get(name)).toBeUndefined();
+        names.set(name, stack);
+      }
+      const ports = run.resources.flatMap((r) => (r.inputs.ports as { external: number }[] | undefined) ?? []).map((p) => p.external);
+      for (const p of ports) {
+        expect(names.get(`port:${p}`)).toBeUndefined();
+        names.set(`port:${p}`, stack);
+      }
+    }
+  });
+
+  test.each(["dev", "prod", "swarm"])("%s: preview (unknown outputs) declares everything and does not fail", async (stack) => {
+    const full = await runProgram(stack);
+    const preview = await runProgram(stack, { preview: true });
+    expect(preview.resources.map((r) => r.name)).toEqual(full.resources.map((r) => r.name));
+    // Image IDs are computed by the provider: known after a real run, unknown during preview.
+    expect(JSON.stringify(full.resources.map((r) => r.inputs))).toContain("sha256:");
+    expect(JSON.stringify(preview.resources.map((r) => r.inputs))).not.toContain("sha256:");
+  });
+});
+
+describe("nginx config: one source of truth with the network alias", () => {
+  test("nginx/dev.conf is exactly what dev's config renders", () => {
+    const cfg = parseConfig(stackConfig("dev"), { stack: "dev", root: ROOT });
+    expect(fs.readFileSync(path.join(ROOT, "nginx", "dev.conf"), "utf8")).toBe(cfg.nginx.conf);
+  });
+
+  test.each(stackNames())("%s: nginx proxies to the app's alias and port", (stack) => {
+    const cfg = parseConfig(stackConfig(stack), { stack, root: ROOT });
+    const target = `${cfg.app.alias}:${cfg.app.port}`;
+    expect(cfg.nginx.conf).toMatch(new RegExp(`(set \\$flask_upstream|server) ${target};`));
+  });
+
+  test("changing the alias or port changes both the network alias and the proxy target", async () => {
+    const run = await runProgram("prod", { overrides: { appAlias: "web", appPort: "8001" } });
+    expect((find(run, "flask-container").inputs.networksAdvanced as Net[])[0].aliases).toEqual(["web"]);
+    const conf = (find(run, "nginx-image").inputs.build as { args: Record<string, string> }).args.DEFAULT_CONF;
+    expect(conf).toContain("server web:8001;");
+    expect(find(run, "flask-container").inputs.command).toContain("0.0.0.0:8001");
+  });
+
+  test("a mounted conf that differs from the render is refused before anything is declared", async () => {
+    const stale = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "conf-")), "default.conf");
+    fs.writeFileSync(stale, fs.readFileSync(path.join(ROOT, "nginx", "dev.conf"), "utf8").replace("flask-app:5000", "flask-app:5001"));
+    const err = await runProgram("dev", { overrides: { nginxConfigFile: stale } }).then(() => undefined, (e: unknown) => e);
+    expect(err).toBeInstanceOf(ProgramError);
+    expect((err as ProgramError).message).toContain("flask-proxy:nginxConfigFile:");
+    expect((err as ProgramError).message).toContain("npm run render:nginx");
+    expect((err as ProgramError).registered.filter((r) => r.custom)).toEqual([]);
+  });
+});
