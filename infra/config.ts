@@ -58,6 +58,8 @@ export const configSchema = z.object({
   proxyHostHeader: text.min(1, "must not be empty").regex(/^[^\s"';{}]+$/, "must be a host name or an nginx variable such as $host"),
   forwardedHeaders: bool,
   hardened: bool,
+  nginxAccessLog: z.enum(["on", "buffered", "off"], { error: "must be on, buffered or off" }),
+  nginxWorkerProcesses: int(0, 64),
   upstreamKeepalive: int(0, 1024),
   networkSubnet: z.union([z.literal(""), cidr]),
   restartPolicy: z.enum(["no", "on-failure", "always", "unless-stopped"], {
@@ -133,6 +135,8 @@ export interface StackConfig {
     forwardedHeaders: boolean;
     keepalive: number;
     limits: Limits;
+    /** worker_processes baked into the image's nginx.conf; undefined keeps the image's default (auto). */
+    workerProcesses?: number;
     /** conf.d/default.conf as rendered from this config (see infra/nginxConf.ts). */
     conf: string;
   };
@@ -200,6 +204,8 @@ export function parseConfig(all: Record<string, string>, ctx: LoadContext): Stac
     `host port ${c.appHostPort} is already taken by httpPort; two containers cannot publish one host port`);
   rule(c.appHostPort === 0 || c.replicas === 1, "appHostPort",
     `cannot publish one host port for ${c.replicas} replicas; set appHostPort to 0 or replicas to 1`);
+  rule(c.nginxWorkerProcesses === 0 || c.nginxConfigFile === "", "nginxWorkerProcesses",
+    "is baked into the nginx image, which is only built when nginxConfigFile is empty");
   rule(!c.waitForHealthy || c.healthchecks, "waitForHealthy", "needs healthchecks: true (there is nothing to wait for)");
   rule(!c.flaskReload || c.appServer === "flask-dev", "flaskReload", "only applies to appServer: flask-dev");
   rule(c.upstreamKeepalive === 0 || c.networkSubnet !== "", "upstreamKeepalive",
@@ -231,6 +237,7 @@ export function parseConfig(all: Record<string, string>, ctx: LoadContext): Stac
     keepalive: c.upstreamKeepalive,
     hardened: c.hardened,
     healthEndpoint: c.healthchecks,
+    accessLog: c.nginxAccessLog,
   });
   const configFile = abs(c.nginxConfigFile);
   if (configFile !== undefined) checkMountedConf(`${prefix}nginxConfigFile`, configFile, conf);
@@ -268,6 +275,7 @@ export function parseConfig(all: Record<string, string>, ctx: LoadContext): Stac
       forwardedHeaders: c.forwardedHeaders,
       keepalive: c.upstreamKeepalive,
       limits: { memoryMb: c.nginxMemoryMb || undefined, cpus: c.nginxCpus || undefined },
+      workerProcesses: c.nginxWorkerProcesses || undefined,
       conf,
     },
     hardened: c.hardened,

@@ -40,7 +40,11 @@ export class NginxProxy extends pulumi.ComponentResource {
         build: {
           context: args.context,
           dockerfile: path.join(args.context, "Dockerfile"),
-          args: { NGINX_IMAGE: this.baseImage.name, DEFAULT_CONF: nginx.conf },
+          args: {
+            NGINX_IMAGE: this.baseImage.name,
+            DEFAULT_CONF: nginx.conf,
+            ...(nginx.workerProcesses ? { WORKER_PROCESSES: String(nginx.workerProcesses) } : {}),
+          },
         },
         skipPush: true,
       }, { parent: this });

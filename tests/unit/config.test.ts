@@ -33,6 +33,8 @@ const BAD: Record<keyof RawConfig, string[]> = {
   proxyHostHeader: ["", "two words", 'x"; return 200; #'],
   forwardedHeaders: ["maybe"],
   hardened: ["TRUE!"],
+  nginxAccessLog: ["syslog"],
+  nginxWorkerProcesses: ["-1", "65", "auto"],
   upstreamKeepalive: ["-1", "5000"],
   networkSubnet: ["10.0.0.0", "10.0.0.0/8", "300.1.1.0/24"],
   restartPolicy: ["sometimes"],
@@ -55,10 +57,12 @@ describe("stack config validation", () => {
     expect(Object.keys(BAD).sort()).toEqual([...CONFIG_KEYS].sort());
   });
 
+  // prod, except where prod's own settings would add a second, cross-key problem.
+  const stackFor = (key: keyof RawConfig) => (key === "nginxConfigFile" ? "dev" : "prod");
   test.each(CONFIG_KEYS.flatMap((key) => BAD[key].map((value) => [key, value] as const)))(
     "%s = %j is refused, naming the key",
     (key, value) => {
-      const found = problems("prod", { [key]: value });
+      const found = problems(stackFor(key), { [key]: value });
       expect(found.length).toBeGreaterThan(0);
       expect(found.every((p) => p.startsWith(`flask-proxy:${key}:`))).toBe(true);
     },
@@ -69,6 +73,7 @@ describe("stack config validation", () => {
     ["waiting without healthchecks", "prod", { healthchecks: "false" }, "flask-proxy:waitForHealthy: needs healthchecks: true"],
     ["reload with gunicorn", "prod", { flaskReload: "true" }, "flask-proxy:flaskReload: only applies to appServer: flask-dev"],
     ["keepalive without a subnet", "prod", { networkSubnet: "" }, "flask-proxy:upstreamKeepalive: needs networkSubnet"],
+    ["worker count with a mounted conf", "dev", { nginxWorkerProcesses: "2" }, "flask-proxy:nginxWorkerProcesses: is baked into the nginx image"],
     ["latest in prod", "prod", { nginxImage: "nginx:latest" }, 'flask-proxy:nginxImage: must be pinned to a tag other than latest when requirePinnedImages is true (got "nginx:latest")'],
     ["untagged in prod", "prod", { pythonImage: "python" }, "flask-proxy:pythonImage: must be pinned"],
     ["a typo'd key", "dev", { htpPort: "81" }, "flask-proxy:htpPort: unknown key (did you mean flask-proxy:httpPort?)"],

@@ -105,6 +105,8 @@ describe("prod stack: production-shaped", () => {
     expect(img.imageName).toBe("flask-proxy-nginx:prod");
     expect(img.build.context).toBe(path.join(ROOT, "nginx"));
     expect(img.build.args.NGINX_IMAGE).toBe("nginx:1.27.3");
+    expect(img.build.args.WORKER_PROCESSES).toBe(stackConfig("prod")["flask-proxy:nginxWorkerProcesses"]);
+    expect(img.build.args.DEFAULT_CONF).toContain("access_log /var/log/nginx/access.log combined buffer=64k flush=5s;");
     expect(img.build.args.DEFAULT_CONF).toContain("keepalive 32;");
     expect(img.build.args.DEFAULT_CONF).toContain("proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;");
     const n = find(run, "nginx-container").inputs;

@@ -1,0 +1,211 @@
+// `npm run bench`: the tutorial's topology against our stacks, measured side by side in one run on one
+// engine. Not a test: it asserts no timings, only that every scenario ran without errors. Results go to
+// bench/results.json and bench/results.svg. Load comes from wrk (C, so the generator takes less of the two
+// cores than a Node one would); its Lua done() hook prints a JSON summary.
+import { execFileSync } from "child_process";
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
+import { deploy, docker, get, type Deployed } from "../tests/e2e/live";
+import { ROOT, stackConfig, type Declared, type ProgramRun } from "../tests/support/program";
+import { Realizer, removeByLabel } from "../tests/support/realize";
+
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
+const DURATION_S = Number(process.env.BENCH_DURATION ?? 10);
+const WARMUP_S = Number(process.env.BENCH_WARMUP ?? 2);
+const THREADS = 1; // one wrk thread: the generator should use as little of the 2 cores as it can
+const SEED_PORT = 18080;
+const APP_DIRECT_PORT = 18001;
+
+interface Scenario {
+  name: string;
+  rps: number;
+  p50Ms: number;
+  p99Ms: number;
+  errors: number;
+  non2xx: number;
+  firstOkMs?: number;
+}
+
+const REPORT_LUA = `done = function(summary, latency, requests)
+  io.write(string.format('{"requests":%d,"durationUs":%d,"errors":%d,"non2xx":%d,"p50Us":%d,"p99Us":%d}\\n',
+    summary.requests, summary.duration,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    summary.errors.status, latency:percentile(50), latency:percentile(99)))
+end`;
+
+function wrk(url: string, seconds: number): Omit<Scenario, "name"> {
+  if (new URL(url).hostname !== "127.0.0.1") throw new Error(`bench traffic goes to 127.0.0.1 only, not ${url}`);
+  const script = path.join(os.tmpdir(), "flask-proxy-bench-report.lua");
+  fs.writeFileSync(script, REPORT_LUA);
+  const out = execFileSync("wrk", ["-t", String(THREADS), "-c", String(CONNECTIONS), "-d", `${seconds}s`, "--timeout", "5s", "-s", script, url],
+    { encoding: "utf8", timeout: (seconds + 30) * 1000 });
+  const json = out.split("\n").find((l) => l.startsWith("{"));
+  if (!json) throw new Error(`wrk printed no summary:\n${out}`);
+  const r = JSON.parse(json) as { requests: number; durationUs: number; errors: number; non2xx: number; p50Us: number; p99Us: number };
+  return { rps: r.requests / (r.durationUs / 1e6), p50Ms: r.p50Us / 1000, p99Ms: r.p99Us / 1000, errors: r.errors, non2xx: r.non2xx };
+}
+
+function measure(name: string, url: string, firstOkMs?: number): Scenario {
+  wrk(url, WARMUP_S); // warm-up, discarded
+  const s = { name, ...wrk(url, DURATION_S), firstOkMs };
+  console.log(`${name}: ${s.rps.toFixed(0)} req/s, p50 ${s.p50Ms.toFixed(2)} ms, p99 ${s.p99Ms.toFixed(2)} ms, errors ${s.errors}, non-2xx ${s.non2xx}`);
+  return s;
+}
+
+/** Milliseconds from `since` until the URL answers 200 (bounded). */
+async function firstOk(url: string, since: number): Promise<number> {
+  while (Date.now() - since < 60_000) {
+    const ok = await get(url, {}, 1000).then((r) => r.status === 200, () => false);
+    if (ok) return Date.now() - since;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`${url} did not answer 200 within 60 s`);
+}
+
+/**
+ * The tutorial's compose file, verbatim but for the host port (loopback, not :80), declared as the
+ * resources its services would be, and created by the same realizer as our stacks.
+ */
+function seedRun(dir: string): ProgramRun {
+  fs.writeFileSync(path.join(dir, "Dockerfile"), "FROM python:3\nRUN pip install flask\n");
+  fs.writeFileSync(path.join(dir, "main.py"),
+    "from flask import Flask\napp = Flask(__name__)\n\n@app.route('/')\ndef index():\n    return 'Hello world!'\n");
+  fs.writeFileSync(path.join(dir, "nginx.conf"),
+    'server {\n    listen 80;\n    server_name localhost;\n\n    location / {\n        proxy_pass http://flask-app:5000/;\n        proxy_set_header Host "localhost";\n    }\n}\n');
+  fs.chmodSync(dir, 0o755);
+  const labels = [{ label: "org.flask-proxy.project", value: "flask-proxy" }, { label: "org.flask-proxy.stack", value: "bench-seed" }];
+  const r = (type: string, name: string, inputs: Record<string, unknown>, outputs: Record<string, unknown> = {}, dependsOn: string[] = []): Declared =>
+    ({ type, name, custom: true, inputs, outputs: { ...inputs, ...outputs }, dependsOn, secretInputs: [] });
+  const resources = [
+    r("docker:index/network:Network", "my-network", { name: "flask-proxy-seed-my-network", labels }),
+    r("docker:index/image:Image", "flask-image", { imageName: "flask:0.0.1-seed", skipPush: true, build: { context: dir, dockerfile: path.join(dir, "Dockerfile") } },
+      { repoDigest: "seed-flask-image-id" }),
+    r("docker:index/remoteImage:RemoteImage", "nginx-image", { name: "nginx:1.13.7" }, { imageId: "seed-nginx-image-id", repoDigest: "seed-nginx-digest" }),
+    r("docker:index/container:Container", "flask", {
+      name: "flask-proxy-seed-flask", image: "seed-flask-image-id", labels,
+      volumes: [{ hostPath: dir, containerPath: "/code" }], envs: ["FLASK_APP=/code/main.py"],
+      command: ["flask", "run", "--host=0.0.0.0"],
+      networksAdvanced: [{ name: "flask-proxy-seed-my-network", aliases: ["flask-app"] }],
+      ports: [{ internal: 5000, external: 18081, ip: "127.0.0.1" }],
+    }),
+    r("docker:index/container:Container", "nginx", {
+      name: "flask-proxy-seed-nginx", image: "seed-nginx-image-id", labels,
+      volumes: [{ hostPath: path.join(dir, "nginx.conf"), containerPath: "/etc/nginx/conf.d/default.conf" }],
+      networksAdvanced: [{ name: "flask-proxy-seed-my-network" }],
+      ports: [{ internal: 80, external: SEED_PORT, ip: "127.0.0.1" }],
+    }, {}, ["flask"]),
+  ];
+  return { stack: "seed", config: {}, resources, outputs: { url: `http://127.0.0.1:${SEED_PORT}/` } };
+}
+
+const ratio = (a: number, b: number) => (b > 0 ? a / b : NaN);
+
+function svgChart(scenarios: Scenario[]): string {
+  const w = 640, barH = 28, gap = 12, left = 110, top = 40;
+  const max = Math.max(...scenarios.map((s) => s.rps));
+  const h = top + scenarios.length * (barH + gap) + 20;
+  const bars = scenarios.map((s, i) => {
+    const y = top + i * (barH + gap);
+    const len = Math.max(1, ((w - left - 130) * s.rps) / max);
+    return `<text x="${left - 8}" y="${y + barH * 0.68}" text-anchor="end">${s.name}</text>` +
+      `<rect x="${left}" y="${y}" width="${len.toFixed(1)}" height="${barH}" fill="${s.name === "prod" ? "#2b7bb9" : "#9bbbd4"}"/>` +
+      `<text x="${(left + len + 6).toFixed(1)}" y="${y + barH * 0.68}">${Math.round(s.rps)} req/s</text>`;
+  }).join("\n  ");
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h}" font-family="sans-serif" font-size="13">
+  <text x="${left}" y="22" font-weight="bold">Requests/s, ${CONNECTIONS} connections, ${DURATION_S} s each (higher is better)</text>
+  ${bars}
+</svg>
+`;
+}
+
+jest.setTimeout(30 * 60 * 1000);
+
+test("bench: seed, dev, prod, app-direct, nginx-static", async () => {
+  await removeByLabel(docker);
+  const scenarios: Scenario[] = [];
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "flask-proxy-seed-"));
+  try {
+    // seed: the tutorial exactly.
+    const seed = new Realizer(docker, seedRun(tmp));
+    try {
+      await seed.up();
+      const t0 = Date.now();
+      scenarios.push(measure("seed", `http://127.0.0.1:${SEED_PORT}/`, await firstOk(`http://127.0.0.1:${SEED_PORT}/`, t0)));
+    } finally {
+      await seed.destroy();
+    }
+
+    const stack = async (name: string, overrides: Record<string, string>, body: (d: Deployed, firstOkMs: number) => void) => {
+      const d = await deploy(name, overrides);
+      try {
+        body(d, await firstOk(d.url, Date.now()));
+      } finally {
+        await d.destroy();
+      }
+    };
+    await stack("dev", {}, (d, first) => scenarios.push(measure("dev", d.url, first)));
+    // prod, with the app port published on loopback for the app-direct ceiling: same containers, so the
+    // only difference between `prod` and `app-direct` is the nginx hop.
+    await stack("prod", { appHostPort: String(APP_DIRECT_PORT) }, (d, first) => {
+      scenarios.push(measure("prod", d.url, first));
+      scenarios.push(measure("app-direct", `http://127.0.0.1:${APP_DIRECT_PORT}/`));
+      scenarios.push(measure("nginx-static", new URL("/nginx-health", d.url).toString()));
+    });
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+    await removeByLabel(docker);
+  }
+
+  const by = (n: string) => scenarios.find((s) => s.name === n)!;
+  const seedRps = by("seed").rps, direct = by("app-direct");
+  const rows = scenarios.map((s) => ({
+    scenario: s.name,
+    "req/s": Math.round(s.rps),
+    "p50 ms": s.p50Ms.toFixed(2),
+    "p99 ms": s.p99Ms.toFixed(2),
+    errors: s.errors,
+    "non-2xx": s.non2xx,
+    "× seed": ratio(s.rps, seedRps).toFixed(2),
+    "× app-direct": ratio(s.rps, direct.rps).toFixed(2),
+    "p99 ÷ app-direct": ratio(s.p99Ms, direct.p99Ms).toFixed(2),
+    "first 200 ms": s.firstOkMs ?? "",
+  }));
+  console.table(rows);
+
+  const prodCfg = stackConfig("prod");
+  const results = {
+    scenarios: scenarios.map(({ name, rps, p50Ms, p99Ms, errors, non2xx, firstOkMs }) => ({
+      name, rps: Math.round(rps), p50Ms, p99Ms, errors, non2xx, firstOkMs,
+    })),
+    ratios: {
+      prodVsAppDirect: ratio(by("prod").rps, direct.rps),
+      prodVsSeed: ratio(by("prod").rps, seedRps),
+      prodP99VsAppDirect: ratio(by("prod").p99Ms, direct.p99Ms),
+    },
+    machine: {
+      cpus: os.cpus().length,
+      cpuModel: os.cpus()[0]?.model,
+      memGiB: Math.round(os.totalmem() / 2 ** 30),
+      kernel: os.release(),
+      dockerVersion: (await docker.version()).Version,
+      node: process.version,
+    },
+    settings: {
+      generator: `wrk, ${THREADS} thread`,
+      connections: CONNECTIONS,
+      durationS: DURATION_S,
+      warmupS: WARMUP_S,
+      prodConfig: Object.fromEntries(Object.entries(prodCfg).filter(([k]) => k.startsWith("flask-proxy:")).map(([k, v]) => [k.slice(12), v])),
+      note: "prod and app-direct are the same containers: app-direct publishes the app port on 127.0.0.1 for the measurement",
+    },
+    measuredAt: new Date().toISOString(),
+  };
+  fs.writeFileSync(path.join(ROOT, "bench", "results.json"), `${JSON.stringify(results, null, 2)}\n`);
+  fs.writeFileSync(path.join(ROOT, "bench", "results.svg"), svgChart(scenarios));
+  console.log(`wrote bench/results.json and bench/results.svg`);
+
+  // A measurement, not a timing test: it only fails if a scenario did not run cleanly.
+  expect(scenarios.map((s) => s.name)).toEqual(["seed", "dev", "prod", "app-direct", "nginx-static"]);
+  for (const s of scenarios) expect([s.name, s.errors, s.non2xx]).toEqual([s.name, 0, 0]);
+});
