@@ -65,6 +65,23 @@ export const answersHello = (url: string) => async () => {
   return r.status === 200 && r.body === "Hello world!";
 };
 
+/**
+ * Recreates the app container under a running nginx and returns how long until nginx serves again (at most
+ * 5 s); fails if nginx had to be restarted for it.
+ */
+export async function recreateAppUnderNginx(d: Deployed): Promise<number> {
+  const nginx = d.realizer.container("nginx-container");
+  const before = await nginx.inspect();
+  await d.realizer.recreate("flask-container");
+  const elapsed = await within(5_000, answersHello(d.url), "nginx serves the recreated app");
+  const after = await nginx.inspect();
+  if (after.State.StartedAt !== before.State.StartedAt || after.RestartCount !== before.RestartCount) {
+    throw new Error("nginx was restarted to find the recreated app");
+  }
+  console.log(`${d.run.stack}: recreated app served through nginx after ${elapsed} ms`);
+  return elapsed;
+}
+
 /** Sends raw bytes to a loopback port and returns what comes back before the server closes or `ms` pass. */
 export function raw(port: number, payload: string | Buffer, ms = 5000, writeSlowly = false): Promise<{ text: string; closedByServer: boolean }> {
   return new Promise((resolve, reject) => {
