@@ -41,7 +41,9 @@ const cidr = text.refine((s) => {
 export const configSchema = z.object({
   nginxImage: image,
   pythonImage: image,
-  appImageRepository: image.refine((s) => !s.includes(":") && !s.includes("@"), "is a repository without a tag"),
+  // A registry port (host:5000/flask) is fine; a tag or digest is not: the stack adds its own tag.
+  appImageRepository: image.refine((s) => !s.slice(s.lastIndexOf("/") + 1).includes(":") && !s.includes("@"),
+    "is a repository without a tag"),
   appVersion: text.regex(/^[\w][\w.-]{0,100}$/, "must be a valid image tag part, e.g. 0.0.1"),
   requirePinnedImages: bool,
   appAlias: text.regex(DNS_LABEL, "must be a lowercase DNS label, e.g. flask-app"),
@@ -55,7 +57,9 @@ export const configSchema = z.object({
   httpPort: port,
   bindAddress: text.regex(ipv4, "must be an IPv4 address such as 127.0.0.1 or 0.0.0.0"),
   nginxConfigFile: text,
-  proxyHostHeader: text.min(1, "must not be empty").regex(/^[^\s"';{}]+$/, "must be a host name or an nginx variable such as $host"),
+  // A host[:port] or a single nginx variable: anything else could break out of the quoted directive.
+  proxyHostHeader: text.regex(/^(\$[a-z_][a-z0-9_]*|[A-Za-z0-9.-]+(:\d{1,5})?)$/,
+    "must be a host name (optionally :port) or an nginx variable such as $host"),
   forwardedHeaders: bool,
   hardened: bool,
   nginxAccessLog: z.enum(["on", "buffered", "off"], { error: "must be on, buffered or off" }),
@@ -206,6 +210,13 @@ export function parseConfig(all: Record<string, string>, ctx: LoadContext): Stac
     `cannot publish one host port for ${c.replicas} replicas; set appHostPort to 0 or replicas to 1`);
   rule(c.nginxWorkerProcesses === 0 || c.nginxConfigFile === "", "nginxWorkerProcesses",
     "is baked into the nginx image, which is only built when nginxConfigFile is empty");
+  if (c.networkSubnet !== "") {
+    const hosts = 2 ** (32 - Number(c.networkSubnet.split("/")[1])) - 2;
+    rule(10 + c.replicas - 1 <= hosts, "networkSubnet",
+      `${c.networkSubnet} is too small to pin ${c.replicas} app address(es) from host .10 on`);
+  }
+  rule(c.appCodeMount === "" || isDirectory(path.resolve(ctx.root, c.appCodeMount)), "appCodeMount",
+    `${path.resolve(ctx.root, c.appCodeMount)} is not a directory (Docker would mount an empty one over /code)`);
   rule(!c.waitForHealthy || c.healthchecks, "waitForHealthy", "needs healthchecks: true (there is nothing to wait for)");
   rule(!c.flaskReload || c.appServer === "flask-dev", "flaskReload", "only applies to appServer: flask-dev");
   rule(c.upstreamKeepalive === 0 || c.networkSubnet !== "", "upstreamKeepalive",
@@ -286,6 +297,14 @@ export function parseConfig(all: Record<string, string>, ctx: LoadContext): Stac
     healthchecks: c.healthchecks,
     waitForHealthy: c.waitForHealthy,
   };
+}
+
+function isDirectory(p: string): boolean {
+  try {
+    return fs.statSync(p).isDirectory();
+  } catch {
+    return false;
+  }
 }
 
 /** A bind-mounted nginx config must be exactly what this config renders, so alias and port cannot drift. */

@@ -25,12 +25,12 @@ const BAD: Record<keyof RawConfig, string[]> = {
   flaskReload: ["on"],
   gunicornWorkers: ["0", "65", "two"],
   gunicornThreads: ["0", "x"],
-  appCodeMount: [], // any path is accepted; a missing one fails at bind time, like docker run -v
+  appCodeMount: ["does/not/exist", "app/main.py"],
   appHostPort: ["-1", "65536", "http"],
   httpPort: ["0", "99999", "eighty", ""],
   bindAddress: ["localhost", "256.0.0.1", ""],
   nginxConfigFile: ["does/not/exist.conf"],
-  proxyHostHeader: ["", "two words", 'x"; return 200; #'],
+  proxyHostHeader: ["", "two words", 'x"; return 200; #', "example.com\\", "a$b", "$Host"],
   forwardedHeaders: ["maybe"],
   hardened: ["TRUE!"],
   nginxAccessLog: ["syslog"],
@@ -58,7 +58,7 @@ describe("stack config validation", () => {
   });
 
   // prod, except where prod's own settings would add a second, cross-key problem.
-  const stackFor = (key: keyof RawConfig) => (key === "nginxConfigFile" ? "dev" : "prod");
+  const stackFor = (key: keyof RawConfig) => (key === "nginxConfigFile" || key === "appCodeMount" ? "dev" : "prod");
   test.each(CONFIG_KEYS.flatMap((key) => BAD[key].map((value) => [key, value] as const)))(
     "%s = %j is refused, naming the key",
     (key, value) => {
@@ -76,6 +76,7 @@ describe("stack config validation", () => {
     ["worker count with a mounted conf", "dev", { nginxWorkerProcesses: "2" }, "flask-proxy:nginxWorkerProcesses: is baked into the nginx image"],
     ["latest in prod", "prod", { nginxImage: "nginx:latest" }, 'flask-proxy:nginxImage: must be pinned to a tag other than latest when requirePinnedImages is true (got "nginx:latest")'],
     ["untagged in prod", "prod", { pythonImage: "python" }, "flask-proxy:pythonImage: must be pinned"],
+    ["a subnet too small for the pinned replicas", "prod", { networkSubnet: "10.9.0.0/28", replicas: "6" }, "flask-proxy:networkSubnet: 10.9.0.0/28 is too small to pin 6 app address(es)"],
     ["a typo'd key", "dev", { htpPort: "81" }, "flask-proxy:htpPort: unknown key (did you mean flask-proxy:httpPort?)"],
     ["a typo'd key", "prod", { gunicornWorker: "4" }, "flask-proxy:gunicornWorker: unknown key (did you mean flask-proxy:gunicornWorkers?)"],
   ])("cross-key rule: %s", (_, stack, overrides, message) => {
@@ -88,8 +89,14 @@ describe("stack config validation", () => {
     );
   });
 
-  test("dev's latest image is allowed where pinning is not required", () => {
-    expect(problems("dev", { nginxImage: "nginx:latest" })).toEqual([]);
+  test.each<[string, string, Record<string, string>]>([
+    ["latest where pinning is not required", "dev", { nginxImage: "nginx:latest" }],
+    ["a registry with a port", "prod", { appImageRepository: "localhost:5000/team/flask" }],
+    ["a host header with a port", "prod", { proxyHostHeader: "example.com:8443" }],
+    ["the largest replica count a /28 pins", "prod", { networkSubnet: "10.9.0.0/28", replicas: "5" }],
+    ["keys of other namespaces (left to their providers)", "prod", { "docker:host": "ssh://deploy@example.com" }],
+  ])("accepted: %s", (_, stack, overrides) => {
+    expect(problems(stack, overrides)).toEqual([]);
   });
 
   test("a bad value stops the program before any resource is declared", async () => {

@@ -1,7 +1,6 @@
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { parseConfig } from "../../infra/config";
 import { ProgramError, ROOT, runProgram, stackConfig, stackNames, type Declared, type ProgramRun } from "../support/program";
 
 const find = (run: ProgramRun, name: string): Declared => {
@@ -164,26 +163,7 @@ describe("across stacks", () => {
   });
 });
 
-describe("nginx config: one source of truth with the network alias", () => {
-  test("nginx/dev.conf is exactly what dev's config renders", () => {
-    const cfg = parseConfig(stackConfig("dev"), { stack: "dev", root: ROOT });
-    expect(fs.readFileSync(path.join(ROOT, "nginx", "dev.conf"), "utf8")).toBe(cfg.nginx.conf);
-  });
-
-  test.each(stackNames())("%s: nginx proxies to the app's alias and port", (stack) => {
-    const cfg = parseConfig(stackConfig(stack), { stack, root: ROOT });
-    const target = `${cfg.app.alias}:${cfg.app.port}`;
-    expect(cfg.nginx.conf).toMatch(new RegExp(`(set \\$flask_upstream|server) ${target};`));
-  });
-
-  test("changing the alias or port changes both the network alias and the proxy target", async () => {
-    const run = await runProgram("prod", { overrides: { appAlias: "web", appPort: "8001" } });
-    expect((find(run, "flask-container").inputs.networksAdvanced as Net[])[0].aliases).toEqual(["web"]);
-    const conf = (find(run, "nginx-image").inputs.build as { args: Record<string, string> }).args.DEFAULT_CONF;
-    expect(conf).toContain("server web:8001;");
-    expect(find(run, "flask-container").inputs.command).toContain("0.0.0.0:8001");
-  });
-
+describe("nginx config file", () => {
   test("a mounted conf that differs from the render is refused before anything is declared", async () => {
     const stale = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "conf-")), "default.conf");
     fs.writeFileSync(stale, fs.readFileSync(path.join(ROOT, "nginx", "dev.conf"), "utf8").replace("flask-app:5000", "flask-app:5001"));
