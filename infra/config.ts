@@ -1,9 +1,9 @@
 // Stack config → one validated, typed object. Pulumi hands every config value to the program as a string
 // (project defaults from Pulumi.yaml already merged in), so each key is parsed from text here, checked,
 // and only then turned into the shape the components take. Nothing downstream reads pulumi.Config.
+import * as fs from "fs";
 import * as path from "path";
 import { closest } from "fastest-levenshtein";
-import * as fs from "fs";
 import { z } from "zod";
 import { renderNginxConf } from "./nginxConf";
 

@@ -82,14 +82,20 @@ export async function recreateAppUnderNginx(d: Deployed): Promise<number> {
   return elapsed;
 }
 
-/** Sends raw bytes to a loopback port and returns what comes back before the server closes or `ms` pass. */
+/**
+ * Sends raw bytes to a loopback port and returns what comes back before the server closes, `ms` pass, or
+ * (unless the client writes slowly) a complete response head has arrived.
+ */
 export function raw(port: number, payload: string | Buffer, ms = 5000, writeSlowly = false): Promise<{ text: string; closedByServer: boolean }> {
   return new Promise((resolve, reject) => {
     const sock = net.connect({ host: "127.0.0.1", port });
     let text = "";
     let closedByServer = false;
     const timer = setTimeout(() => sock.destroy(), ms);
-    sock.on("data", (d) => (text += d.toString("latin1")));
+    sock.on("data", (d) => {
+      text += d.toString("latin1");
+      if (!writeSlowly && text.includes("\r\n\r\n")) sock.destroy(); // the status is all the tests read
+    });
     sock.on("end", () => (closedByServer = true));
     sock.on("close", () => {
       clearTimeout(timer);
