@@ -15,6 +15,8 @@ const DURATION_S = Number(process.env.BENCH_DURATION ?? 10);
 const WARMUP_S = Number(process.env.BENCH_WARMUP ?? 2);
 const THREADS = 1; // one wrk thread: the generator should use as little of the 2 cores as it can
 const SEED_PORT = 18080;
+// Replica counts for the scaling curve (BENCH_SCALING="" skips it).
+const SCALING = (process.env.BENCH_SCALING ?? "1,2,4").split(",").filter(Boolean).map(Number);
 const APP_DIRECT_PORT = 18001;
 
 interface Scenario {
@@ -124,6 +126,7 @@ jest.setTimeout(30 * 60 * 1000);
 test("bench: seed, dev, prod, app-direct, nginx-static", async () => {
   await removeByLabel(docker);
   const scenarios: Scenario[] = [];
+  const scaling: Scenario[] = [];
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "flask-proxy-seed-"));
   try {
     // seed: the tutorial exactly.
@@ -152,6 +155,10 @@ test("bench: seed, dev, prod, app-direct, nginx-static", async () => {
       scenarios.push(measure("app-direct", `http://127.0.0.1:${APP_DIRECT_PORT}/`));
       scenarios.push(measure("nginx-static", new URL("/nginx-health", d.url).toString()));
     });
+    // Scaling curve: the prod stack with more app replicas behind the one alias.
+    for (const replicas of SCALING) {
+      await stack("prod", { replicas: String(replicas) }, (d, first) => scaling.push(measure(`prod ×${replicas}`, d.url, first)));
+    }
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
     await removeByLabel(docker);
@@ -172,12 +179,21 @@ test("bench: seed, dev, prod, app-direct, nginx-static", async () => {
     "first 200 ms": s.firstOkMs ?? "",
   }));
   console.table(rows);
+  if (scaling.length) {
+    console.table(scaling.map((s, i) => ({ replicas: SCALING[i], "req/s": Math.round(s.rps), "p99 ms": s.p99Ms.toFixed(2), errors: s.errors,
+      "× 1 replica": ratio(s.rps, scaling[0].rps).toFixed(2) })));
+  }
 
   const prodCfg = stackConfig("prod");
   const results = {
     scenarios: scenarios.map(({ name, rps, p50Ms, p99Ms, errors, non2xx, firstOkMs }) => ({
       name, rps: Math.round(rps), p50Ms, p99Ms, errors, non2xx, firstOkMs,
     })),
+    scaling: {
+      replicas: scaling.map((s, i) => ({ replicas: SCALING[i], rps: Math.round(s.rps), p50Ms: s.p50Ms, p99Ms: s.p99Ms, errors: s.errors, non2xx: s.non2xx })),
+      note: "2 cores: nginx, every gunicorn worker and the load generator share them, so replicas beyond 1 add " +
+        "processes, not CPU; expect a flat or falling curve here and a rising one on a larger host",
+    },
     ratios: {
       prodVsAppDirect: ratio(by("prod").rps, direct.rps),
       prodVsSeed: ratio(by("prod").rps, seedRps),
@@ -207,5 +223,5 @@ test("bench: seed, dev, prod, app-direct, nginx-static", async () => {
 
   // A measurement, not a timing test: it only fails if a scenario did not run cleanly.
   expect(scenarios.map((s) => s.name)).toEqual(["seed", "dev", "prod", "app-direct", "nginx-static"]);
-  for (const s of scenarios) expect([s.name, s.errors, s.non2xx]).toEqual([s.name, 0, 0]);
+  for (const s of [...scenarios, ...scaling]) expect([s.name, s.errors, s.non2xx]).toEqual([s.name, 0, 0]);
 });
