@@ -82,7 +82,7 @@ export const configSchema = z.object({
   swarmEndpointMode: z.enum(["dnsrr", "vip"], { error: "must be dnsrr or vip" }),
   swarmPublishMode: z.enum(["host", "ingress"], { error: "must be host or ingress" }),
   /** Set with `pulumi config set --secret flaskSecretKey …`; generated and kept in state when absent. */
-  flaskSecretKey: text.min(32, "must be at least 32 characters").optional(),
+  flaskSecretKey: z.union([z.literal(""), text.min(32, "must be at least 32 characters")]).optional(),
 });
 /** Keys whose values never appear in messages. */
 const SECRET_KEYS: ReadonlySet<string> = new Set(["flaskSecretKey"]);
@@ -274,7 +274,7 @@ export function parseConfig(all: Record<string, string>, ctx: LoadContext): Stac
       hostPort: c.appHostPort || undefined,
       limits: { memoryMb: c.appMemoryMb || undefined, cpus: c.appCpus || undefined },
       maxProcesses: c.appMaxProcesses || undefined,
-      secretKey: c.flaskSecretKey,
+      secretKey: c.flaskSecretKey || undefined,
     },
     nginx: {
       containerName: `${prefixName}-nginx`,
