@@ -57,7 +57,6 @@ function nanos(d: string | undefined): number | undefined {
 export interface Realized {
   /** Container IDs by declared resource name. */
   containers: Map<string, string>;
-  images: Map<string, string>;
   networks: Map<string, string>;
   services: Map<string, string>;
   /** Every image ID the realizer built (rebuilds included), removed on destroy. */
@@ -65,7 +64,7 @@ export interface Realized {
 }
 
 export class Realizer {
-  readonly realized: Realized = { containers: new Map(), images: new Map(), networks: new Map(), services: new Map(), built: new Set() };
+  readonly realized: Realized = { containers: new Map(), networks: new Map(), services: new Map(), built: new Set() };
   /** Mock output value → real value (image IDs), for inputs that reference other resources. */
   private readonly refs = new Map<string, string>();
   private readonly createOptions = new Map<string, Docker.ContainerCreateOptions>();
@@ -196,7 +195,6 @@ export class Realizer {
     }
     this.refs.set(String(r.outputs.imageId), info.Id);
     this.refs.set(String(r.outputs.repoDigest), info.Id);
-    this.realized.images.set(r.name, info.Id);
   }
 
   private async buildImage(r: Declared, i: Inputs): Promise<void> {
@@ -237,7 +235,6 @@ export class Realizer {
     });
     const info = await this.docker.getImage(imageName).inspect();
     this.refs.set(String(r.outputs.repoDigest), info.Id);
-    this.realized.images.set(r.name, info.Id);
     this.realized.built.add(info.Id);
   }
 
@@ -382,7 +379,7 @@ export class Realizer {
     }
     for (const id of this.realized.networks.values()) await this.docker.getNetwork(id).remove().catch(ignoreMissing);
     for (const id of this.realized.built) await this.docker.getImage(id).remove({ force: true }).catch(ignoreMissing);
-    for (const m of [this.realized.services, this.realized.containers, this.realized.networks, this.realized.images]) m.clear();
+    for (const m of [this.realized.services, this.realized.containers, this.realized.networks]) m.clear();
     this.realized.built.clear();
   }
 
@@ -636,12 +633,17 @@ function contextTar(context: string, files: string[]): NodeJS.ReadableStream {
   return Readable.from(pack as AsyncIterable<Buffer>);
 }
 
+/** Services can only be listed on a swarm manager. */
+async function isSwarmManager(docker: Docker): Promise<boolean> {
+  const info = (await docker.info()) as { Swarm?: { ControlAvailable?: boolean } };
+  return info.Swarm?.ControlAvailable === true;
+}
+
 /** Removes everything carrying the e2e label: containers, then networks, volumes and built images. */
 export async function removeByLabel(docker: Docker, label = E2E_LABEL): Promise<number> {
   const filters = JSON.stringify({ label: [label] });
   let removed = 0;
-  const swarm = await docker.info().then((i: { Swarm?: { ControlAvailable?: boolean } }) => i.Swarm?.ControlAvailable === true);
-  for (const s of swarm ? await docker.listServices({ filters }) : []) {
+  for (const s of (await isSwarmManager(docker)) ? await docker.listServices({ filters }) : []) {
     await removeService(docker, s.ID);
     removed++;
   }
@@ -667,9 +669,8 @@ export async function removeByLabel(docker: Docker, label = E2E_LABEL): Promise<
 /** What the engine still holds with a label, by kind. */
 export async function leftovers(docker: Docker, label: string): Promise<Record<string, string[]>> {
   const filters = JSON.stringify({ label: [label] });
-  const swarm = await docker.info().then((i: { Swarm?: { ControlAvailable?: boolean } }) => i.Swarm?.ControlAvailable === true);
   return {
-    services: swarm ? (await docker.listServices({ filters })).map((s) => s.Spec?.Name ?? s.ID) : [],
+    services: (await isSwarmManager(docker)) ? (await docker.listServices({ filters })).map((s) => s.Spec?.Name ?? s.ID) : [],
     containers: (await docker.listContainers({ all: true, filters })).map((c) => c.Names.join(",")),
     networks: (await docker.listNetworks({ filters })).map((n) => n.Name),
     volumes: ((await docker.listVolumes({ filters })).Volumes ?? []).map((v) => v.Name),
