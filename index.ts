@@ -25,7 +25,8 @@ const flask = new FlaskApp("flask", { app: cfg.app, policy, context: path.join(_
 
 // services.nginx: depends_on flask, proxies to the alias, port 80
 const nginx = new NginxProxy("nginx", {
-  nginx: cfg.nginx, policy, network, backends: flask.deployment.resources, context: path.join(__dirname, "nginx"),
+  nginx: cfg.nginx, policy, network, backends: flask.deployment.resources, sockets: flask.socketMounts,
+  context: path.join(__dirname, "nginx"),
 });
 
 export const url = nginx.url;

@@ -3,10 +3,28 @@ import os
 import socket
 
 from flask import Flask
+from flask.sessions import SecureCookieSessionInterface
 
 app = Flask(__name__)
 # Never hard-coded: the deployment passes it in; a random one per process is safe for this stateless app.
 app.config["SECRET_KEY"] = os.environ.get("FLASK_SECRET_KEY") or os.urandom(32)
+
+
+class SessionInterface(SecureCookieSessionInterface):
+    """Flask's cookie sessions, minus the work for requests that carry no cookie.
+
+    Flask builds the cookie signer and parses the Cookie header on every request, even when there is no
+    cookie; that was a quarter of Flask's time per request here. Without a Cookie header the session
+    is the same empty one either way, so it is returned directly.
+    """
+
+    def open_session(self, app, request):
+        if "HTTP_COOKIE" not in request.environ and app.secret_key:
+            return self.session_class()
+        return super().open_session(app, request)
+
+
+app.session_interface = SessionInterface()
 HOSTNAME = socket.gethostname()
 VERSION = os.environ.get("APP_VERSION", "dev")
 

@@ -65,6 +65,7 @@ export const configSchema = z.object({
   nginxAccessLog: z.enum(["on", "buffered", "off"], { error: "must be on, buffered or off" }),
   nginxWorkerProcesses: int(0, 64),
   upstreamKeepalive: int(0, 1024),
+  upstreamTransport: z.enum(["tcp", "unix"], { error: "must be tcp or unix" }),
   networkSubnet: z.union([z.literal(""), cidr]),
   restartPolicy: z.enum(["no", "on-failure", "always", "unless-stopped"], {
     error: "must be one of no, on-failure, always, unless-stopped",
@@ -93,7 +94,18 @@ export interface Replica {
   containerName: string;
   /** Pinned address on the network, so a recreated app keeps the address nginx resolved at start. */
   address?: string;
+  /** upstreamTransport unix: the volume holding this replica's socket, and where nginx mounts it. */
+  socket?: { volumeName: string; nginxDir: string };
 }
+
+/**
+ * upstreamTransport unix: gunicorn binds SOCKET_FILE in APP_SOCKET_DIR (a volume per replica); nginx
+ * mounts replica n's volume read-only at nginxSocketDir(n). The app image creates APP_SOCKET_DIR owned by
+ * its user, and Docker gives a new volume that owner when it is first mounted there.
+ */
+export const APP_SOCKET_DIR = "/srv/socket";
+export const SOCKET_FILE = "gunicorn.sock";
+const nginxSocketDir = (n: number) => `/srv/sockets/${n}`;
 
 export interface Limits {
   memoryMb?: number;
@@ -219,13 +231,17 @@ export function parseConfig(all: Record<string, string>, ctx: LoadContext): Stac
     `${path.resolve(ctx.root, c.appCodeMount)} is not a directory (Docker would mount an empty one over /code)`);
   rule(!c.waitForHealthy || c.healthchecks, "waitForHealthy", "needs healthchecks: true (there is nothing to wait for)");
   rule(!c.flaskReload || c.appServer === "flask-dev", "flaskReload", "only applies to appServer: flask-dev");
-  rule(c.upstreamKeepalive === 0 || c.networkSubnet !== "", "upstreamKeepalive",
-    "needs networkSubnet, so the app keeps the address nginx resolved at start when it is recreated");
+  rule(c.upstreamKeepalive === 0 || c.networkSubnet !== "" || c.upstreamTransport === "unix", "upstreamKeepalive",
+    "needs networkSubnet (or upstreamTransport: unix), so the app keeps the address nginx resolved at start when it is recreated");
+  rule(c.upstreamTransport === "tcp" || c.appServer === "gunicorn", "upstreamTransport",
+    "unix needs appServer: gunicorn (flask run listens on TCP only)");
   if (c.target === "swarm") {
     // Tasks are scheduled anywhere and rescheduled at new addresses: nothing may depend on this host's
     // files or on a fixed address, and swarm publishes ports on every interface.
     rule(c.appCodeMount === "", "appCodeMount", "is a bind mount from this machine; not allowed with target: swarm");
     rule(c.nginxConfigFile === "", "nginxConfigFile", "is a bind mount from this machine; not allowed with target: swarm");
+    rule(c.upstreamTransport === "tcp", "upstreamTransport",
+      "unix shares a volume between containers on one host; not allowed with target: swarm");
     rule(c.upstreamKeepalive === 0, "upstreamKeepalive",
       "needs fixed task addresses, which swarm does not give; use 0 (nginx re-resolves the alias)");
     rule(c.bindAddress === "0.0.0.0", "bindAddress", "must be 0.0.0.0 with target: swarm (swarm publishes on every interface)");
@@ -239,10 +255,19 @@ export function parseConfig(all: Record<string, string>, ctx: LoadContext): Stac
 
   const prefixName = `${project}-${ctx.stack}`;
   const abs = (p: string) => (p === "" ? undefined : path.resolve(ctx.root, p));
+  const replicas: Replica[] = Array.from({ length: c.replicas }, (_, i) => {
+    const containerName = `${prefixName}-flask${i === 0 ? "" : `-${i + 1}`}`;
+    return {
+      containerName,
+      address: c.networkSubnet ? hostAddress(c.networkSubnet, 10 + i) : undefined,
+      socket: c.upstreamTransport === "unix" ? { volumeName: `${containerName}-socket`, nginxDir: nginxSocketDir(i + 1) } : undefined,
+    };
+  });
   const conf = renderNginxConf({
     stack: ctx.stack,
     upstreamHost: c.appAlias,
     upstreamPort: c.appPort,
+    sockets: replicas.flatMap((r) => (r.socket ? [`${r.socket.nginxDir}/${SOCKET_FILE}`] : [])),
     hostHeader: c.proxyHostHeader,
     forwardedHeaders: c.forwardedHeaders,
     keepalive: c.upstreamKeepalive,
@@ -258,10 +283,7 @@ export function parseConfig(all: Record<string, string>, ctx: LoadContext): Stac
     labels: { "org.flask-proxy.project": project, "org.flask-proxy.stack": ctx.stack },
     network: { name: `${prefixName}-net`, subnet: c.networkSubnet || undefined },
     app: {
-      replicas: Array.from({ length: c.replicas }, (_, i) => ({
-        containerName: `${prefixName}-flask${i === 0 ? "" : `-${i + 1}`}`,
-        address: c.networkSubnet ? hostAddress(c.networkSubnet, 10 + i) : undefined,
-      })),
+      replicas,
       imageName: `${c.appImageRepository}:${c.appVersion}-${ctx.stack}`,
       version: c.appVersion,
       baseImage: c.pythonImage,

@@ -2,8 +2,8 @@ import * as path from "path";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
-import type { StackConfig } from "./config";
-import { deploy, type Deployment, type WorkloadPolicy } from "./workload";
+import { APP_SOCKET_DIR, SOCKET_FILE, type StackConfig } from "./config";
+import { deploy, labelList, type Deployment, type VolumeMount, type WorkloadPolicy } from "./workload";
 
 export const APP_HEALTH_PATH = "/healthz";
 const CODE_DIR = "/code";
@@ -22,6 +22,8 @@ export class FlaskApp extends pulumi.ComponentResource {
   readonly deployment: Deployment;
   /** Where nginx reaches the app: the network alias and port. */
   readonly upstream: { host: string; port: number };
+  /** upstreamTransport unix: each replica's socket volume, as nginx mounts it (read-only). */
+  readonly socketMounts: VolumeMount[];
 
   constructor(name: string, args: FlaskAppArgs, opts?: pulumi.ComponentResourceOptions) {
     super("flask-proxy:index:FlaskApp", name, {}, opts);
@@ -43,10 +45,22 @@ export class FlaskApp extends pulumi.ComponentResource {
       // The provider marks `result` secret; wrapping says so here too, whatever the provider does.
       : pulumi.secret(new random.RandomPassword(`${name}-secret-key`, { length: 48, special: false }, { parent: this }).result);
 
+    // One volume per replica holds its gunicorn socket; nginx mounts them all (see infra/config.ts).
+    this.socketMounts = [];
+    const replicas = app.replicas.map((r, i) => {
+      if (!r.socket) return { containerName: r.containerName, address: r.address };
+      const volume = new docker.Volume(`${name}-socket${i === 0 ? "" : `-${i + 1}`}`, {
+        name: r.socket.volumeName,
+        labels: labelList(policy.labels),
+      }, { parent: this });
+      this.socketMounts.push({ volumeName: volume.name, target: r.socket.nginxDir, readOnly: true });
+      return { containerName: r.containerName, address: r.address, volumes: [{ volumeName: volume.name, target: APP_SOCKET_DIR, readOnly: false }] };
+    });
+
     this.deployment = deploy(name, {
       // The image ID, so a rebuilt image replaces the containers (or rolls the service).
       image: this.image.repoDigest,
-      command: serverCommand(app),
+      command: serverCommand(app, this.socketMounts.length > 0),
       env: [`FLASK_APP=${CODE_DIR}/main.py`, pulumi.interpolate`FLASK_SECRET_KEY=${secretKey}`],
       network: args.network.name,
       aliases: [app.alias],
@@ -59,7 +73,7 @@ export class FlaskApp extends pulumi.ComponentResource {
       limits: app.limits,
       capAdds: [],
       maxProcesses: app.maxProcesses,
-      replicas: app.replicas,
+      replicas,
       serviceName: app.replicas[0].containerName,
     }, policy, { parent: this });
 
@@ -68,14 +82,16 @@ export class FlaskApp extends pulumi.ComponentResource {
   }
 }
 
-function serverCommand(app: StackConfig["app"]): string[] {
+function serverCommand(app: StackConfig["app"], unixSocket: boolean): string[] {
   if (app.server.kind === "flask-dev") {
     // The tutorial's command; --reload makes the bind-mounted code take effect on save.
     return ["flask", "run", "--host=0.0.0.0", `--port=${app.port}`, ...(app.server.reload ? ["--reload"] : [])];
   }
   return [
     "gunicorn",
+    // TCP stays for the network alias, the healthcheck and anything else on the network.
     "--bind", `0.0.0.0:${app.port}`,
+    ...(unixSocket ? ["--bind", `unix:${APP_SOCKET_DIR}/${SOCKET_FILE}`] : []),
     "--workers", String(app.server.workers),
     "--threads", String(app.server.threads),
     // Heartbeat files on tmpfs, not the container's overlay filesystem.

@@ -5,13 +5,18 @@ export interface NginxConfOptions {
   /** Host name nginx proxies to: the app's network alias. */
   upstreamHost: string;
   upstreamPort: number;
+  /**
+   * Unix sockets to proxy to instead (one per app replica, on volumes shared with the app): no TCP
+   * handshake, bridge or conntrack per request. Empty: TCP to upstreamHost:upstreamPort.
+   */
+  sockets: string[];
   /** Value of the Host header sent upstream: a literal such as "localhost" (the tutorial) or "$host". */
   hostHeader: string;
   forwardedHeaders: boolean;
   /**
    * 0: resolve the alias through Docker's DNS on every request (a recreated app is found within 5 s).
    * > 0: an upstream block with that many idle keepalive connections; the alias is resolved at start,
-   * so the app's address must be pinned (see StackConfig.app.address).
+   * so the app's address must be pinned (see Replica.address). Sockets need no resolving either way.
    */
   keepalive: number;
   /** Production hardening: limits, timeouts, security headers, no version banner, buffered access log. */
@@ -34,15 +39,20 @@ export function renderNginxConf(o: NginxConfOptions): string {
     `# Rendered for stack "${o.stack}" by infra/nginxConf.ts (npm run render:nginx). Edit the stack config`,
     `# or the renderer, not this file: the program refuses to mount a copy that differs from the render.`,
   ];
-  if (o.keepalive > 0) {
-    lines.push(
-      "upstream flask_app {",
-      `    server ${target};`,
-      "    # Idle connections kept open to the app: saves a TCP handshake per request.",
-      `    keepalive ${o.keepalive};`,
-      "}",
-      "",
-    );
+  // An upstream block names fixed targets: the sockets, or the alias resolved once at start.
+  const upstreamBlock = o.sockets.length > 0 || o.keepalive > 0;
+  if (upstreamBlock) {
+    lines.push("upstream flask_app {");
+    if (o.sockets.length > 0) {
+      lines.push("    # The app's unix sockets (one per replica): no TCP handshake or bridge hop per request.");
+      lines.push(...o.sockets.map((s) => `    server unix:${s};`));
+    } else {
+      lines.push(`    server ${target};`);
+    }
+    if (o.keepalive > 0) {
+      lines.push("    # Idle connections kept open to the app: saves a connection setup per request.", `    keepalive ${o.keepalive};`);
+    }
+    lines.push("}", "");
   }
   lines.push("server {", "    listen 80;", "    server_name localhost;");
   if (o.hardened) {
@@ -83,7 +93,7 @@ export function renderNginxConf(o: NginxConfOptions): string {
       "    }",
     );
   }
-  if (o.keepalive === 0) {
+  if (!upstreamBlock) {
     lines.push(
       "",
       "    # Docker's embedded DNS. A variable in proxy_pass makes nginx resolve the alias per request",
@@ -93,12 +103,9 @@ export function renderNginxConf(o: NginxConfOptions): string {
     );
   }
   lines.push("", "    location / {");
-  if (o.keepalive > 0) {
-    lines.push(
-      "        proxy_pass http://flask_app;",
-      "        proxy_http_version 1.1;",
-      '        proxy_set_header Connection "";',
-    );
+  if (upstreamBlock) {
+    lines.push("        proxy_pass http://flask_app;");
+    if (o.keepalive > 0) lines.push("        proxy_http_version 1.1;", '        proxy_set_header Connection "";');
   } else {
     // With a variable, proxy_pass must not carry a URI part or every request would be sent to that URI;
     // without one the original URI is passed, which for "location /" is what the tutorial's trailing "/" did.

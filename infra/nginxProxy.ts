@@ -3,7 +3,7 @@ import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import type { StackConfig } from "./config";
 import { NGINX_HEALTH_PATH } from "./nginxConf";
-import { deploy, localUrl, type Deployment, type WorkloadPolicy } from "./workload";
+import { deploy, localUrl, type Deployment, type VolumeMount, type WorkloadPolicy } from "./workload";
 
 const CONF_PATH = "/etc/nginx/conf.d/default.conf";
 
@@ -13,6 +13,8 @@ export interface NginxProxyArgs {
   network: docker.Network;
   /** What nginx proxies to; nginx starts after it (compose's depends_on). */
   backends: pulumi.Resource[];
+  /** The app's socket volumes, when nginx reaches it over unix sockets. */
+  sockets: VolumeMount[];
   /** Folder with the Dockerfile that bakes the config into the image (the repo's nginx/). */
   context: string;
 }
@@ -55,6 +57,7 @@ export class NginxProxy extends pulumi.ComponentResource {
       network: args.network.name,
       publish: { internal: 80, external: nginx.httpPort },
       binds: nginx.configFile ? [{ source: nginx.configFile, target: CONF_PATH }] : [],
+      volumes: args.sockets,
       // Temp and pid paths of the official image (/var/cache/nginx, /run) and of Debian's (/var/lib/nginx).
       tmpfs: ["/var/cache/nginx", "/var/lib/nginx", "/run", "/tmp"].map((p) => ({ path: p, sizeMb: 16 })),
       healthcheck: ["curl", "-fsS", "-o", "/dev/null", `http://127.0.0.1${NGINX_HEALTH_PATH}`],

@@ -3,7 +3,7 @@
 // components describe what runs; this file alone knows how each backend spells it.
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
-import type { Limits, Replica, StackConfig } from "./config";
+import type { Limits, StackConfig } from "./config";
 
 /** The settings every workload of a stack shares. */
 export interface WorkloadPolicy {
@@ -28,6 +28,22 @@ export interface Tmpfs {
   noexec?: boolean;
 }
 
+/** A named volume mounted into the container. */
+export interface VolumeMount {
+  volumeName: pulumi.Input<string>;
+  target: string;
+  readOnly: boolean;
+}
+
+/** One container of a workload on plain containers. */
+export interface WorkloadReplica {
+  containerName: string;
+  /** Fixed address on the network. */
+  address?: string;
+  /** Volumes only this replica mounts. */
+  volumes?: VolumeMount[];
+}
+
 export interface WorkloadSpec {
   image: pulumi.Input<string>;
   /** The image's CMD replaced (its ENTRYPOINT is kept). */
@@ -39,6 +55,8 @@ export interface WorkloadSpec {
   publish?: { internal: number; external: number };
   /** Read-only bind mounts from the host. */
   binds?: { source: string; target: string }[];
+  /** Named volumes every replica mounts (containers only). */
+  volumes?: VolumeMount[];
   /** Writable paths under a read-only root (hardened only). */
   tmpfs?: Tmpfs[];
   /** Healthcheck command, run in the container (exec form). */
@@ -48,8 +66,8 @@ export interface WorkloadSpec {
   capAdds?: string[];
   /** nproc ulimit (containers only: neither Docker's pids limit nor ulimits are in the provider's service). */
   maxProcesses?: number;
-  /** One entry per replica: container names (and pinned addresses) or, for a service, the count. */
-  replicas: Replica[];
+  /** One entry per replica: container names, addresses and volumes or, for a service, the count. */
+  replicas: WorkloadReplica[];
   /** Service name on swarm (the first replica's name on plain containers). */
   serviceName: string;
 }
@@ -71,6 +89,10 @@ export function deploy(
   opts: pulumi.CustomResourceOptions,
 ): Deployment {
   if (policy.target === "swarm") {
+    // Config validation keeps volumes out of swarm stacks: tasks land on any node.
+    if (spec.volumes?.length || spec.replicas.some((r) => r.volumes?.length)) {
+      throw new Error(`${name}: named volumes are not supported with target: swarm`);
+    }
     const service = new docker.Service(`${name}-service`, serviceArgs(spec, policy), opts);
     return { resources: [service], containers: [], service };
   }
@@ -80,7 +102,7 @@ export function deploy(
   return { resources: containers, containers };
 }
 
-function containerArgs(spec: WorkloadSpec, policy: WorkloadPolicy, replica: Replica): docker.ContainerArgs {
+function containerArgs(spec: WorkloadSpec, policy: WorkloadPolicy, replica: WorkloadReplica): docker.ContainerArgs {
   const hardened = policy.hardened;
   return {
     name: replica.containerName,
@@ -92,7 +114,11 @@ function containerArgs(spec: WorkloadSpec, policy: WorkloadPolicy, replica: Repl
     ports: spec.publish
       ? [{ internal: spec.publish.internal, external: spec.publish.external, ip: policy.bindAddress, protocol: "tcp" }]
       : [],
-    volumes: (spec.binds ?? []).map((b) => ({ hostPath: b.source, containerPath: b.target, readOnly: true })),
+    volumes: [
+      ...(spec.binds ?? []).map((b) => ({ hostPath: b.source, containerPath: b.target, readOnly: true })),
+      ...[...(spec.volumes ?? []), ...(replica.volumes ?? [])]
+        .map((v) => ({ volumeName: v.volumeName, containerPath: v.target, readOnly: v.readOnly })),
+    ],
     restart: policy.restartPolicy,
     // `pulumi up` returns only once the healthcheck passes, so a broken release fails the update.
     wait: policy.waitForHealthy,

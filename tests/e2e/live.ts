@@ -4,6 +4,7 @@ import * as fs from "fs";
 import * as net from "net";
 import * as os from "os";
 import * as path from "path";
+import { Writable } from "stream";
 import Docker from "dockerode";
 import { ROOT, runProgram, type ProgramRun } from "../support/program";
 import { Realizer } from "../support/realize";
@@ -118,6 +119,21 @@ export function copyOfApp(): string {
   fs.chmodSync(dir, 0o755); // the app runs as an unprivileged user
   for (const f of ["main.py", "requirements.txt"]) fs.copyFileSync(path.join(ROOT, "app", f), path.join(dir, f));
   return dir;
+}
+
+/** Runs a command in a running container (as `user`, default the image's) and collects its output. */
+export async function execIn(c: Docker.Container, cmd: string[], user?: string): Promise<{ exitCode: number; stdout: string; stderr: string }> {
+  const exec = await c.exec({ Cmd: cmd, User: user, AttachStdout: true, AttachStderr: true });
+  const stream = await exec.start({});
+  let stdout = "";
+  let stderr = "";
+  const sink = (f: (s: string) => void) => new Writable({ write: (chunk: Buffer, _enc, done) => { f(chunk.toString("utf8")); done(); } });
+  docker.modem.demuxStream(stream, sink((s) => (stdout += s)), sink((s) => (stderr += s)));
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${cmd.join(" ")}: no exit within 30 s`)), 30_000);
+    stream.on("end", () => { clearTimeout(timer); resolve(); });
+  });
+  return { exitCode: (await exec.inspect()).ExitCode ?? -1, stdout, stderr };
 }
 
 export const portOf = (url: string) => Number(new URL(url).port || 80);

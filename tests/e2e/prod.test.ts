@@ -1,6 +1,6 @@
-import { answersHello, at, recreateAppUnderNginx, deploy, get, within, type Deployed } from "./live";
+import { answersHello, at, recreateAppUnderNginx, deploy, execIn, get, within, type Deployed } from "./live";
 
-// The production-shaped stack: gunicorn behind a hardened nginx with upstream keepalive, app not published.
+// The production-shaped stack: gunicorn behind a hardened nginx over a unix socket, app not published.
 describe("prod stack on a real Docker Engine", () => {
   let prod: Deployed;
 
@@ -37,16 +37,41 @@ describe("prod stack on a real Docker Engine", () => {
 
   test("the config baked into the nginx image is the one rendered for prod", async () => {
     const nginx = prod.realizer.container("nginx-container");
-    const exec = await nginx.exec({ Cmd: ["cat", "/etc/nginx/conf.d/default.conf"], AttachStdout: true, AttachStderr: true });
-    const stream = await exec.start({});
-    const text = await new Promise<string>((resolve) => {
-      let out = "";
-      stream.on("data", (d: Buffer) => (out += d.toString("utf8")));
-      stream.on("end", () => resolve(out));
-    });
+    const { stdout: text } = await execIn(nginx, ["cat", "/etc/nginx/conf.d/default.conf"]);
     const rendered = prod.run.resources.find((r) => r.name === "nginx-image")?.inputs.build as { args: Record<string, string> };
-    expect(text).toContain(rendered.args.DEFAULT_CONF);
+    expect(text).toBe(rendered.args.DEFAULT_CONF);
     expect(text).toContain("proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;");
+    // Its only upstream is the app's socket, so every 200 through nginx in this suite came over it.
+    expect(text.match(/^\s*server \S+;/gm)).toEqual(["    server unix:/srv/sockets/1/gunicorn.sock;"]);
+  });
+
+  test("the socket is the app user's, and nginx's workers can reach it through a read-only mount", async () => {
+    const app = prod.realizer.container("flask-container");
+    expect((await execIn(app, ["stat", "-c", "%u %F", "/srv/socket/gunicorn.sock"])).stdout.trim()).toBe("10001 socket");
+    const nginx = prod.realizer.container("nginx-container");
+    const mount = (await nginx.inspect()).Mounts.find((m) => m.Destination === "/srv/sockets/1");
+    expect([mount?.Type, mount?.RW]).toEqual(["volume", false]);
+    const viaSocket = await execIn(nginx, ["curl", "-fsS", "--unix-socket", "/srv/sockets/1/gunicorn.sock", "http://localhost/"], "nginx");
+    expect([viaSocket.exitCode, viaSocket.stdout, viaSocket.stderr]).toEqual([0, "Hello world!", ""]);
+  });
+
+  test("cookie sessions still work: the cookieless fast path only skips empty sessions", async () => {
+    // Run in the app container against the deployed code, with two throwaway routes on a test client.
+    const script = [
+      "import sys; sys.path.insert(0, '/code')",
+      "from flask import session",
+      "from main import app",
+      "app.add_url_rule('/t/set', 'tset', lambda: session.update(n=41) or 'set')",
+      "app.add_url_rule('/t/get', 'tget', lambda: str(session.get('n', 'none')))",
+      "c = app.test_client()",
+      "print(c.get('/t/get').get_data(as_text=True))",
+      "r = c.get('/t/set'); print('cookie' if 'session=' in r.headers.get('Set-Cookie', '') else 'no cookie')",
+      "print(c.get('/t/get').get_data(as_text=True))",
+      "print(app.test_client().get('/t/get').get_data(as_text=True))",
+    ].join("\n");
+    const out = await execIn(prod.realizer.container("flask-container"), ["python", "-c", script]);
+    expect([out.exitCode, out.stderr]).toEqual([0, ""]);
+    expect(out.stdout.trim().split("\n")).toEqual(["none", "cookie", "41", "none"]);
   });
 
   test("nginx finds a recreated app container within 5 s, without restarting", async () => {

@@ -58,13 +58,14 @@ export interface Realized {
   /** Container IDs by declared resource name. */
   containers: Map<string, string>;
   networks: Map<string, string>;
+  volumes: Map<string, string>;
   services: Map<string, string>;
   /** Every image ID the realizer built (rebuilds included), removed on destroy. */
   built: Set<string>;
 }
 
 export class Realizer {
-  readonly realized: Realized = { containers: new Map(), networks: new Map(), services: new Map(), built: new Set() };
+  readonly realized: Realized = { containers: new Map(), networks: new Map(), volumes: new Map(), services: new Map(), built: new Set() };
   /** Mock output value → real value (image IDs), for inputs that reference other resources. */
   private readonly refs = new Map<string, string>();
   private readonly createOptions = new Map<string, Docker.ContainerCreateOptions>();
@@ -81,7 +82,7 @@ export class Realizer {
         const v = r.outputs[key];
         if (typeof v === "string") producers.set(v, r.name);
       }
-      if (r.type === "docker:index/network:Network") producers.set(String(r.inputs.name), r.name);
+      if (r.type === "docker:index/network:Network" || r.type === "docker:index/volume:Volume") producers.set(String(r.inputs.name), r.name);
     }
     const deps = new Map<string, Set<string>>();
     for (const r of custom) {
@@ -122,6 +123,8 @@ export class Realizer {
     switch (r.type) {
       case "docker:index/network:Network":
         return this.createNetwork(r, inputs);
+      case "docker:index/volume:Volume":
+        return this.createVolume(r, inputs);
       case "docker:index/remoteImage:RemoteImage":
         return this.ensureRemoteImage(r, inputs);
       case "docker:index/image:Image":
@@ -179,6 +182,14 @@ export class Realizer {
       IPAM: ipam.length ? { Driver: "default", Config: ipam } : undefined,
     });
     this.realized.networks.set(r.name, net.id);
+  }
+
+  private async createVolume(r: Declared, i: Inputs): Promise<void> {
+    const name = i.get<string>("name") ?? r.name;
+    const labels = labelMap(i.get("labels"));
+    i.done();
+    const v = await this.docker.createVolume({ Name: name, Labels: { ...labels, [E2E_LABEL]: "true" } });
+    this.realized.volumes.set(r.name, v.Name);
   }
 
   private async ensureRemoteImage(r: Declared, i: Inputs): Promise<void> {
@@ -371,15 +382,16 @@ export class Realizer {
     return this.docker.getContainer(id);
   }
 
-  /** The destroy step: containers, then networks, then the images it built (reverse creation order). */
+  /** The destroy step: containers, then networks and volumes, then the images it built (reverse creation order). */
   async destroy(): Promise<void> {
     for (const id of [...this.realized.services.values()].reverse()) await removeService(this.docker, id);
     for (const id of [...this.realized.containers.values()].reverse()) {
       await this.docker.getContainer(id).remove({ force: true, v: true }).catch(ignoreMissing);
     }
     for (const id of this.realized.networks.values()) await this.docker.getNetwork(id).remove().catch(ignoreMissing);
+    for (const name of this.realized.volumes.values()) await this.docker.getVolume(name).remove().catch(ignoreMissing);
     for (const id of this.realized.built) await this.docker.getImage(id).remove({ force: true }).catch(ignoreMissing);
-    for (const m of [this.realized.services, this.realized.containers, this.realized.networks]) m.clear();
+    for (const m of [this.realized.services, this.realized.containers, this.realized.networks, this.realized.volumes]) m.clear();
     this.realized.built.clear();
   }
 

@@ -39,6 +39,7 @@ const BAD: Record<keyof RawConfig, string[]> = {
   nginxAccessLog: ["syslog"],
   nginxWorkerProcesses: ["-1", "65", "auto"],
   upstreamKeepalive: ["-1", "5000"],
+  upstreamTransport: ["udp", "UNIX", ""],
   networkSubnet: ["10.0.0.0", "10.0.0.0/8", "300.1.1.0/24"],
   restartPolicy: ["sometimes"],
   healthchecks: ["nope"],
@@ -75,7 +76,9 @@ describe("stack config validation", () => {
     ["two containers on one host port", "dev", { appHostPort: "80" }, "flask-proxy:appHostPort: host port 80 is already taken by httpPort"],
     ["waiting without healthchecks", "prod", { healthchecks: "false" }, "flask-proxy:waitForHealthy: needs healthchecks: true"],
     ["reload with gunicorn", "prod", { flaskReload: "true" }, "flask-proxy:flaskReload: only applies to appServer: flask-dev"],
-    ["keepalive without a subnet", "prod", { networkSubnet: "" }, "flask-proxy:upstreamKeepalive: needs networkSubnet"],
+    ["keepalive over TCP without a subnet", "prod", { upstreamTransport: "tcp", upstreamKeepalive: "32" }, "flask-proxy:upstreamKeepalive: needs networkSubnet"],
+    ["unix sockets with the flask dev server", "dev", { upstreamTransport: "unix" }, "flask-proxy:upstreamTransport: unix needs appServer: gunicorn"],
+    ["unix sockets on swarm", "swarm", { upstreamTransport: "unix" }, "flask-proxy:upstreamTransport: unix shares a volume between containers on one host; not allowed with target: swarm"],
     ["worker count with a mounted conf", "dev", { nginxWorkerProcesses: "2" }, "flask-proxy:nginxWorkerProcesses: is baked into the nginx image"],
     ["latest in prod", "prod", { nginxImage: "nginx:latest" }, 'flask-proxy:nginxImage: must be pinned to a tag other than latest when requirePinnedImages is true (got "nginx:latest")'],
     ["untagged in prod", "prod", { pythonImage: "python" }, "flask-proxy:pythonImage: must be pinned"],
@@ -97,6 +100,8 @@ describe("stack config validation", () => {
     ["a registry with a port", "prod", { appImageRepository: "localhost:5000/team/flask" }],
     ["a host header with a port", "prod", { proxyHostHeader: "example.com:8443" }],
     ["the largest replica count a /28 pins", "prod", { networkSubnet: "10.9.0.0/28", replicas: "5" }],
+    ["keepalive over unix sockets, no subnet needed", "prod", { upstreamKeepalive: "16" }],
+    ["keepalive over TCP with a subnet", "prod", { upstreamTransport: "tcp", upstreamKeepalive: "32", networkSubnet: "172.30.77.0/24" }],
     ["keys of other namespaces (left to their providers)", "prod", { "docker:host": "ssh://deploy@example.com" }],
   ])("accepted: %s", (_, stack, overrides) => {
     expect(problems(stack, overrides)).toEqual([]);

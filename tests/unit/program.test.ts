@@ -8,7 +8,6 @@ const find = (run: ProgramRun, name: string): Declared => {
   if (!r) throw new Error(`${name} not declared; have ${run.resources.map((x) => x.name).join(", ")}`);
   return r;
 };
-type Net = { name: string; aliases?: string[]; ipv4Address?: string };
 type Vol = { hostPath: string; containerPath: string; readOnly?: boolean };
 
 describe("dev stack: the tutorial's topology", () => {
@@ -88,17 +87,19 @@ describe("prod stack: production-shaped", () => {
     run = await runProgram("prod");
   });
 
-  test("gunicorn with the configured workers and threads; code in the image; app not published", () => {
+  test("gunicorn with the configured workers and threads, on TCP and the socket; code in the image; app not published", () => {
     const c = find(run, "flask-container").inputs;
     const cfg = stackConfig("prod");
-    expect(c.command).toEqual(["gunicorn", "--bind", "0.0.0.0:5000", "--workers", cfg["flask-proxy:gunicornWorkers"],
-      "--threads", cfg["flask-proxy:gunicornThreads"], "--worker-tmp-dir", "/dev/shm", "main:app"]);
-    expect(c.volumes).toEqual([]);
+    expect(c.command).toEqual(["gunicorn", "--bind", "0.0.0.0:5000", "--bind", "unix:/srv/socket/gunicorn.sock",
+      "--workers", cfg["flask-proxy:gunicornWorkers"], "--threads", cfg["flask-proxy:gunicornThreads"],
+      "--worker-tmp-dir", "/dev/shm", "main:app"]);
+    // The only mount is the socket volume: no code from the host.
+    expect(c.volumes).toEqual([{ volumeName: "flask-proxy-prod-flask-socket", containerPath: "/srv/socket", readOnly: false }]);
     expect(c.ports).toEqual([]);
     expect(run.outputs.appUrl).toBe("(not published)");
   });
 
-  test("nginx: pinned image with the rendered config baked in (keepalive, X-Forwarded-*), port 8000", () => {
+  test("nginx: pinned image with the rendered config baked in (socket upstream, X-Forwarded-*), port 8000", () => {
     expect(find(run, "nginx-base-image").inputs.name).toBe("nginx:1.27.3");
     const img = find(run, "nginx-image").inputs as { imageName: string; build: { context: string; args: Record<string, string> } };
     expect(img.imageName).toBe("flask-proxy-nginx:prod");
@@ -106,11 +107,12 @@ describe("prod stack: production-shaped", () => {
     expect(img.build.args.NGINX_IMAGE).toBe("nginx:1.27.3");
     expect(img.build.args.WORKER_PROCESSES).toBe(stackConfig("prod")["flask-proxy:nginxWorkerProcesses"]);
     expect(img.build.args.DEFAULT_CONF).toContain("access_log /var/log/nginx/access.log combined buffer=64k flush=5s;");
-    expect(img.build.args.DEFAULT_CONF).toContain("keepalive 32;");
+    expect(img.build.args.DEFAULT_CONF).toContain("server unix:/srv/sockets/1/gunicorn.sock;");
+    expect(img.build.args.DEFAULT_CONF).not.toMatch(/^\s*keepalive \d+;/m);
     expect(img.build.args.DEFAULT_CONF).toContain("proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;");
     const n = find(run, "nginx-container").inputs;
     expect(n.image).toBe(find(run, "nginx-image").outputs.repoDigest);
-    expect(n.volumes).toEqual([]);
+    expect(n.volumes).toEqual([{ volumeName: "flask-proxy-prod-flask-socket", containerPath: "/srv/sockets/1", readOnly: true }]);
     expect(n.ports).toEqual([{ internal: 80, external: 8000, ip: "127.0.0.1", protocol: "tcp" }]);
   });
 
@@ -126,11 +128,22 @@ describe("prod stack: production-shaped", () => {
     expect(find(run, "flask-container").inputs.healthcheck).toMatchObject({ tests: expect.arrayContaining([expect.stringContaining("/healthz")]) });
   });
 
-  test("the app's address is pinned inside the stack subnet", () => {
-    const net = find(run, "my-network").inputs as { ipamConfigs: { subnet: string }[] };
-    const subnet = net.ipamConfigs[0].subnet;
-    const addr = (find(run, "flask-container").inputs.networksAdvanced as Net[])[0].ipv4Address ?? "";
-    expect(addr.split(".").slice(0, 3)).toEqual(subnet.split("/")[0].split(".").slice(0, 3));
+  test("nginx and gunicorn meet at one socket: the volume gunicorn binds in is the one nginx mounts where its conf looks", () => {
+    type Mount = { volumeName?: string; containerPath: string; readOnly: boolean };
+    const vol = find(run, "flask-socket");
+    expect(vol.type).toBe("docker:index/volume:Volume");
+    expect(vol.parent).toBe("flask");
+    expect(vol.inputs.labels).toEqual(expect.arrayContaining([{ label: "org.flask-proxy.stack", value: "prod" }]));
+    const app = find(run, "flask-container").inputs;
+    const appMount = (app.volumes as Mount[]).find((v) => v.volumeName === vol.outputs.name);
+    const bind = (app.command as string[])[(app.command as string[]).findIndex((a) => a.startsWith("unix:"))];
+    expect(bind).toBe(`unix:${appMount?.containerPath}/gunicorn.sock`);
+    const nginxMount = (find(run, "nginx-container").inputs.volumes as Mount[]).find((v) => v.volumeName === vol.outputs.name);
+    expect(nginxMount?.readOnly).toBe(true);
+    const conf = (find(run, "nginx-image").inputs as { build: { args: Record<string, string> } }).build.args.DEFAULT_CONF;
+    expect(conf).toContain(`server unix:${nginxMount?.containerPath}/gunicorn.sock;`);
+    // No pinned address or subnet is needed to keep the upstream valid across app restarts.
+    expect((find(run, "my-network").inputs as { ipamConfigs?: unknown }).ipamConfigs).toBeUndefined();
   });
 });
 

@@ -78,13 +78,25 @@ describe("swarm target", () => {
 });
 
 describe("replicas on one engine", () => {
-  test("prod with 3 replicas: three containers on pinned addresses behind one alias, nginx after all", async () => {
+  test("prod with 3 replicas: three containers behind one alias, each with its own socket volume, nginx after all", async () => {
     const run = await runProgram("prod", { overrides: { replicas: "3" } });
     const apps = ["flask-container", "flask-container-2", "flask-container-3"].map((n) => find(run, n).inputs);
     expect(apps.map((a) => a.name)).toEqual(["flask-proxy-prod-flask", "flask-proxy-prod-flask-2", "flask-proxy-prod-flask-3"]);
-    expect(apps.map((a) => (a.networksAdvanced as { aliases: string[]; ipv4Address: string }[])[0]))
-      .toEqual(["10", "11", "12"].map((n) => ({ name: "flask-proxy-prod-net", aliases: ["flask-app"], ipv4Address: `172.30.77.${n}` })));
+    expect(apps.map((a) => (a.networksAdvanced as { aliases: string[] }[])[0]))
+      .toEqual([1, 2, 3].map(() => ({ name: "flask-proxy-prod-net", aliases: ["flask-app"] })));
+    const volumes = ["", "-2", "-3"].map((s) => `flask-proxy-prod-flask${s}-socket`);
+    expect(apps.map((a) => a.volumes)).toEqual(volumes.map((v) => [{ volumeName: v, containerPath: "/srv/socket", readOnly: false }]));
+    expect(find(run, "nginx-container").inputs.volumes)
+      .toEqual(volumes.map((v, i) => ({ volumeName: v, containerPath: `/srv/sockets/${i + 1}`, readOnly: true })));
     expect(find(run, "nginx-container").dependsOn.sort()).toEqual(["flask-container", "flask-container-2", "flask-container-3"]);
+  });
+
+  test("prod over TCP with keepalive and a subnet: replicas on pinned addresses", async () => {
+    const run = await runProgram("prod", { overrides: { replicas: "2", upstreamTransport: "tcp", upstreamKeepalive: "32", networkSubnet: "172.30.77.0/24" } });
+    const apps = ["flask-container", "flask-container-2"].map((n) => find(run, n).inputs);
+    expect(apps.map((a) => (a.networksAdvanced as { ipv4Address?: string }[])[0].ipv4Address)).toEqual(["172.30.77.10", "172.30.77.11"]);
+    expect(apps.map((a) => a.volumes)).toEqual([[], []]);
+    expect(run.resources.filter((r) => r.type === "docker:index/volume:Volume")).toEqual([]);
   });
 
   test("one replica keeps the unsuffixed names, so scaling up replaces nothing", async () => {
