@@ -25,8 +25,14 @@ install_packages() {
 start_engine() {
   docker info >/dev/null 2>&1 && return 0
   local dockerd_bin; dockerd_bin="$(command -v dockerd)" || die "dockerd not found after install"
-  log "starting dockerd (log: /var/log/dockerd-project.log)"
-  nohup "$dockerd_bin" >/var/log/dockerd-project.log 2>&1 &
+  # CIS Docker Benchmark 2.16: no userland proxy. Connections to published ports on 127.0.0.1 (all of the
+  # tests' and the benchmark's traffic) then take the kernel's NAT path, as connections from other hosts
+  # always do, instead of a docker-proxy process copying every byte (measured here: ~40% of a core and
+  # ~30% of prod's throughput). An /etc/docker/daemon.json that sets userland-proxy itself wins.
+  local args=()
+  grep -qs '"userland-proxy"' /etc/docker/daemon.json || args+=(--userland-proxy=false)
+  log "starting dockerd ${args[*]} (log: /var/log/dockerd-project.log)"
+  nohup "$dockerd_bin" "${args[@]}" >/var/log/dockerd-project.log 2>&1 &
   for _ in $(seq 1 60); do
     docker info >/dev/null 2>&1 && { log "engine is up"; return 0; }
     sleep 1

@@ -188,8 +188,8 @@ export class Realizer {
     const name = i.get<string>("name") ?? r.name;
     const labels = labelMap(i.get("labels"));
     i.done();
-    const v = await this.docker.createVolume({ Name: name, Labels: { ...labels, [E2E_LABEL]: "true" } });
-    this.realized.volumes.set(r.name, v.Name);
+    await this.docker.createVolume({ Name: name, Labels: { ...labels, [E2E_LABEL]: "true" } });
+    this.realized.volumes.set(r.name, name);
   }
 
   private async ensureRemoteImage(r: Declared, i: Inputs): Promise<void> {
@@ -389,7 +389,10 @@ export class Realizer {
       await this.docker.getContainer(id).remove({ force: true, v: true }).catch(ignoreMissing);
     }
     for (const id of this.realized.networks.values()) await this.docker.getNetwork(id).remove().catch(ignoreMissing);
-    for (const name of this.realized.volumes.values()) await this.docker.getVolume(name).remove().catch(ignoreMissing);
+    // Only a missing volume is fine here: one still in use (409) means a container was left behind.
+    for (const name of this.realized.volumes.values()) {
+      await this.docker.getVolume(name).remove().catch((e: { statusCode?: number }) => { if (e.statusCode !== 404) throw e; });
+    }
     for (const id of this.realized.built) await this.docker.getImage(id).remove({ force: true }).catch(ignoreMissing);
     for (const m of [this.realized.services, this.realized.containers, this.realized.networks, this.realized.volumes]) m.clear();
     this.realized.built.clear();
