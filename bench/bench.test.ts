@@ -13,9 +13,10 @@ import { Realizer, removeByLabel } from "../tests/support/realize";
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
 const DURATION_S = Number(process.env.BENCH_DURATION ?? 10);
 const WARMUP_S = Number(process.env.BENCH_WARMUP ?? 2);
-// Every scenario once per round, rounds back to back: the machine's speed drifts over minutes, so each
-// round's ratios compare neighbours in time, and the medians over rounds are reported.
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
+// Every scenario once per round, rounds back to back, alternately forwards and backwards (A B … B A): the
+// machine's speed drifts, and a ratio taken over such a pair of rounds cancels a steady drift between the
+// two scenarios' measurements. Scenario figures are medians over all rounds; ratios, medians over pairs.
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 6);
 const THREADS = 1; // one wrk thread: the generator should use as little of the 2 cores as it can
 const SEED_PORT = 18080;
 // Replica counts for the scaling curve (BENCH_SCALING="" skips it).
@@ -137,6 +138,16 @@ function dockerProxyRunning(): boolean {
   });
 }
 
+/** Runs one phase; a failure names the phase and keeps the original error (and its stack) as the cause. */
+async function step<T>(what: string, f: () => Promise<T>): Promise<T> {
+  try {
+    return await f();
+  } catch (e) {
+    console.error(`${what} failed:`, e);
+    throw new Error(`${what}: ${(e as Error).message}`, { cause: e });
+  }
+}
+
 const ratio = (a: number, b: number) => (b > 0 ? a / b : NaN);
 
 function svgChart(scenarios: Scenario[]): string {
@@ -199,17 +210,21 @@ test("bench: seed, dev, prod, app-direct, nginx-static", async () => {
     }
     for (let round = 1; round <= ROUNDS; round++) {
       console.log(`round ${round} of ${ROUNDS}`);
-      rounds.push(targets.map(([name, url]) => measure(name, url, firstOks[name])));
+      const order = round % 2 === 1 ? targets : [...targets].reverse();
+      rounds.push(order.map(([name, url]) => measure(name, url, firstOks[name])));
     }
-    while (up.length) await up.pop()?.destroy();
+    for (let d = up.pop(); d; d = up.pop()) {
+      const stack = d;
+      await step("tearing down the measured stacks", () => stack.destroy());
+    }
 
     // Scaling curve: the prod stack with more app replicas behind the one alias.
     for (const replicas of SCALING) {
-      const d = await deploy("prod", { replicas: String(replicas) });
+      const d = await step(`deploying prod ×${replicas}`, () => deploy("prod", { replicas: String(replicas) }));
       try {
         scaling.push(measure(`prod ×${replicas}`, d.url, await firstOk(d.url, Date.now())));
       } finally {
-        await d.destroy();
+        await step(`destroying prod ×${replicas}`, () => d.destroy());
       }
     }
   } finally {
@@ -218,11 +233,13 @@ test("bench: seed, dev, prod, app-direct, nginx-static", async () => {
     await removeByLabel(docker);
   }
 
-  for (const [i, s] of rounds[0].entries()) scenarios.push(combine(s.name, rounds.map((r) => r[i])));
-  // Ratios are taken within each round (neighbours in time), then the median over rounds.
-  const relative = (name: string, to: string, metric: "rps" | "p99Ms") => median(rounds.map((r) => {
-    const at = (n: string) => r.find((s) => s.name === n)![metric];
-    return ratio(at(name), at(to));
+  const inRound = (r: Scenario[], name: string) => r.find((s) => s.name === name)!;
+  for (const { name } of rounds[0]) scenarios.push(combine(name, rounds.map((r) => inRound(r, name))));
+  // Ratios over each pair of rounds (forwards + backwards), then the median over the pairs.
+  const pairs = Array.from({ length: Math.ceil(rounds.length / 2) }, (_, i) => rounds.slice(2 * i, 2 * i + 2));
+  const relative = (name: string, to: string, metric: "rps" | "p99Ms") => median(pairs.map((pair) => {
+    const sum = (n: string) => pair.reduce((acc, r) => acc + inRound(r, n)[metric], 0);
+    return ratio(sum(name), sum(to));
   }));
   const ratios = {
     prodVsAppDirect: relative("prod", "app-direct", "rps"),
@@ -247,7 +264,7 @@ test("bench: seed, dev, prod, app-direct, nginx-static", async () => {
     "p99 ÷ app-direct": relative(s.name, "app-direct", "p99Ms").toFixed(2),
     "first 200 ms": s.firstOkMs ?? "",
   }));
-  console.log(`medians of ${ROUNDS} round(s); ratios are per round, then the median`);
+  console.log(`medians of ${ROUNDS} round(s); ratios over each pair of rounds (forwards, backwards), then the median`);
   console.table(rows);
   console.table(Object.entries(targetsMet).map(([target, met]) => ({ target, met })));
   if (scaling.length) {
@@ -286,7 +303,8 @@ test("bench: seed, dev, prod, app-direct, nginx-static", async () => {
       rounds: ROUNDS,
       prodConfig: Object.fromEntries(Object.entries(prodCfg).filter(([k]) => k.startsWith("flask-proxy:")).map(([k, v]) => [k.slice(12), v])),
       note: "prod and app-direct are the same containers: app-direct publishes the app port on 127.0.0.1 for the measurement. " +
-        "Scenario figures are medians over the rounds; ratios are computed within each round, then the median taken",
+        "Rounds alternate forwards and backwards; scenario figures are medians over the rounds, ratios are taken " +
+        "over each pair of rounds (sums of both), then the median over the pairs",
     },
     measuredAt: new Date().toISOString(),
   };

@@ -1,6 +1,7 @@
 // Shared pieces of the live suite: deploy a stack's declared resources on the engine, talk HTTP to the
 // published ports on 127.0.0.1 only, and remove what was created.
 import * as fs from "fs";
+import * as http from "http";
 import * as net from "net";
 import * as os from "os";
 import * as path from "path";
@@ -9,7 +10,11 @@ import Docker from "dockerode";
 import { ROOT, runProgram, type ProgramRun } from "../support/program";
 import { Realizer } from "../support/realize";
 
-export const docker = new Docker();
+// A fresh connection per API call. Node 20's default agent keeps idle sockets for reuse; after minutes
+// without API calls (a bench's measuring rounds) a reused one had been closed by the engine: write EPIPE.
+// docker-modem passes `agent` through to http.request; @types/dockerode does not list it.
+const dockerOptions: Docker.DockerOptions & { agent: http.Agent } = { agent: new http.Agent({ keepAlive: false }) };
+export const docker = new Docker(dockerOptions);
 
 export interface Deployed {
   run: ProgramRun;

@@ -113,7 +113,13 @@ export class Realizer {
   async up(): Promise<Realized> {
     for (const r of this.order()) {
       this.log(`create ${r.type} ${r.name}`);
-      await this.create(r);
+      try {
+        await this.create(r);
+      } catch (e) {
+        // Name the resource: errors from the Docker API (EPIPE, 409, …) do not say which call failed.
+        if (e instanceof Error && !(e instanceof UnmappedInputError)) e.message = `creating ${r.type} "${r.name}": ${e.message}`;
+        throw e;
+      }
     }
     return this.realized;
   }
