@@ -57,14 +57,13 @@ export class NginxProxy extends pulumi.ComponentResource {
       network: args.network.name,
       publish: { internal: 80, external: nginx.httpPort },
       binds: nginx.configFile ? [{ source: nginx.configFile, target: CONF_PATH }] : [],
-      volumes: args.sockets,
       // Temp and pid paths of the official image (/var/cache/nginx, /run) and of Debian's (/var/lib/nginx).
       tmpfs: ["/var/cache/nginx", "/var/lib/nginx", "/run", "/tmp"].map((p) => ({ path: p, sizeMb: 16 })),
       healthcheck: ["curl", "-fsS", "-o", "/dev/null", `http://127.0.0.1${NGINX_HEALTH_PATH}`],
       limits: nginx.limits,
       // The master stays root to bind port 80 and switch workers to the nginx user; it keeps only that.
       capAdds: ["CHOWN", "SETUID", "SETGID", "NET_BIND_SERVICE"],
-      replicas: [{ containerName: nginx.containerName }],
+      replicas: [{ containerName: nginx.containerName, volumes: args.sockets }],
       serviceName: nginx.containerName,
     }, policy, { parent: this, dependsOn: args.backends });
 

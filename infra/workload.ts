@@ -40,7 +40,7 @@ export interface WorkloadReplica {
   containerName: string;
   /** Fixed address on the network. */
   address?: string;
-  /** Volumes only this replica mounts. */
+  /** Named volumes this replica mounts (containers only). */
   volumes?: VolumeMount[];
 }
 
@@ -55,8 +55,6 @@ export interface WorkloadSpec {
   publish?: { internal: number; external: number };
   /** Read-only bind mounts from the host. */
   binds?: { source: string; target: string }[];
-  /** Named volumes every replica mounts (containers only). */
-  volumes?: VolumeMount[];
   /** Writable paths under a read-only root (hardened only). */
   tmpfs?: Tmpfs[];
   /** Healthcheck command, run in the container (exec form). */
@@ -90,7 +88,7 @@ export function deploy(
 ): Deployment {
   if (policy.target === "swarm") {
     // Config validation keeps volumes out of swarm stacks: tasks land on any node.
-    if (spec.volumes?.length || spec.replicas.some((r) => r.volumes?.length)) {
+    if (spec.replicas.some((r) => r.volumes?.length)) {
       throw new Error(`${name}: named volumes are not supported with target: swarm`);
     }
     const service = new docker.Service(`${name}-service`, serviceArgs(spec, policy), opts);
@@ -116,8 +114,7 @@ function containerArgs(spec: WorkloadSpec, policy: WorkloadPolicy, replica: Work
       : [],
     volumes: [
       ...(spec.binds ?? []).map((b) => ({ hostPath: b.source, containerPath: b.target, readOnly: true })),
-      ...[...(spec.volumes ?? []), ...(replica.volumes ?? [])]
-        .map((v) => ({ volumeName: v.volumeName, containerPath: v.target, readOnly: v.readOnly })),
+      ...(replica.volumes ?? []).map((v) => ({ volumeName: v.volumeName, containerPath: v.target, readOnly: v.readOnly })),
     ],
     restart: policy.restartPolicy,
     // `pulumi up` returns only once the healthcheck passes, so a broken release fails the update.
