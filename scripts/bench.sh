@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # npm run bench: sets up the engine and stand-ins like the tests, then measures the tutorial's topology
-# and our stacks side by side (bench/bench.test.ts). BENCH_CONNECTIONS, BENCH_DURATION, BENCH_WARMUP and
-# BENCH_SCALING tune it.
+# and our stacks side by side (bench/bench.test.ts). BENCH_CONNECTIONS, BENCH_DURATION, BENCH_WARMUP,
+# BENCH_ROUNDS and BENCH_SCALING tune it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v wrk >/dev/null; then
