@@ -7,11 +7,13 @@ import { deploy, docker, get, within, answersHello, type Deployed } from "./live
 // the stack uses dnsrr endpoints and host-mode ports (see Pulumi.swarm.yaml).
 describe("swarm stack on a single-node Docker Swarm", () => {
   let startedSwarm = false;
+  let hadGwBridge = true;
   let swarm: Deployed | undefined;
 
   beforeAll(async () => {
     const info = await docker.info();
     if (info.Swarm?.LocalNodeState !== "active") {
+      hadGwBridge = (await docker.listNetworks({ filters: JSON.stringify({ name: ["docker_gwbridge"] }) })).length > 0;
       await docker.swarmInit({ ListenAddr: "127.0.0.1:2377", AdvertiseAddr: "127.0.0.1" });
       startedSwarm = true;
     }
@@ -19,6 +21,10 @@ describe("swarm stack on a single-node Docker Swarm", () => {
   afterAll(async () => {
     await swarm?.destroy();
     if (startedSwarm) await docker.swarmLeave({ force: true });
+    // swarm init creates docker_gwbridge and leaving keeps it: remove it when this test brought it.
+    if (startedSwarm && !hadGwBridge) {
+      await docker.getNetwork("docker_gwbridge").remove().catch((e: { statusCode?: number }) => { if (e.statusCode !== 404) throw e; });
+    }
   });
 
   test("services converge and answer Hello world! through nginx on 127.0.0.1", async () => {
