@@ -1,6 +1,6 @@
 import autocannon from "autocannon";
 import { runProgram } from "../support/program";
-import { leftovers, PROJECT_LABEL } from "../support/realize";
+import { ignoreNotFound, leftovers, PROJECT_LABEL } from "../support/realize";
 import { deploy, docker, get, within, answersHello, type Deployed } from "./live";
 
 // The swarm stack on a single-node swarm: the same components as services. This kernel has no IPVS, so
@@ -23,7 +23,7 @@ describe("swarm stack on a single-node Docker Swarm", () => {
     if (startedSwarm) await docker.swarmLeave({ force: true });
     // swarm init creates docker_gwbridge and leaving keeps it: remove it when this test brought it.
     if (startedSwarm && !hadGwBridge) {
-      await docker.getNetwork("docker_gwbridge").remove().catch((e: { statusCode?: number }) => { if (e.statusCode !== 404) throw e; });
+      await docker.getNetwork("docker_gwbridge").remove().catch(ignoreNotFound);
     }
   });
 

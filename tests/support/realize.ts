@@ -395,10 +395,8 @@ export class Realizer {
       await this.docker.getContainer(id).remove({ force: true, v: true }).catch(ignoreMissing);
     }
     for (const id of this.realized.networks.values()) await this.docker.getNetwork(id).remove().catch(ignoreMissing);
-    // Only a missing volume is fine here: one still in use (409) means a container was left behind.
-    for (const name of this.realized.volumes.values()) {
-      await this.docker.getVolume(name).remove().catch((e: { statusCode?: number }) => { if (e.statusCode !== 404) throw e; });
-    }
+    // A volume still in use (409) means a container was left behind: that fails the destroy.
+    for (const name of this.realized.volumes.values()) await this.docker.getVolume(name).remove().catch(ignoreNotFound);
     for (const id of this.realized.built) await this.docker.getImage(id).remove({ force: true }).catch(ignoreMissing);
     for (const m of [this.realized.services, this.realized.containers, this.realized.networks, this.realized.volumes]) m.clear();
     this.realized.built.clear();
@@ -563,6 +561,11 @@ export class Realizer {
 
 function ignoreMissing(e: { statusCode?: number }): void {
   if (e.statusCode !== 404 && e.statusCode !== 409) throw e;
+}
+
+/** For removals where only "already gone" is fine (404); anything else, "in use" included, is an error. */
+export function ignoreNotFound(e: { statusCode?: number }): void {
+  if (e.statusCode !== 404) throw e;
 }
 
 /**
