@@ -1,37 +1,52 @@
 // nginx → Flask on Docker: the tutorial's docker-compose file as a Pulumi program.
-// Config comes from Pulumi.<stack>.yaml (defaults in Pulumi.yaml), validated into one typed object.
-import * as path from "path";
+// Config comes from Pulumi.<stack>.yaml (defaults in Pulumi.yaml), validated into one typed object before
+// anything is declared: a bad value, or a mounted nginx conf that differs from its render, creates nothing.
 import * as docker from "@pulumi/docker";
+import { FlaskApp } from "./app/flaskApp";
 import { loadStackConfig } from "./infra/config";
-import { FlaskApp } from "./infra/flaskApp";
-import { NginxProxy } from "./infra/nginxProxy";
-import { labelList, localUrl, policyOf } from "./infra/workload";
+import { labelList, objectName, stackLabels } from "./infra/naming";
+import { localUrl, type WorkloadSettings } from "./infra/workload";
+import { checkMountedConf } from "./nginx/conf";
+import { NginxProxy } from "./nginx/nginxProxy";
 
-const cfg = loadStackConfig(__dirname);
-const policy = policyOf(cfg);
+const cfg = loadStackConfig(__dirname, checkMountedConf);
+const { project, stack } = cfg;
+const settings: WorkloadSettings = {
+  labels: stackLabels(project, stack),
+  restartPolicy: cfg.restartPolicy,
+  healthchecks: cfg.healthchecks,
+  waitForHealthy: cfg.waitForHealthy,
+  bindAddress: cfg.bindAddress,
+  hardened: cfg.hardened,
+  target: cfg.target,
+  swarm: cfg.swarm,
+};
 
-// networks: my-network
+// networks: my-network (an overlay on swarm; attachable so plain containers can join it for debugging)
 const network = new docker.Network("my-network", {
-  name: cfg.network.name,
-  // Swarm services need an overlay network; attachable lets plain containers join it for debugging.
+  name: objectName(project, stack, "net"),
   driver: cfg.target === "swarm" ? "overlay" : undefined,
   attachable: cfg.target === "swarm" ? true : undefined,
-  labels: labelList(cfg.labels),
-  ipamConfigs: cfg.network.subnet ? [{ subnet: cfg.network.subnet }] : undefined,
+  labels: labelList(settings.labels),
+  ipamConfigs: cfg.networkSubnet ? [{ subnet: cfg.networkSubnet }] : undefined,
 });
 
 // services.flask: built from app/, alias flask-app on my-network (× replicas)
-const flask = new FlaskApp("flask", { app: cfg.app, policy, context: path.join(__dirname, "app"), network });
+const flask = new FlaskApp("flask", { app: cfg.app, project, stack, settings, network, networkSubnet: cfg.networkSubnet });
 
-// services.nginx: depends_on flask, proxies to the alias, port 80
+// services.nginx: depends_on flask, proxies to the alias (or the app's sockets), port 80
 const nginx = new NginxProxy("nginx", {
-  nginx: cfg.nginx, policy, network, backends: flask.deployment.resources, sockets: flask.socketMounts,
-  context: path.join(__dirname, "nginx"),
+  cfg,
+  settings,
+  network,
+  upstream: flask.upstream,
+  socketVolumes: flask.socketVolumes,
+  backends: flask.workload.resources,
 });
 
 export const url = nginx.url;
 export const appUrl = cfg.app.hostPort ? localUrl(cfg.bindAddress, cfg.app.hostPort) : "(not published)";
 export const networkName = network.name;
-export const appWorkload = flask.deployment.service?.name ?? flask.deployment.containers.map((c) => c.name);
-export const nginxWorkload = nginx.deployment.service?.name ?? nginx.deployment.containers[0].name;
+export const appWorkload = flask.workload.service?.name ?? flask.workload.containers.map((c) => c.name);
+export const nginxWorkload = nginx.workload.service?.name ?? nginx.workload.containers[0].name;
 export const appImage = flask.image.imageName;

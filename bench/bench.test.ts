@@ -6,9 +6,12 @@ import { execFileSync } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { deploy, docker, get } from "../tests/e2e/live";
+import { upStack, docker, get } from "../tests/e2e/live";
 import { ROOT, stackConfig, type Declared, type ProgramRun } from "../tests/support/program";
-import { Realizer, removeByLabel } from "../tests/support/realize";
+import { labelList, stackLabels } from "../infra/naming";
+import { NGINX_HEALTH_PATH } from "../nginx/conf";
+import { Realizer } from "../tests/support/realize";
+import { removeByLabel } from "../tools/engine-objects";
 
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
 const DURATION_S = Number(process.env.BENCH_DURATION ?? 10);
@@ -98,7 +101,7 @@ function seedRun(dir: string): ProgramRun {
   fs.writeFileSync(path.join(dir, "nginx.conf"),
     'server {\n    listen 80;\n    server_name localhost;\n\n    location / {\n        proxy_pass http://flask-app:5000/;\n        proxy_set_header Host "localhost";\n    }\n}\n');
   fs.chmodSync(dir, 0o755);
-  const labels = [{ label: "org.flask-proxy.project", value: "flask-proxy" }, { label: "org.flask-proxy.stack", value: "bench-seed" }];
+  const labels = labelList(stackLabels("flask-proxy", "bench-seed"));
   const r = (type: string, name: string, inputs: Record<string, unknown>, outputs: Record<string, unknown> = {}, dependsOn: string[] = []): Declared =>
     ({ type, name, custom: true, inputs, outputs: { ...inputs, ...outputs }, dependsOn, secretInputs: [] });
   const resources = [
@@ -188,12 +191,12 @@ test("bench: seed, dev, prod, app-direct, nginx-static", async () => {
     up.push(seed); // destroyed even if up() fails halfway
     await seed.up();
     firstOks.seed = await firstOk(seedUrl, Date.now());
-    const dev = await deploy("dev");
+    const dev = await upStack("dev");
     up.push(dev);
     firstOks.dev = await firstOk(dev.url, Date.now());
     // prod, with the app port published on loopback for the app-direct ceiling: same containers, so the
     // only difference between `prod` and `app-direct` is the nginx hop.
-    const prod = await deploy("prod", { appHostPort: String(APP_DIRECT_PORT) });
+    const prod = await upStack("prod", { appHostPort: String(APP_DIRECT_PORT) });
     up.push(prod);
     firstOks.prod = await firstOk(prod.url, Date.now());
     const targets: [string, string][] = [
@@ -201,7 +204,7 @@ test("bench: seed, dev, prod, app-direct, nginx-static", async () => {
       ["dev", dev.url],
       ["prod", prod.url],
       ["app-direct", `http://127.0.0.1:${APP_DIRECT_PORT}/`],
-      ["nginx-static", new URL("/nginx-health", prod.url).toString()],
+      ["nginx-static", new URL(NGINX_HEALTH_PATH, prod.url).toString()],
     ];
     dockerProxy = dockerProxyRunning();
     if (dockerProxy) {
@@ -220,7 +223,7 @@ test("bench: seed, dev, prod, app-direct, nginx-static", async () => {
 
     // Scaling curve: the prod stack with more app replicas behind the one alias.
     for (const replicas of SCALING) {
-      const d = await step(`deploying prod ×${replicas}`, () => deploy("prod", { replicas: String(replicas) }));
+      const d = await step(`deploying prod ×${replicas}`, () => upStack("prod", { replicas: String(replicas) }));
       try {
         scaling.push(measure(`prod ×${replicas}`, d.url, await firstOk(d.url, Date.now())));
       } finally {

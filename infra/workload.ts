@@ -1,25 +1,27 @@
 // One description of a service (image, command, env, network alias, ports, mounts, healthcheck, limits,
-// hardening), rendered either as plain containers on one engine or as a Docker Swarm service. The
+// hardening), declared either as plain containers on one engine or as a Docker Swarm service. The
 // components describe what runs; this file alone knows how each backend spells it.
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
-import type { Limits, StackConfig } from "./config";
+import { labelList, replicaSuffix } from "./naming";
 
-/** The settings every workload of a stack shares. */
-export interface WorkloadPolicy {
+export type RestartPolicy = "no" | "on-failure" | "always" | "unless-stopped";
+
+export interface Limits {
+  memoryMb?: number;
+  cpus?: number;
+}
+
+/** How and where every workload of a stack runs (not to be confused with the CrossGuard pack in policy/). */
+export interface WorkloadSettings {
   labels: Record<string, string>;
-  restartPolicy: StackConfig["restartPolicy"];
+  restartPolicy: RestartPolicy;
   healthchecks: boolean;
   waitForHealthy: boolean;
   bindAddress: string;
   hardened: boolean;
-  target: StackConfig["target"];
-  swarm: StackConfig["swarm"];
-}
-
-export function policyOf(cfg: StackConfig): WorkloadPolicy {
-  const { labels, restartPolicy, healthchecks, waitForHealthy, bindAddress, hardened, target, swarm } = cfg;
-  return { labels, restartPolicy, healthchecks, waitForHealthy, bindAddress, hardened, target, swarm };
+  target: "containers" | "swarm";
+  swarm: { endpointMode: "dnsrr" | "vip"; publishMode: "host" | "ingress" };
 }
 
 export interface Tmpfs {
@@ -36,7 +38,7 @@ export interface VolumeMount {
 }
 
 /** One container of a workload on plain containers. */
-export interface WorkloadReplica {
+export interface ReplicaSpec {
   containerName: string;
   /** Fixed address on the network. */
   address?: string;
@@ -65,7 +67,7 @@ export interface WorkloadSpec {
   /** nproc ulimit (containers only: neither Docker's pids limit nor ulimits are in the provider's service). */
   maxProcesses?: number;
   /** One entry per replica: container names, addresses and volumes or, for a service, the count. */
-  replicas: WorkloadReplica[];
+  replicas: ReplicaSpec[];
   /** Service name on swarm (the first replica's name on plain containers). */
   serviceName: string;
 }
@@ -73,53 +75,54 @@ export interface WorkloadSpec {
 const LOG = { driver: "json-file", options: { "max-size": "10m", "max-file": "3" } };
 const HEALTH = { interval: "5s", timeout: "3s", retries: 3, startPeriod: "10s" };
 
-/** What a workload deployed as: the resources others may depend on. */
-export interface Deployment {
+/** What a workload was declared as: the resources others may depend on. */
+export interface Workload {
   resources: pulumi.CustomResource[];
   containers: docker.Container[];
   service?: docker.Service;
 }
 
-export function deploy(
+export function declareWorkload(
   name: string,
   spec: WorkloadSpec,
-  policy: WorkloadPolicy,
+  settings: WorkloadSettings,
   opts: pulumi.CustomResourceOptions,
-): Deployment {
-  if (policy.target === "swarm") {
+): Workload {
+  if (settings.target === "swarm") {
     // Config validation keeps volumes out of swarm stacks: tasks land on any node.
     if (spec.replicas.some((r) => r.volumes?.length)) {
       throw new Error(`${name}: named volumes are not supported with target: swarm`);
     }
-    const service = new docker.Service(`${name}-service`, serviceArgs(spec, policy), opts);
+    const service = new docker.Service(`${name}-service`, serviceArgs(spec, settings), opts);
     return { resources: [service], containers: [], service };
   }
   // Replica 1 keeps the unsuffixed resource name, so scaling 1 → N adds containers and replaces none.
-  const containers = spec.replicas.map((replica, i) =>
-    new docker.Container(`${name}-container${i === 0 ? "" : `-${i + 1}`}`, containerArgs(spec, policy, replica), opts));
+  const containers = spec.replicas.map(
+    (replica, i) => new docker.Container(`${name}-container${replicaSuffix(i + 1)}`, containerArgs(spec, settings, replica), opts),
+  );
   return { resources: containers, containers };
 }
 
-function containerArgs(spec: WorkloadSpec, policy: WorkloadPolicy, replica: WorkloadReplica): docker.ContainerArgs {
-  const hardened = policy.hardened;
+function containerArgs(spec: WorkloadSpec, settings: WorkloadSettings, replica: ReplicaSpec): docker.ContainerArgs {
+  const hardened = settings.hardened;
   return {
     name: replica.containerName,
     image: spec.image,
     command: spec.command,
     envs: spec.env,
-    labels: labelList(policy.labels),
+    labels: labelList(settings.labels),
     networksAdvanced: [{ name: spec.network, aliases: spec.aliases, ipv4Address: replica.address }],
     ports: spec.publish
-      ? [{ internal: spec.publish.internal, external: spec.publish.external, ip: policy.bindAddress, protocol: "tcp" }]
+      ? [{ internal: spec.publish.internal, external: spec.publish.external, ip: settings.bindAddress, protocol: "tcp" }]
       : [],
     volumes: [
       ...(spec.binds ?? []).map((b) => ({ hostPath: b.source, containerPath: b.target, readOnly: true })),
       ...(replica.volumes ?? []).map((v) => ({ volumeName: v.volumeName, containerPath: v.target, readOnly: v.readOnly })),
     ],
-    restart: policy.restartPolicy,
+    restart: settings.restartPolicy,
     // `pulumi up` returns only once the healthcheck passes, so a broken release fails the update.
-    wait: policy.waitForHealthy,
-    waitTimeout: policy.waitForHealthy ? 90 : undefined,
+    wait: settings.waitForHealthy,
+    waitTimeout: settings.waitForHealthy ? 90 : undefined,
     memory: spec.limits.memoryMb,
     cpus: spec.limits.cpus === undefined ? undefined : String(spec.limits.cpus),
     // json-file with rotation: the default driver grows without bound.
@@ -135,31 +138,31 @@ function containerArgs(spec: WorkloadSpec, policy: WorkloadPolicy, replica: Work
       : undefined,
     // A fork bomb or runaway worker spawning stops here (Docker's pids limit is not in the provider).
     ulimits: spec.maxProcesses ? [{ name: "nproc", soft: spec.maxProcesses, hard: spec.maxProcesses }] : undefined,
-    healthcheck: policy.healthchecks && spec.healthcheck ? { tests: ["CMD", ...spec.healthcheck], ...HEALTH } : undefined,
+    healthcheck: settings.healthchecks && spec.healthcheck ? { tests: ["CMD", ...spec.healthcheck], ...HEALTH } : undefined,
   };
 }
 
-const SWARM_RESTART: Record<StackConfig["restartPolicy"], string> = {
+const SWARM_RESTART: Record<RestartPolicy, string> = {
   no: "none",
   "on-failure": "on-failure",
   always: "any",
   "unless-stopped": "any",
 };
 
-function serviceArgs(spec: WorkloadSpec, policy: WorkloadPolicy): docker.ServiceArgs {
-  const hardened = policy.hardened;
+function serviceArgs(spec: WorkloadSpec, settings: WorkloadSettings): docker.ServiceArgs {
+  const hardened = settings.hardened;
   // A service's env is a map; the KEY=VALUE list (secrets included) is split once resolved.
   const env = pulumi.all(spec.env ?? []).apply((list) =>
     Object.fromEntries(list.map((e) => [e.slice(0, e.indexOf("=")), e.slice(e.indexOf("=") + 1)])));
   return {
     name: spec.serviceName,
-    labels: labelList(policy.labels),
+    labels: labelList(settings.labels),
     taskSpec: {
       containerSpec: {
         image: spec.image,
         args: spec.command,
         env,
-        labels: labelList(policy.labels),
+        labels: labelList(settings.labels),
         readOnly: hardened ? true : undefined,
         capDrops: hardened ? ["ALL"] : undefined,
         capAdds: hardened && spec.capAdds?.length ? spec.capAdds : undefined,
@@ -167,7 +170,7 @@ function serviceArgs(spec: WorkloadSpec, policy: WorkloadPolicy): docker.Service
           ...(spec.binds ?? []).map((b) => ({ type: "bind", source: b.source, target: b.target, readOnly: true })),
           ...(hardened ? spec.tmpfs ?? [] : []).map((t) => ({ type: "tmpfs", target: t.path, tmpfsOptions: { sizeBytes: t.sizeMb * 1024 * 1024 } })),
         ],
-        healthcheck: policy.healthchecks && spec.healthcheck ? { tests: ["CMD", ...spec.healthcheck], ...HEALTH } : undefined,
+        healthcheck: settings.healthchecks && spec.healthcheck ? { tests: ["CMD", ...spec.healthcheck], ...HEALTH } : undefined,
         // Time for in-flight requests to finish before SIGKILL.
         stopGracePeriod: "10s",
       },
@@ -178,7 +181,7 @@ function serviceArgs(spec: WorkloadSpec, policy: WorkloadPolicy): docker.Service
           nanoCpus: spec.limits.cpus === undefined ? undefined : Math.round(spec.limits.cpus * 1e9),
         },
       },
-      restartPolicy: { condition: SWARM_RESTART[policy.restartPolicy], delay: "2s", window: "30s" },
+      restartPolicy: { condition: SWARM_RESTART[settings.restartPolicy], delay: "2s", window: "30s" },
       logDriver: { name: LOG.driver, options: LOG.options },
     },
     mode: { replicated: { replicas: spec.replicas.length } },
@@ -195,18 +198,14 @@ function serviceArgs(spec: WorkloadSpec, policy: WorkloadPolicy): docker.Service
     // dnsrr: the alias resolves to the task addresses (no IPVS needed). Host mode: the port is bound on
     // the node running the task, not through the ingress mesh.
     endpointSpec: {
-      mode: policy.swarm.endpointMode,
+      mode: settings.swarm.endpointMode,
       ports: spec.publish
-        ? [{ targetPort: spec.publish.internal, publishedPort: spec.publish.external, publishMode: policy.swarm.publishMode, protocol: "tcp" }]
+        ? [{ targetPort: spec.publish.internal, publishedPort: spec.publish.external, publishMode: settings.swarm.publishMode, protocol: "tcp" }]
         : [],
     },
     // `pulumi up` waits until every task runs (and, with a healthcheck, is healthy).
-    convergeConfig: policy.waitForHealthy ? { delay: "1s", timeout: "3m" } : undefined,
+    convergeConfig: settings.waitForHealthy ? { delay: "1s", timeout: "3m" } : undefined,
   };
-}
-
-export function labelList(labels: Record<string, string>): { label: string; value: string }[] {
-  return Object.entries(labels).map(([label, value]) => ({ label, value }));
 }
 
 export function localUrl(bindAddress: string, port: number): string {

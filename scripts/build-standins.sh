@@ -2,7 +2,7 @@
 # Builds local stand-ins for the public images the stacks name, because no registry is reachable here.
 # One Debian bookworm rootfs (nginx-light + python3-flask + gunicorn) is imported once as a base; each
 # requested tag is a two-line build on top of it that sets the entrypoint the official image would have.
-# Usage: build-standins.sh [TAG ...]   (default: the tags the committed stacks use)
+# Usage: build-standins.sh [TAG ...]   (default: the tags the committed stacks use, from tools/standin-tags.ts)
 # Tags already present are skipped, so a warm run costs a few docker API calls.
 set -euo pipefail
 log() { printf '[standins] %s\n' "$*" >&2; }
@@ -11,7 +11,11 @@ die() { log "ERROR: $*"; exit 1; }
 BASE_TAG="standin/bookworm-base:1"
 CACHE_DIR="${STANDIN_CACHE_DIR:-/var/cache/pulumi-nginx-flask-standin}"
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
-[ $# -gt 0 ] || set -- nginx:1.13.7 nginx:1.27.3 python:3
+if [ $# -eq 0 ]; then
+  mapfile -t stack_tags < <(cd "$(dirname "$0")/.." && TS_NODE_TRANSPILE_ONLY=1 node -r ts-node/register tools/standin-tags.ts)
+  [ ${#stack_tags[@]} -gt 0 ] || die "tools/standin-tags.ts named no images (run npm ci first?)"
+  set -- "${stack_tags[@]}"
+fi
 
 docker info >/dev/null 2>&1 || die "no Docker Engine answers; run scripts/setup-engine.sh first"
 
@@ -45,18 +49,24 @@ build_base() {
 }
 
 build_tag() {
-  local tag="$1" repo="${1%%:*}" body
+  local tag="$1" repo="${1%%:*}" changes=() create=() cid
   repo="${repo##*/}"
   case "$repo" in
     nginx|nginx-unprivileged)
-      body=$'EXPOSE 80\nSTOPSIGNAL SIGQUIT\nCMD ["nginx", "-g", "daemon off;"]' ;;
+      # commit has no STOPSIGNAL change; the committed image keeps the container's stop signal instead.
+      create=(--stop-signal SIGQUIT)
+      changes=(--change 'EXPOSE 80' --change 'CMD ["nginx", "-g", "daemon off;"]') ;;
     python)
-      body=$'ENV LANG=C.UTF-8\nCMD ["python3"]' ;;
+      changes=(--change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]') ;;
     *) die "no stand-in recipe for image '$tag' (known: nginx*, python*)" ;;
   esac
   log "tagging stand-in $tag"
-  printf 'FROM %s\nLABEL org.example.standin-for="%s"\n%s\n' "$BASE_TAG" "$tag" "$body" \
-    | docker build -q -t "$tag" - >/dev/null || die "building stand-in $tag failed"
+  # A commit of the base with the official image's settings: no builder involved, so none of the
+  # legacy builder's deprecation notices (the engine here has no buildx).
+  cid="$(docker create "${create[@]}" "$BASE_TAG" /bin/true)" || die "creating a container from $BASE_TAG failed"
+  docker commit "${changes[@]}" --change "LABEL org.example.standin-for=\"$tag\"" "$cid" "$tag" >/dev/null \
+    || { docker rm "$cid" >/dev/null; die "committing stand-in $tag failed"; }
+  docker rm "$cid" >/dev/null
 }
 
 todo=()

@@ -3,11 +3,9 @@
 [ -x node_modules/.bin/jest ] || npm ci --no-audit --no-fund
 export TS_NODE_TRANSPILE_ONLY=1  # helper scripts only; jest type-checks the tests itself
 
-SKIP_STANDINS=1 bash scripts/setup-engine.sh
-mapfile -t tags < <(node -r ts-node/register scripts/standin-tags.ts)
-bash scripts/build-standins.sh "${tags[@]}"
+bash scripts/setup-engine.sh  # the engine, and stand-ins for the images the stacks name
 
-cleanup() { node -r ts-node/register scripts/cleanup.ts || true; }
+cleanup() { node -r ts-node/register tools/cleanup.ts || true; }
 trap cleanup EXIT
 trap 'cleanup; exit 130' INT TERM
 cleanup  # leftovers of an interrupted run

@@ -44,6 +44,4 @@ start_engine() {
 ensure_root_or_engine
 if [ "$(id -u)" = 0 ]; then install_packages; fi
 start_engine
-if [ "${SKIP_STANDINS:-0}" != 1 ]; then
-  bash "$here/build-standins.sh"
-fi
+bash "$here/build-standins.sh"

@@ -1,10 +1,21 @@
 #!/usr/bin/env bash
-# The test command: unit tests, then the live suite on a real Docker Engine, which this script installs and
-# starts when needed, with stand-ins for the public images (no registry is reachable on these machines).
-# Arguments go to jest: `npm test -- tests/e2e/dev.test.ts`, `npm run e2e` (= --selectProjects e2e).
+# The test command: lint, type-check, the Pulumi toolchain, unit tests, then the live suite on a real Docker
+# Engine, which this script installs and starts when needed, with stand-ins for the public images (no
+# registry is reachable on these machines).
+# Arguments go to jest: `npm test -- tests/e2e/dev.test.ts`, `npm run e2e -- tests/e2e/dev.test.ts`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/live-env.sh
+npm run -s lint
 npx tsc --noEmit -p .
-command -v pulumi >/dev/null || echo "NOTE: no pulumi CLI on PATH: the Automation API test (real pulumi preview/up/destroy) will be reported as skipped."
+
+# The real CLI and providers, at the versions package-lock.json pins (npm run setup:pulumi). Where they
+# cannot be had, the suites that need them report the reason this prints (kept for them in the log).
+mkdir -p .e2e-work
+export PULUMI_SETUP_LOG="$PWD/.e2e-work/setup-pulumi.log"
+export PATH="${PULUMI_HOME:-$HOME/.pulumi}/bin:$PATH"
+if ! bash scripts/setup-pulumi.sh 2>&1 | tee "$PULUMI_SETUP_LOG" >&2; then
+  echo "NOTE: the Pulumi toolchain is not available (above); suites that need the real CLI say so." >&2
+fi
+
 npx jest --runInBand "$@"

@@ -1,6 +1,7 @@
 import * as fs from "fs";
 import * as path from "path";
-import { answersHello, at, recreateAppUnderNginx, copyOfApp, deploy, get, within, type Deployed } from "./live";
+import { APP_HEALTH_PATH } from "../../app/flaskApp";
+import { answersHello, at, recreateAppUnderNginx, copyOfApp, upStack, get, within, type Deployed } from "./live";
 
 // The tutorial's stack: nginx 1.13.7 → `flask run`, code bind-mounted, app port 8080 published.
 describe("dev stack on a real Docker Engine", () => {
@@ -9,7 +10,7 @@ describe("dev stack on a real Docker Engine", () => {
 
   beforeAll(async () => {
     code = copyOfApp();
-    dev = await deploy("dev", { appCodeMount: code });
+    dev = await upStack("dev", { appCodeMount: code });
     await within(20_000, answersHello(dev.url), "dev answers through nginx");
   });
   afterAll(async () => {
@@ -25,8 +26,8 @@ describe("dev stack on a real Docker Engine", () => {
     expect(r.headers.get("server")).toMatch(/^nginx\//);
   });
 
-  test("/healthz answers through nginx", async () => {
-    const r = await get(at(dev.url, "/healthz"));
+  test(`${APP_HEALTH_PATH} answers through nginx`, async () => {
+    const r = await get(at(dev.url, APP_HEALTH_PATH));
     expect(r.status).toBe(200);
     expect(JSON.parse(r.body)).toEqual({ status: "ok" });
   });

@@ -1,5 +1,5 @@
 import type Docker from "dockerode";
-import { answersHello, deploy, get, portOf, raw, within, type Deployed } from "./live";
+import { answersHello, upStack, get, portOf, raw, within, type Deployed } from "./live";
 
 // The prod stack against hostile clients, and its running containers against the container checks of the
 // CIS Docker Benchmark (section 5) that apply to them.
@@ -8,7 +8,7 @@ describe("prod stack: hostile input and runtime hardening", () => {
   let port: number;
 
   beforeAll(async () => {
-    prod = await deploy("prod");
+    prod = await upStack("prod");
     port = portOf(prod.url);
   });
   afterAll(async () => {

@@ -24,7 +24,7 @@ export interface Deployed {
   destroy(): Promise<void>;
 }
 
-export async function deploy(stack: string, overrides: Record<string, string> = {}): Promise<Deployed> {
+export async function upStack(stack: string, overrides: Record<string, string> = {}): Promise<Deployed> {
   const run = await runProgram(stack, { overrides });
   const realizer = new Realizer(docker, run, (m) => process.env.E2E_VERBOSE && console.log(`[${stack}] ${m}`));
   try {

@@ -1,11 +1,13 @@
-import { answersHello, at, recreateAppUnderNginx, deploy, execIn, get, within, type Deployed } from "./live";
+import { APP_HEALTH_PATH, APP_SOCKET_DIR, APP_UID, CODE_DIR, SOCKET_FILE } from "../../app/flaskApp";
+import { CONF_PATH, nginxSocketDir } from "../../nginx/conf";
+import { answersHello, at, recreateAppUnderNginx, upStack, execIn, get, within, type Deployed } from "./live";
 
 // The production-shaped stack: gunicorn behind a hardened nginx over a unix socket, app not published.
 describe("prod stack on a real Docker Engine", () => {
   let prod: Deployed;
 
   beforeAll(async () => {
-    prod = await deploy("prod");
+    prod = await upStack("prod");
   });
   afterAll(async () => {
     await prod?.destroy();
@@ -20,8 +22,8 @@ describe("prod stack on a real Docker Engine", () => {
     expect(r.headers.get("x-frame-options")).toBe("DENY");
   });
 
-  test("/healthz answers through nginx and both containers report healthy", async () => {
-    expect((await get(at(prod.url, "/healthz"))).status).toBe(200);
+  test(`${APP_HEALTH_PATH} answers through nginx and both containers report healthy`, async () => {
+    expect((await get(at(prod.url, APP_HEALTH_PATH))).status).toBe(200);
     for (const name of ["flask-container", "nginx-container"]) {
       const info = await prod.realizer.container(name).inspect();
       expect([name, info.State.Health?.Status]).toEqual([name, "healthy"]);
@@ -37,28 +39,28 @@ describe("prod stack on a real Docker Engine", () => {
 
   test("the config baked into the nginx image is the one rendered for prod", async () => {
     const nginx = prod.realizer.container("nginx-container");
-    const { stdout: text } = await execIn(nginx, ["cat", "/etc/nginx/conf.d/default.conf"]);
+    const { stdout: text } = await execIn(nginx, ["cat", CONF_PATH]);
     const rendered = prod.run.resources.find((r) => r.name === "nginx-image")?.inputs.build as { args: Record<string, string> };
     expect(text).toBe(rendered.args.DEFAULT_CONF);
     expect(text).toContain("proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;");
     // Its only upstream is the app's socket, so every 200 through nginx in this suite came over it.
-    expect(text.match(/^\s*server \S+;/gm)).toEqual(["    server unix:/srv/sockets/1/gunicorn.sock;"]);
+    expect(text.match(/^\s*server \S+;/gm)).toEqual([`    server unix:${nginxSocketDir(1)}/${SOCKET_FILE};`]);
   });
 
   test("the socket is the app user's, and nginx's workers can reach it through a read-only mount", async () => {
     const app = prod.realizer.container("flask-container");
-    expect((await execIn(app, ["stat", "-c", "%u %F", "/srv/socket/gunicorn.sock"])).stdout.trim()).toBe("10001 socket");
+    expect((await execIn(app, ["stat", "-c", "%u %F", `${APP_SOCKET_DIR}/${SOCKET_FILE}`])).stdout.trim()).toBe(`${APP_UID} socket`);
     const nginx = prod.realizer.container("nginx-container");
-    const mount = (await nginx.inspect()).Mounts.find((m) => m.Destination === "/srv/sockets/1");
+    const mount = (await nginx.inspect()).Mounts.find((m) => m.Destination === nginxSocketDir(1));
     expect([mount?.Type, mount?.RW]).toEqual(["volume", false]);
-    const viaSocket = await execIn(nginx, ["curl", "-fsS", "--unix-socket", "/srv/sockets/1/gunicorn.sock", "http://localhost/"], "nginx");
+    const viaSocket = await execIn(nginx, ["curl", "-fsS", "--unix-socket", `${nginxSocketDir(1)}/${SOCKET_FILE}`, "http://localhost/"], "nginx");
     expect([viaSocket.exitCode, viaSocket.stdout, viaSocket.stderr]).toEqual([0, "Hello world!", ""]);
   });
 
   test("cookie sessions still work: the cookieless fast path only skips empty sessions", async () => {
     // Run in the app container against the deployed code, with two throwaway routes on a test client.
     const script = [
-      "import sys; sys.path.insert(0, '/code')",
+      `import sys; sys.path.insert(0, '${CODE_DIR}')`,
       "from flask import session",
       "from main import app",
       "app.add_url_rule('/t/set', 'tset', lambda: session.update(n=41) or 'set')",

@@ -1,5 +1,5 @@
 import autocannon from "autocannon";
-import { deploy, get, type Deployed } from "./live";
+import { upStack, get, type Deployed } from "./live";
 
 // prod with replicas: 3 — nginx spreads requests over every app container and routes around one that stops.
 describe("prod stack with 3 app replicas", () => {
@@ -7,7 +7,7 @@ describe("prod stack with 3 app replicas", () => {
   const replicaNames = ["flask-container", "flask-container-2", "flask-container-3"];
 
   beforeAll(async () => {
-    prod = await deploy("prod", { replicas: "3" });
+    prod = await upStack("prod", { replicas: "3" });
   });
   afterAll(async () => {
     await prod?.destroy();

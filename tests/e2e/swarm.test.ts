@@ -1,7 +1,8 @@
 import autocannon from "autocannon";
 import { runProgram } from "../support/program";
-import { ignoreNotFound, leftovers, PROJECT_LABEL } from "../support/realize";
-import { deploy, docker, get, within, answersHello, type Deployed } from "./live";
+import { LABEL } from "../../infra/naming";
+import { ignoreNotFound, leftovers } from "../../tools/engine-objects";
+import { upStack, docker, get, within, answersHello, type Deployed } from "./live";
 
 // The swarm stack on a single-node swarm: the same components as services. This kernel has no IPVS, so
 // the stack uses dnsrr endpoints and host-mode ports (see Pulumi.swarm.yaml).
@@ -28,7 +29,7 @@ describe("swarm stack on a single-node Docker Swarm", () => {
   });
 
   test("services converge and answer Hello world! through nginx on 127.0.0.1", async () => {
-    swarm = await deploy("swarm", { replicas: "1" });
+    swarm = await upStack("swarm", { replicas: "1" });
     await within(30_000, answersHello(swarm.url), "nginx service answers");
     expect(swarm.url).toBe("http://127.0.0.1:8100/");
     const svc = await swarm.realizer.service("flask-service").inspect();
@@ -72,7 +73,7 @@ describe("swarm stack on a single-node Docker Swarm", () => {
   test("destroy removes the services and the network", async () => {
     await swarm!.destroy();
     swarm = undefined;
-    const left = await leftovers(docker, PROJECT_LABEL);
+    const left = await leftovers(docker, LABEL.project);
     expect(left).toEqual({ services: [], containers: [], networks: [], volumes: [], images: [] });
   });
 });

@@ -1,5 +1,6 @@
-import { leftovers, PROJECT_LABEL } from "../support/realize";
-import { deploy, docker, get, type Deployed } from "./live";
+import { LABEL } from "../../infra/naming";
+import { leftovers } from "../../tools/engine-objects";
+import { upStack, docker, get, type Deployed } from "./live";
 
 // dev and prod side by side on one engine, then destroyed: stack-scoped names and ports must not collide,
 // and destroy must leave nothing of the project behind.
@@ -10,7 +11,7 @@ describe("dev and prod on one engine", () => {
   });
 
   test("both come up and each answers on its own port", async () => {
-    stacks.push(await deploy("dev"), await deploy("prod"));
+    stacks.push(await upStack("dev"), await upStack("prod"));
     const [dev, prod] = stacks;
     expect(dev.url).not.toBe(prod.url);
     for (const s of stacks) {
@@ -25,7 +26,7 @@ describe("dev and prod on one engine", () => {
   test("destroy leaves no container, network, volume or built image of the project", async () => {
     expect(stacks).toHaveLength(2);
     while (stacks.length) await stacks.pop()!.destroy();
-    const left = await leftovers(docker, PROJECT_LABEL);
+    const left = await leftovers(docker, LABEL.project);
     expect(left).toEqual({ services: [], containers: [], networks: [], volumes: [], images: [] });
     // Built images carry no project label (the provider's build has no labels): check them by name.
     const tags = (await docker.listImages()).flatMap((i) => i.RepoTags ?? []);

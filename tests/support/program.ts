@@ -4,7 +4,7 @@
 import * as crypto from "crypto";
 import * as path from "path";
 import type * as PulumiModule from "@pulumi/pulumi";
-import { projectFile, ROOT, stackConfig, stackNames } from "./stack-files";
+import { projectFile, ROOT, stackConfig, stackNames } from "../../tools/stack-files";
 
 export { ROOT, stackConfig, stackNames };
 
@@ -65,8 +65,13 @@ export async function runProgram(stack: string, opts: RunOptions = {}): Promise<
   const byName = new Map<string, Declared>();
   let outputs: Record<string, unknown> = {};
 
+  // Each fresh @pulumi/pulumi adds a process "exit" listener (its leak detector); the instance is dropped
+  // after this run, so its listener goes too, instead of piling up past Node's limit of 10.
+  const exitListeners = new Set(process.listeners("exit"));
   let pulumi!: typeof PulumiModule;
   jestIsolate(() => {
+    // require, not import: loaded inside jest's isolated registry, fresh for each run.
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
     pulumi = require("@pulumi/pulumi") as typeof PulumiModule;
   });
   pulumi.runtime.setAllConfig(config);
@@ -119,6 +124,7 @@ export async function runProgram(stack: string, opts: RunOptions = {}): Promise<
     let mod: Record<string, unknown> = {};
     try {
       jestIsolate(() => {
+        // eslint-disable-next-line @typescript-eslint/no-require-imports
         mod = require(path.join(ROOT, "index.ts")) as Record<string, unknown>;
       }, pulumi);
     } catch (e) {
@@ -127,6 +133,7 @@ export async function runProgram(stack: string, opts: RunOptions = {}): Promise<
     return mod;
   })) as Record<string, unknown> ?? {};
   await settle();
+  for (const l of process.listeners("exit")) if (!exitListeners.has(l)) process.removeListener("exit", l);
   if (programError) throw new ProgramError(programError, resources);
   return { stack, config, resources, outputs };
 }

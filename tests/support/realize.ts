@@ -1,6 +1,6 @@
 // Creates on a real Docker Engine, through its API, exactly the resources the program declared (as captured
 // by runProgram under mocks). Every input of every resource must be mapped here: an input the realizer does
-// not know fails the run, so nothing declared goes unchecked. Everything it creates carries E2E_LABEL and is
+// not know fails the run, so nothing declared goes unchecked. Everything it creates carries LABEL.e2e and is
 // removed by label afterwards.
 import * as crypto from "crypto";
 import * as fs from "fs";
@@ -9,10 +9,10 @@ import { Readable } from "stream";
 import Docker from "dockerode";
 import dockerignore from "@balena/dockerignore";
 import * as tar from "tar-stream";
+import { LABEL } from "../../infra/naming";
+import { ignoreMissing, ignoreNotFound, removeService } from "../../tools/engine-objects";
 import type { Declared, ProgramRun } from "./program";
 
-export const E2E_LABEL = "org.flask-proxy.e2e";
-export const PROJECT_LABEL = "org.flask-proxy.project";
 
 export class UnmappedInputError extends Error {}
 
@@ -184,7 +184,7 @@ export class Realizer {
       CheckDuplicate: true,
       Driver: driver ?? "bridge",
       Attachable: attachable,
-      Labels: { ...labels, [E2E_LABEL]: "true" },
+      Labels: { ...labels, [LABEL.e2e]: "true" },
       IPAM: ipam.length ? { Driver: "default", Config: ipam } : undefined,
     });
     this.realized.networks.set(r.name, net.id);
@@ -194,7 +194,7 @@ export class Realizer {
     const name = i.get<string>("name") ?? r.name;
     const labels = labelMap(i.get("labels"));
     i.done();
-    await this.docker.createVolume({ Name: name, Labels: { ...labels, [E2E_LABEL]: "true" } });
+    await this.docker.createVolume({ Name: name, Labels: { ...labels, [LABEL.e2e]: "true" } });
     this.realized.volumes.set(r.name, name);
   }
 
@@ -238,7 +238,7 @@ export class Realizer {
         buildargs: args,
         platform,
         target,
-        labels: { [E2E_LABEL]: "true" },
+        labels: { [LABEL.e2e]: "true" },
         rm: true,
         forcerm: true,
       },
@@ -332,7 +332,7 @@ export class Realizer {
       Entrypoint: i.get<string[]>("entrypoints"),
       Env: i.get<string[]>("envs"),
       User: i.get<string>("user"),
-      Labels: { ...labelMap(i.get("labels")), [E2E_LABEL]: "true" },
+      Labels: { ...labelMap(i.get("labels")), [LABEL.e2e]: "true" },
       ExposedPorts: exposed,
       HostConfig: {
         PortBindings: bindings,
@@ -468,7 +468,7 @@ export class Realizer {
       Command: cs.get<string[]>("commands"),
       Env: Object.entries(env).map(([k, v]) => `${k}=${v}`),
       User: cs.get<string>("user"),
-      Labels: { ...labelMap(cs.get("labels")), [E2E_LABEL]: "true" },
+      Labels: { ...labelMap(cs.get("labels")), [LABEL.e2e]: "true" },
       ReadOnly: cs.get<boolean>("readOnly"),
       CapabilityAdd: cs.get<string[]>("capAdds"),
       CapabilityDrop: cs.get<string[]>("capDrops"),
@@ -532,7 +532,7 @@ export class Realizer {
     cc?.done();
     const spec: Docker.CreateServiceOptions = {
       Name: i.get<string>("name") ?? r.name,
-      Labels: { ...labelMap(i.get("labels")), [E2E_LABEL]: "true" },
+      Labels: { ...labelMap(i.get("labels")), [LABEL.e2e]: "true" },
       TaskTemplate: { ContainerSpec: containerSpec, Networks: networks, Resources: { Limits: limits }, RestartPolicy: restart, LogDriver: logDriver },
       Mode: { Replicated: { Replicas: replicas } },
       UpdateConfig: rolling("updateConfig"),
@@ -559,14 +559,7 @@ export class Realizer {
   }
 }
 
-function ignoreMissing(e: { statusCode?: number }): void {
-  if (e.statusCode !== 404 && e.statusCode !== 409) throw e;
-}
 
-/** For removals where only "already gone" is fine (404); anything else, "in use" included, is an error. */
-export function ignoreNotFound(e: { statusCode?: number }): void {
-  if (e.statusCode !== 404) throw e;
-}
 
 /**
  * Waits until a service runs exactly `replicas` tasks, all of the current spec's image (so a rolling update
@@ -590,14 +583,6 @@ async function waitConverged(docker: Docker, id: string, replicas: number, image
   }
 }
 
-/** Removes a service and waits for its task containers to go, so its network can be removed next. */
-async function removeService(docker: Docker, id: string): Promise<void> {
-  await docker.getService(id).remove().catch(ignoreMissing);
-  const filters = JSON.stringify({ label: [`com.docker.swarm.service.id=${id}`] });
-  for (let i = 0; i < 120 && (await docker.listContainers({ all: true, filters })).length > 0; i++) {
-    await new Promise((r) => setTimeout(r, 500));
-  }
-}
 
 async function waitHealthy(c: Docker.Container, timeoutS: number): Promise<void> {
   const deadline = Date.now() + timeoutS * 1000;
@@ -657,47 +642,5 @@ function contextTar(context: string, files: string[]): NodeJS.ReadableStream {
   return Readable.from(pack as AsyncIterable<Buffer>);
 }
 
-/** Services can only be listed on a swarm manager. */
-async function isSwarmManager(docker: Docker): Promise<boolean> {
-  const info = (await docker.info()) as { Swarm?: { ControlAvailable?: boolean } };
-  return info.Swarm?.ControlAvailable === true;
-}
 
-/** Removes everything carrying the e2e label: containers, then networks, volumes and built images. */
-export async function removeByLabel(docker: Docker, label = E2E_LABEL): Promise<number> {
-  const filters = JSON.stringify({ label: [label] });
-  let removed = 0;
-  for (const s of (await isSwarmManager(docker)) ? await docker.listServices({ filters }) : []) {
-    await removeService(docker, s.ID);
-    removed++;
-  }
-  for (const c of await docker.listContainers({ all: true, filters })) {
-    await docker.getContainer(c.Id).remove({ force: true, v: true }).catch(ignoreMissing);
-    removed++;
-  }
-  for (const n of await docker.listNetworks({ filters })) {
-    await docker.getNetwork(n.Id).remove().catch(ignoreMissing);
-    removed++;
-  }
-  for (const v of (await docker.listVolumes({ filters })).Volumes ?? []) {
-    await docker.getVolume(v.Name).remove().catch(ignoreMissing);
-    removed++;
-  }
-  for (const img of await docker.listImages({ filters })) {
-    await docker.getImage(img.Id).remove({ force: true }).catch(ignoreMissing);
-    removed++;
-  }
-  return removed;
-}
 
-/** What the engine still holds with a label, by kind. */
-export async function leftovers(docker: Docker, label: string): Promise<Record<string, string[]>> {
-  const filters = JSON.stringify({ label: [label] });
-  return {
-    services: (await isSwarmManager(docker)) ? (await docker.listServices({ filters })).map((s) => s.Spec?.Name ?? s.ID) : [],
-    containers: (await docker.listContainers({ all: true, filters })).map((c) => c.Names.join(",")),
-    networks: (await docker.listNetworks({ filters })).map((n) => n.Name),
-    volumes: ((await docker.listVolumes({ filters })).Volumes ?? []).map((v) => v.Name),
-    images: (await docker.listImages({ filters })).map((i) => (i.RepoTags ?? []).join(",") || i.Id),
-  };
-}

@@ -1,6 +1,7 @@
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
+import { APP_SOCKET_DIR, APP_UID, CODE_DIR } from "../../app/flaskApp";
 import { ProgramError, ROOT, runProgram, stackConfig, stackNames, type Declared, type ProgramRun } from "../support/program";
 
 const find = (run: ProgramRun, name: string): Declared => {
@@ -34,7 +35,10 @@ describe("dev stack: the tutorial's topology", () => {
     expect(img.skipPush).toBe(true);
     expect(img.build.context).toBe(path.join(ROOT, "app"));
     expect(img.build.dockerfile).toBe(path.join(ROOT, "app", "Dockerfile"));
-    expect(img.build.args).toEqual({ BASE_IMAGE: "python:3", APP_VERSION: "0.0.1" });
+    // The app's facts reach the Dockerfile from app/flaskApp.ts, stated once there.
+    expect(img.build.args).toEqual({
+      BASE_IMAGE: "python:3", APP_VERSION: "0.0.1", APP_UID: String(APP_UID), CODE_DIR, SOCKET_DIR: APP_SOCKET_DIR, APP_PORT: "5000",
+    });
   });
 
   test("flask: flask run on 0.0.0.0, FLASK_APP, code mounted at /code, alias flask-app, 8080 → 5000 on loopback", () => {

@@ -1,5 +1,17 @@
-// Renders nginx's conf.d/default.conf from the same values the network alias and app port come from.
-// Everything used here exists in nginx 1.13.7 and in current nginx.
+// Renders nginx's conf.d/default.conf from the same values the network alias and app port come from, and
+// checks that a bind-mounted copy is exactly that render. Everything used here exists in nginx 1.13.7 and
+// in current nginx.
+import * as fs from "fs";
+import { appUpstream, type AppUpstream } from "../app/flaskApp";
+import type { StackConfig } from "../infra/config";
+
+/** Where the official image (and the stand-in) reads the server config. */
+export const CONF_PATH = "/etc/nginx/conf.d/default.conf";
+/** Served by nginx itself, for its container healthcheck. */
+export const NGINX_HEALTH_PATH = "/nginx-health";
+/** upstreamTransport unix: replica n's socket volume is mounted read-only here. */
+export const nginxSocketDir = (replica: number) => `/srv/sockets/${replica}`;
+const DOCKER_DNS = "127.0.0.11";
 
 export interface NginxConfOptions {
   /** Host name nginx proxies to: the app's network alias. */
@@ -29,14 +41,11 @@ export interface NginxConfOptions {
   stack: string;
 }
 
-export const NGINX_HEALTH_PATH = "/nginx-health";
-const DOCKER_DNS = "127.0.0.11";
-
 export function renderNginxConf(o: NginxConfOptions): string {
   const target = `${o.upstreamHost}:${o.upstreamPort}`;
   const hostValue = o.hostHeader.startsWith("$") ? o.hostHeader : `"${o.hostHeader}"`;
   const lines: string[] = [
-    `# Rendered for stack "${o.stack}" by infra/nginxConf.ts (npm run render:nginx). Edit the stack config`,
+    `# Rendered for stack "${o.stack}" by nginx/conf.ts (npm run render:nginx). Edit the stack config`,
     `# or the renderer, not this file: the program refuses to mount a copy that differs from the render.`,
   ];
   // An upstream block names fixed targets: the sockets, or the alias resolved once at start.
@@ -132,4 +141,41 @@ export function renderNginxConf(o: NginxConfOptions): string {
   }
   lines.push("    }", "}", "");
   return lines.join("\n");
+}
+
+/** The conf a stack's nginx serves: its settings, and where the app listens. */
+export function stackNginxConf(cfg: StackConfig, upstream: AppUpstream = appUpstream(cfg.app)): string {
+  return renderNginxConf({
+    stack: cfg.stack,
+    upstreamHost: upstream.host,
+    upstreamPort: upstream.port,
+    sockets: Array.from({ length: upstream.sockets }, (_, i) => `${nginxSocketDir(i + 1)}/${upstream.socketFile}`),
+    hostHeader: cfg.nginx.hostHeader,
+    forwardedHeaders: cfg.nginx.forwardedHeaders,
+    keepalive: cfg.nginx.keepalive,
+    hardened: cfg.hardened,
+    healthEndpoint: cfg.healthchecks,
+    accessLog: cfg.nginx.accessLog,
+  });
+}
+
+/**
+ * A bind-mounted conf (nginxConfigFile) must be exactly what the stack's config renders, so alias, port
+ * and proxy settings cannot drift from what the network and app use. Runs before anything is declared.
+ */
+export function checkMountedConf(cfg: StackConfig): string[] {
+  const file = cfg.nginx.configFile;
+  if (file === undefined) return [];
+  const key = `${cfg.project}:nginxConfigFile`;
+  let actual: string;
+  try {
+    actual = fs.readFileSync(file, "utf8");
+  } catch (e) {
+    return [`${key}: cannot read ${file} (${(e as Error).message})`];
+  }
+  if (actual === stackNginxConf(cfg)) return [];
+  return [
+    `${key}: ${file} differs from the config rendered for stack "${cfg.stack}" ` +
+      "(alias, port or proxy settings changed); run `npm run render:nginx` and commit the result",
+  ];
 }

@@ -3,7 +3,7 @@ import * as fs from "fs";
 import * as path from "path";
 import { parse as parseYaml } from "yaml";
 
-export const ROOT = path.resolve(__dirname, "..", "..");
+export const ROOT = path.resolve(__dirname, "..");
 
 export interface ProjectFile {
   name: string;
@@ -12,8 +12,21 @@ export interface ProjectFile {
 
 const asConfigString = (v: unknown): string => (typeof v === "string" ? v : JSON.stringify(v));
 
+/** A project or stack file that cannot be read as YAML; the message names the file. */
+export class StackFileError extends Error {
+  name = "StackFileError";
+}
+
+function readYaml(file: string): unknown {
+  try {
+    return parseYaml(fs.readFileSync(file, "utf8"));
+  } catch (e) {
+    throw new StackFileError(`${path.relative(ROOT, file)}: ${(e as Error).message.split("\n")[0]}`);
+  }
+}
+
 export function projectFile(): ProjectFile {
-  return parseYaml(fs.readFileSync(path.join(ROOT, "Pulumi.yaml"), "utf8")) as ProjectFile;
+  return readYaml(path.join(ROOT, "Pulumi.yaml")) as ProjectFile;
 }
 
 export function stackNames(): string[] {
@@ -29,8 +42,8 @@ export function stackConfig(stack: string, overrides: Record<string, string> = {
     if (spec.default !== undefined) out[qualify(key)] = asConfigString(spec.default);
   }
   const stackPath = path.join(ROOT, `Pulumi.${stack}.yaml`);
-  if (!fs.existsSync(stackPath)) throw new Error(`no stack file ${stackPath}`);
-  const file = parseYaml(fs.readFileSync(stackPath, "utf8")) as { config?: Record<string, unknown> } | null;
+  if (!fs.existsSync(stackPath)) throw new StackFileError(`no stack file ${stackPath}`);
+  const file = readYaml(stackPath) as { config?: Record<string, unknown> } | null;
   for (const [key, value] of Object.entries(file?.config ?? {})) out[key] = asConfigString(value);
   for (const [key, value] of Object.entries(overrides)) out[qualify(key)] = value;
   return out;

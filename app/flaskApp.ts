@@ -1,0 +1,156 @@
+// The Flask service: the image built from this folder and what runs it (containers or a swarm service).
+// The facts about the app that others need (health path, uid, socket location) are stated here once.
+import * as path from "path";
+import * as docker from "@pulumi/docker";
+import * as pulumi from "@pulumi/pulumi";
+import * as random from "@pulumi/random";
+import type { StackConfig } from "../infra/config";
+import { FIRST_APP_HOST, hostAddress, labelList, objectName, replicaSuffix } from "../infra/naming";
+import { declareWorkload, type ReplicaSpec, type Workload, type WorkloadSettings } from "../infra/workload";
+
+/** The route main.py serves for healthchecks. */
+export const APP_HEALTH_PATH = "/healthz";
+/** Where the image keeps the code, and where dev bind-mounts it. */
+export const CODE_DIR = "/code";
+/** The unprivileged user the app runs as (created by the Dockerfile from this build arg). */
+export const APP_UID = 10001;
+/** upstreamTransport unix: gunicorn binds SOCKET_FILE in this directory, a volume per replica. */
+export const APP_SOCKET_DIR = "/srv/socket";
+export const SOCKET_FILE = "gunicorn.sock";
+
+/** Where nginx reaches the app: what its config is rendered from. */
+export interface AppUpstream {
+  /** The network alias, one value with the name nginx proxies to. */
+  host: string;
+  port: number;
+  /** upstreamTransport unix: one socket per replica, each file named socketFile in its own volume. */
+  sockets: number;
+  socketFile: string;
+}
+
+export function appUpstream(app: StackConfig["app"]): AppUpstream {
+  return { host: app.alias, port: app.port, sockets: app.transport === "unix" ? app.replicas : 0, socketFile: SOCKET_FILE };
+}
+
+export interface FlaskAppArgs {
+  app: StackConfig["app"];
+  project: string;
+  stack: string;
+  settings: WorkloadSettings;
+  network: docker.Network;
+  /** Pinned subnet of the network: replicas get fixed addresses in it. */
+  networkSubnet?: string;
+}
+
+export class FlaskApp extends pulumi.ComponentResource {
+  readonly image: docker.Image;
+  readonly workload: Workload;
+  readonly upstream: AppUpstream;
+  /** upstreamTransport unix: each replica's socket volume, in replica order, for nginx to mount. */
+  readonly socketVolumes: pulumi.Output<string>[];
+
+  constructor(name: string, args: FlaskAppArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("flask-proxy:index:FlaskApp", name, {}, opts);
+    const { app, settings } = args;
+
+    this.image = new docker.Image(
+      `${name}-image`,
+      {
+        imageName: `${app.imageRepository}:${app.version}-${args.stack}`,
+        build: {
+          context: __dirname,
+          dockerfile: path.join(__dirname, "Dockerfile"),
+          args: {
+            BASE_IMAGE: app.baseImage,
+            APP_VERSION: app.version,
+            APP_UID: String(APP_UID),
+            CODE_DIR,
+            SOCKET_DIR: APP_SOCKET_DIR,
+            APP_PORT: String(app.port),
+          },
+        },
+        skipPush: true,
+      },
+      { parent: this },
+    );
+
+    // Secret in state and in the container's env: from secret config, else generated once per stack.
+    const secretKey =
+      app.secretKey !== undefined
+        ? pulumi.secret(app.secretKey)
+        : // The provider marks `result` secret; wrapping says so here too, whatever the provider does.
+          pulumi.secret(new random.RandomPassword(`${name}-secret-key`, { length: 48, special: false }, { parent: this }).result);
+
+    this.upstream = appUpstream(app);
+    this.socketVolumes = [];
+    const replicas: ReplicaSpec[] = [];
+    for (let n = 1; n <= app.replicas; n++) {
+      const containerName = objectName(args.project, args.stack, "flask", n);
+      const address = args.networkSubnet ? hostAddress(args.networkSubnet, FIRST_APP_HOST + n - 1) : undefined;
+      if (n > this.upstream.sockets) {
+        replicas.push({ containerName, address });
+        continue;
+      }
+      // One volume per replica holds its gunicorn socket; nginx mounts them all.
+      const volume = new docker.Volume(
+        `${name}-socket${replicaSuffix(n)}`,
+        { name: `${containerName}-socket`, labels: labelList(settings.labels) },
+        { parent: this },
+      );
+      this.socketVolumes.push(volume.name);
+      replicas.push({ containerName, address, volumes: [{ volumeName: volume.name, target: APP_SOCKET_DIR, readOnly: false }] });
+    }
+
+    this.workload = declareWorkload(
+      name,
+      {
+        // The image's digest, so a rebuilt image replaces the containers (or rolls the service).
+        image: this.image.repoDigest,
+        command: serverCommand(app, this.upstream.sockets > 0),
+        env: [`FLASK_APP=${CODE_DIR}/main.py`, pulumi.interpolate`FLASK_SECRET_KEY=${secretKey}`],
+        network: args.network.name,
+        aliases: [app.alias],
+        publish: app.hostPort ? { internal: app.port, external: app.hostPort } : undefined,
+        // Dev: the code on the host shadows the baked-in copy, so edits show without a rebuild.
+        binds: app.codeMount ? [{ source: app.codeMount, target: CODE_DIR }] : [],
+        tmpfs: [{ path: "/tmp", sizeMb: 16, noexec: true }],
+        healthcheck: [
+          "python",
+          "-c",
+          `import urllib.request; urllib.request.urlopen("http://127.0.0.1:${app.port}${APP_HEALTH_PATH}", timeout=2)`,
+        ],
+        limits: app.limits,
+        capAdds: [],
+        maxProcesses: app.maxProcesses,
+        replicas,
+        serviceName: replicas[0].containerName,
+      },
+      settings,
+      { parent: this },
+    );
+
+    this.registerOutputs({ imageName: this.image.imageName });
+  }
+}
+
+function serverCommand(app: StackConfig["app"], unixSocket: boolean): string[] {
+  if (app.server.kind === "flask-dev") {
+    // The tutorial's command; --reload makes the bind-mounted code take effect on save.
+    return ["flask", "run", "--host=0.0.0.0", `--port=${app.port}`, ...(app.server.reload ? ["--reload"] : [])];
+  }
+  return [
+    "gunicorn",
+    // TCP stays for the network alias, the healthcheck and anything else on the network.
+    "--bind",
+    `0.0.0.0:${app.port}`,
+    ...(unixSocket ? ["--bind", `unix:${APP_SOCKET_DIR}/${SOCKET_FILE}`] : []),
+    "--workers",
+    String(app.server.workers),
+    "--threads",
+    String(app.server.threads),
+    // Heartbeat files on tmpfs, not the container's overlay filesystem.
+    "--worker-tmp-dir",
+    "/dev/shm",
+    "main:app",
+  ];
+}

@@ -1,0 +1,91 @@
+// nginx in front of the app: the pinned public image, its conf.d/default.conf, and the published port.
+import * as path from "path";
+import * as docker from "@pulumi/docker";
+import * as pulumi from "@pulumi/pulumi";
+import type { AppUpstream } from "../app/flaskApp";
+import type { StackConfig } from "../infra/config";
+import { objectName } from "../infra/naming";
+import { declareWorkload, localUrl, type Workload, type WorkloadSettings } from "../infra/workload";
+import { CONF_PATH, NGINX_HEALTH_PATH, nginxSocketDir, stackNginxConf } from "./conf";
+
+export interface NginxProxyArgs {
+  /** The stack's config: nginx's own settings, and the stack-wide ones its conf is rendered with. */
+  cfg: StackConfig;
+  settings: WorkloadSettings;
+  network: docker.Network;
+  /** Where the app listens. */
+  upstream: AppUpstream;
+  /** upstreamTransport unix: the app's socket volumes, in replica order. */
+  socketVolumes: pulumi.Input<string>[];
+  /** What nginx proxies to; nginx starts after it (compose's depends_on). */
+  backends: pulumi.Resource[];
+}
+
+export class NginxProxy extends pulumi.ComponentResource {
+  readonly baseImage: docker.RemoteImage;
+  /** The base image with the rendered config baked in; absent when the config is bind-mounted. */
+  readonly image?: docker.Image;
+  readonly workload: Workload;
+  readonly url: pulumi.Output<string>;
+
+  constructor(name: string, args: NginxProxyArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("flask-proxy:index:NginxProxy", name, {}, opts);
+    const { cfg, settings } = args;
+    const nginx = cfg.nginx;
+    const containerName = objectName(cfg.project, cfg.stack, "nginx");
+
+    // keepLocally: the base image may be shared with other stacks on the host; destroy leaves it.
+    this.baseImage = new docker.RemoteImage(`${name}-base-image`, { name: nginx.baseImage, keepLocally: true }, { parent: this });
+    // Dev mounts the repo's file as the tutorial does. Otherwise the rendered text is baked into an image:
+    // it works against a remote Docker host and with a read-only root filesystem (nothing can be copied
+    // into such a container), and a config change replaces the container.
+    if (!nginx.configFile) {
+      this.image = new docker.Image(
+        `${name}-image`,
+        {
+          imageName: `${cfg.project}-nginx:${cfg.stack}`,
+          build: {
+            context: __dirname,
+            dockerfile: path.join(__dirname, "Dockerfile"),
+            args: {
+              NGINX_IMAGE: this.baseImage.name,
+              CONF_PATH,
+              DEFAULT_CONF: stackNginxConf(cfg, args.upstream),
+              ...(nginx.workerProcesses ? { WORKER_PROCESSES: String(nginx.workerProcesses) } : {}),
+            },
+          },
+          skipPush: true,
+        },
+        { parent: this },
+      );
+    }
+
+    this.workload = declareWorkload(
+      name,
+      {
+        image: this.image ? this.image.repoDigest : this.baseImage.imageId,
+        network: args.network.name,
+        publish: { internal: 80, external: nginx.httpPort },
+        binds: nginx.configFile ? [{ source: nginx.configFile, target: CONF_PATH }] : [],
+        // Temp and pid paths of the official image (/var/cache/nginx, /run) and of Debian's (/var/lib/nginx).
+        tmpfs: ["/var/cache/nginx", "/var/lib/nginx", "/run", "/tmp"].map((p) => ({ path: p, sizeMb: 16 })),
+        healthcheck: ["curl", "-fsS", "-o", "/dev/null", `http://127.0.0.1${NGINX_HEALTH_PATH}`],
+        limits: nginx.limits,
+        // The master stays root to bind port 80 and switch workers to the nginx user; it keeps only that.
+        capAdds: ["CHOWN", "SETUID", "SETGID", "NET_BIND_SERVICE"],
+        replicas: [
+          {
+            containerName,
+            volumes: args.socketVolumes.map((volumeName, i) => ({ volumeName, target: nginxSocketDir(i + 1), readOnly: true })),
+          },
+        ],
+        serviceName: containerName,
+      },
+      settings,
+      { parent: this, dependsOn: args.backends },
+    );
+
+    this.url = pulumi.output(localUrl(settings.bindAddress, nginx.httpPort));
+    this.registerOutputs({ url: this.url });
+  }
+}

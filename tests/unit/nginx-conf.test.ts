@@ -1,0 +1,85 @@
+// nginx's conf.d/default.conf is rendered from the same config as the app's network alias and port.
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
+import { SOCKET_FILE } from "../../app/flaskApp";
+import { parseConfig, type StackConfig } from "../../infra/config";
+import { checkMountedConf, NGINX_HEALTH_PATH, nginxSocketDir, stackNginxConf } from "../../nginx/conf";
+import { ROOT, stackConfig, stackNames } from "../../tools/stack-files";
+
+const parse = (stack: string, overrides: Record<string, string> = {}): StackConfig =>
+  parseConfig(stackConfig(stack, overrides), { stack, root: ROOT });
+/** Renders without a mounted file, so alias and port can be changed freely. */
+const renderFree = (stack: string, overrides: Record<string, string> = {}) =>
+  stackNginxConf(parse(stack, { nginxConfigFile: "", ...overrides }));
+
+/** Where `location /` sends requests: through `set $var host:port`, an `upstream` block, or proxy_pass itself. */
+function upstreamTargets(conf: string): string[] {
+  const passes = [...conf.matchAll(/^\s*proxy_pass http:\/\/([^/;\s]+)\/?;/gm)].map((m) => m[1]);
+  if (passes.length !== 1) throw new Error(`expected one proxy_pass, found ${passes.length}`);
+  const pass = passes[0];
+  if (pass.startsWith("$")) {
+    const sets = [...conf.matchAll(new RegExp(`^\\s*set \\${pass} ([^;\\s]+);`, "gm"))].map((m) => m[1]);
+    if (sets.length !== 1) throw new Error(`expected one "set ${pass}", found ${sets.length}`);
+    return sets;
+  }
+  const block = new RegExp(`^upstream ${pass} \\{([^}]*)\\}`, "m").exec(conf);
+  if (!block) return [pass];
+  return [...block[1].matchAll(/^\s*server ([^;\s]+);/gm)].map((m) => m[1]);
+}
+
+test("nginx/dev.conf in the repo is exactly what dev's config renders", () => {
+  expect(fs.readFileSync(path.join(ROOT, "nginx", "dev.conf"), "utf8")).toBe(stackNginxConf(parse("dev")));
+});
+
+test("a mounted conf that differs from the render is refused, naming the key and the fix", () => {
+  const stale = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "nginx-conf-")), "dev.conf");
+  fs.writeFileSync(stale, stackNginxConf(parse("dev")).replace("flask-app:5000", "flask-app:5001"));
+  try {
+    const cfg = parse("dev", { nginxConfigFile: stale });
+    expect(checkMountedConf(cfg)).toEqual([expect.stringMatching(/^flask-proxy:nginxConfigFile: .* differs .*npm run render:nginx/)]);
+    expect(checkMountedConf(parse("dev"))).toEqual([]);
+  } finally {
+    fs.rmSync(path.dirname(stale), { recursive: true, force: true });
+  }
+});
+
+describe.each(stackNames())("%s", (stack) => {
+  const cfg = parse(stack);
+  const conf = stackNginxConf(cfg);
+
+  test("proxies to the app's alias and port, or to each replica's socket", () => {
+    const expected = cfg.app.transport === "unix"
+      ? Array.from({ length: cfg.app.replicas }, (_, i) => `unix:${nginxSocketDir(i + 1)}/${SOCKET_FILE}`)
+      // Over TCP the alias names every replica once.
+      : [`${cfg.app.alias}:${cfg.app.port}`];
+    expect(upstreamTargets(conf)).toEqual(expected);
+  });
+
+  test("listens on port 80 (the container port the program publishes), and serves the health path when checked", () => {
+    expect(conf).toMatch(/^\s*listen 80;$/m);
+    expect(conf.includes(`location = ${NGINX_HEALTH_PATH} {`)).toBe(cfg.healthchecks || cfg.hardened);
+  });
+
+  test.each([
+    [{ appAlias: "web" }, "web:%port"],
+    [{ appPort: "8001" }, "%alias:8001"],
+    [{ appAlias: "api-v2", appPort: "9000" }, "api-v2:9000"],
+  ])("over TCP, overriding %j changes the upstream accordingly", (overrides, expected) => {
+    const target = expected.replace("%port", String(cfg.app.port)).replace("%alias", cfg.app.alias);
+    const tcp = { upstreamTransport: "tcp", upstreamKeepalive: "0" };
+    const changed = parse(stack, { nginxConfigFile: "", ...tcp, ...overrides });
+    expect(upstreamTargets(stackNginxConf(changed))).toEqual([target]);
+    expect(`${changed.app.alias}:${changed.app.port}`).toBe(target);
+    expect(upstreamTargets(renderFree(stack, tcp))).not.toEqual([target]);
+  });
+});
+
+test("over unix sockets: one server per replica, each on its own mount; keepalive only when asked", () => {
+  const three = renderFree("prod", { upstreamTransport: "unix", replicas: "3", upstreamKeepalive: "0" });
+  expect(upstreamTargets(three)).toEqual([1, 2, 3].map((n) => `unix:/srv/sockets/${n}/${SOCKET_FILE}`));
+  expect(three).not.toContain("keepalive ");
+  expect(three).not.toContain("resolver");
+  const kept = renderFree("prod", { upstreamTransport: "unix", upstreamKeepalive: "8" });
+  expect(kept).toMatch(/keepalive 8;[\s\S]*proxy_http_version 1\.1;[\s\S]*proxy_set_header Connection "";/);
+});

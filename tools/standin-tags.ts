@@ -1,0 +1,11 @@
+// Prints the public image names the committed stacks use, one per line: the stand-ins the live tests and
+// the bench need (scripts/build-standins.sh builds them when no registry can be reached).
+import { parseConfig } from "../infra/config";
+import { ROOT, stackConfig, stackNames } from "./stack-files";
+
+const tags = new Set<string>();
+for (const stack of stackNames()) {
+  const cfg = parseConfig(stackConfig(stack), { stack, root: ROOT });
+  tags.add(cfg.nginx.baseImage).add(cfg.app.baseImage);
+}
+console.log([...tags].join("\n"));
