@@ -47,18 +47,36 @@ function wrk(url: string, seconds: number): Omit<Scenario, "name"> {
   if (new URL(url).hostname !== "127.0.0.1") throw new Error(`bench traffic goes to 127.0.0.1 only, not ${url}`);
   const script = path.join(os.tmpdir(), "flask-proxy-bench-report.lua");
   fs.writeFileSync(script, REPORT_LUA);
-  const out = execFileSync("wrk", ["-t", String(THREADS), "-c", String(CONNECTIONS), "-d", `${seconds}s`, "--timeout", "5s", "-s", script, url],
-    { encoding: "utf8", timeout: (seconds + 30) * 1000 });
+  const out = execFileSync(
+    "wrk",
+    ["-t", String(THREADS), "-c", String(CONNECTIONS), "-d", `${seconds}s`, "--timeout", "5s", "-s", script, url],
+    { encoding: "utf8", timeout: (seconds + 30) * 1000 },
+  );
   const json = out.split("\n").find((l) => l.startsWith("{"));
   if (!json) throw new Error(`wrk printed no summary:\n${out}`);
-  const r = JSON.parse(json) as { requests: number; durationUs: number; errors: number; non2xx: number; p50Us: number; p99Us: number };
-  return { rps: r.requests / (r.durationUs / 1e6), p50Ms: r.p50Us / 1000, p99Ms: r.p99Us / 1000, errors: r.errors, non2xx: r.non2xx };
+  const r = JSON.parse(json) as {
+    requests: number;
+    durationUs: number;
+    errors: number;
+    non2xx: number;
+    p50Us: number;
+    p99Us: number;
+  };
+  return {
+    rps: r.requests / (r.durationUs / 1e6),
+    p50Ms: r.p50Us / 1000,
+    p99Ms: r.p99Us / 1000,
+    errors: r.errors,
+    non2xx: r.non2xx,
+  };
 }
 
 function measure(name: string, url: string, firstOkMs?: number): Scenario {
   wrk(url, WARMUP_S); // warm-up, discarded
   const s = { name, ...wrk(url, DURATION_S), firstOkMs };
-  console.log(`${name}: ${s.rps.toFixed(0)} req/s, p50 ${s.p50Ms.toFixed(2)} ms, p99 ${s.p99Ms.toFixed(2)} ms, errors ${s.errors}, non-2xx ${s.non2xx}`);
+  console.log(
+    `${name}: ${s.rps.toFixed(0)} req/s, p50 ${s.p50Ms.toFixed(2)} ms, p99 ${s.p99Ms.toFixed(2)} ms, errors ${s.errors}, non-2xx ${s.non2xx}`,
+  );
   return s;
 }
 
@@ -83,7 +101,10 @@ function combine(name: string, runs: Scenario[]): Scenario {
 /** Milliseconds from `since` until the URL answers 200 (bounded). */
 async function firstOk(url: string, since: number): Promise<number> {
   while (Date.now() - since < 60_000) {
-    const ok = await get(url, {}, 1000).then((r) => r.status === 200, () => false);
+    const ok = await get(url, {}, 1000).then(
+      (r) => r.status === 200,
+      () => false,
+    );
     if (ok) return Date.now() - since;
     await new Promise((r) => setTimeout(r, 50));
   }
@@ -96,32 +117,61 @@ async function firstOk(url: string, since: number): Promise<number> {
  */
 function seedRun(dir: string): ProgramRun {
   fs.writeFileSync(path.join(dir, "Dockerfile"), "FROM python:3\nRUN pip install flask\n");
-  fs.writeFileSync(path.join(dir, "main.py"),
-    "from flask import Flask\napp = Flask(__name__)\n\n@app.route('/')\ndef index():\n    return 'Hello world!'\n");
-  fs.writeFileSync(path.join(dir, "nginx.conf"),
-    'server {\n    listen 80;\n    server_name localhost;\n\n    location / {\n        proxy_pass http://flask-app:5000/;\n        proxy_set_header Host "localhost";\n    }\n}\n');
+  fs.writeFileSync(
+    path.join(dir, "main.py"),
+    "from flask import Flask\napp = Flask(__name__)\n\n@app.route('/')\ndef index():\n    return 'Hello world!'\n",
+  );
+  fs.writeFileSync(
+    path.join(dir, "nginx.conf"),
+    'server {\n    listen 80;\n    server_name localhost;\n\n    location / {\n        proxy_pass http://flask-app:5000/;\n        proxy_set_header Host "localhost";\n    }\n}\n',
+  );
   fs.chmodSync(dir, 0o755);
   const labels = labelList(stackLabels("flask-proxy", "bench-seed"));
-  const r = (type: string, name: string, inputs: Record<string, unknown>, outputs: Record<string, unknown> = {}, dependsOn: string[] = []): Declared =>
-    ({ type, name, custom: true, inputs, outputs: { ...inputs, ...outputs }, dependsOn, secretInputs: [] });
+  const r = (
+    type: string,
+    name: string,
+    inputs: Record<string, unknown>,
+    outputs: Record<string, unknown> = {},
+    dependsOn: string[] = [],
+  ): Declared => ({ type, name, custom: true, inputs, outputs: { ...inputs, ...outputs }, dependsOn, secretInputs: [] });
   const resources = [
     r("docker:index/network:Network", "my-network", { name: "flask-proxy-seed-my-network", labels }),
-    r("docker:index/image:Image", "flask-image", { imageName: "flask:0.0.1-seed", skipPush: true, build: { context: dir, dockerfile: path.join(dir, "Dockerfile") } },
-      { repoDigest: "seed-flask-image-id" }),
-    r("docker:index/remoteImage:RemoteImage", "nginx-image", { name: "nginx:1.13.7" }, { imageId: "seed-nginx-image-id", repoDigest: "seed-nginx-digest" }),
+    r(
+      "docker:index/image:Image",
+      "flask-image",
+      { imageName: "flask:0.0.1-seed", skipPush: true, build: { context: dir, dockerfile: path.join(dir, "Dockerfile") } },
+      { repoDigest: "seed-flask-image-id" },
+    ),
+    r(
+      "docker:index/remoteImage:RemoteImage",
+      "nginx-image",
+      { name: "nginx:1.13.7" },
+      { imageId: "seed-nginx-image-id", repoDigest: "seed-nginx-digest" },
+    ),
     r("docker:index/container:Container", "flask", {
-      name: "flask-proxy-seed-flask", image: "seed-flask-image-id", labels,
-      volumes: [{ hostPath: dir, containerPath: "/code" }], envs: ["FLASK_APP=/code/main.py"],
+      name: "flask-proxy-seed-flask",
+      image: "seed-flask-image-id",
+      labels,
+      volumes: [{ hostPath: dir, containerPath: "/code" }],
+      envs: ["FLASK_APP=/code/main.py"],
       command: ["flask", "run", "--host=0.0.0.0"],
       networksAdvanced: [{ name: "flask-proxy-seed-my-network", aliases: ["flask-app"] }],
       ports: [{ internal: 5000, external: 18081, ip: "127.0.0.1" }],
     }),
-    r("docker:index/container:Container", "nginx", {
-      name: "flask-proxy-seed-nginx", image: "seed-nginx-image-id", labels,
-      volumes: [{ hostPath: path.join(dir, "nginx.conf"), containerPath: "/etc/nginx/conf.d/default.conf" }],
-      networksAdvanced: [{ name: "flask-proxy-seed-my-network" }],
-      ports: [{ internal: 80, external: SEED_PORT, ip: "127.0.0.1" }],
-    }, {}, ["flask"]),
+    r(
+      "docker:index/container:Container",
+      "nginx",
+      {
+        name: "flask-proxy-seed-nginx",
+        image: "seed-nginx-image-id",
+        labels,
+        volumes: [{ hostPath: path.join(dir, "nginx.conf"), containerPath: "/etc/nginx/conf.d/default.conf" }],
+        networksAdvanced: [{ name: "flask-proxy-seed-my-network" }],
+        ports: [{ internal: 80, external: SEED_PORT, ip: "127.0.0.1" }],
+      },
+      {},
+      ["flask"],
+    ),
   ];
   return { stack: "seed", config: {}, resources, outputs: { url: `http://127.0.0.1:${SEED_PORT}/` } };
 }
@@ -132,13 +182,16 @@ function seedRun(dir: string): ProgramRun {
  * starts the engine without it (CIS Docker 2.16). An engine started elsewhere may still use it.
  */
 function dockerProxyRunning(): boolean {
-  return fs.readdirSync("/proc").filter((p) => /^\d+$/.test(p)).some((p) => {
-    try {
-      return fs.readFileSync(`/proc/${p}/comm`, "utf8").trim() === "docker-proxy";
-    } catch {
-      return false; // the process exited meanwhile
-    }
-  });
+  return fs
+    .readdirSync("/proc")
+    .filter((p) => /^\d+$/.test(p))
+    .some((p) => {
+      try {
+        return fs.readFileSync(`/proc/${p}/comm`, "utf8").trim() === "docker-proxy";
+      } catch {
+        return false; // the process exited meanwhile
+      }
+    });
 }
 
 /** Runs one phase; a failure names the phase and keeps the original error (and its stack) as the cause. */
@@ -154,16 +207,24 @@ async function step<T>(what: string, f: () => Promise<T>): Promise<T> {
 const ratio = (a: number, b: number) => (b > 0 ? a / b : NaN);
 
 function svgChart(scenarios: Scenario[]): string {
-  const w = 640, barH = 28, gap = 12, left = 110, top = 40;
+  const w = 640,
+    barH = 28,
+    gap = 12,
+    left = 110,
+    top = 40;
   const max = Math.max(...scenarios.map((s) => s.rps));
   const h = top + scenarios.length * (barH + gap) + 20;
-  const bars = scenarios.map((s, i) => {
-    const y = top + i * (barH + gap);
-    const len = Math.max(1, ((w - left - 130) * s.rps) / max);
-    return `<text x="${left - 8}" y="${y + barH * 0.68}" text-anchor="end">${s.name}</text>` +
-      `<rect x="${left}" y="${y}" width="${len.toFixed(1)}" height="${barH}" fill="${s.name === "prod" ? "#2b7bb9" : "#9bbbd4"}"/>` +
-      `<text x="${(left + len + 6).toFixed(1)}" y="${y + barH * 0.68}">${Math.round(s.rps)} req/s</text>`;
-  }).join("\n  ");
+  const bars = scenarios
+    .map((s, i) => {
+      const y = top + i * (barH + gap);
+      const len = Math.max(1, ((w - left - 130) * s.rps) / max);
+      return (
+        `<text x="${left - 8}" y="${y + barH * 0.68}" text-anchor="end">${s.name}</text>` +
+        `<rect x="${left}" y="${y}" width="${len.toFixed(1)}" height="${barH}" fill="${s.name === "prod" ? "#2b7bb9" : "#9bbbd4"}"/>` +
+        `<text x="${(left + len + 6).toFixed(1)}" y="${y + barH * 0.68}">${Math.round(s.rps)} req/s</text>`
+      );
+    })
+    .join("\n  ");
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h}" font-family="sans-serif" font-size="13">
   <text x="${left}" y="22" font-weight="bold">Requests/s, ${CONNECTIONS} connections, ${DURATION_S} s each (higher is better)</text>
   ${bars}
@@ -208,8 +269,10 @@ test("bench: seed, dev, prod, app-direct, nginx-static", async () => {
     ];
     dockerProxy = dockerProxyRunning();
     if (dockerProxy) {
-      console.warn("NOTE: this engine runs docker-proxy (userland-proxy on): every request below also passes through it, " +
-        "which lowers prod's numbers most. scripts/setup-engine.sh starts engines with --userland-proxy=false; see README.");
+      console.warn(
+        "NOTE: this engine runs docker-proxy (userland-proxy on): every request below also passes through it, " +
+          "which lowers prod's numbers most. scripts/setup-engine.sh starts engines with --userland-proxy=false; see README.",
+      );
     }
     for (let round = 1; round <= ROUNDS; round++) {
       console.log(`round ${round} of ${ROUNDS}`);
@@ -237,13 +300,22 @@ test("bench: seed, dev, prod, app-direct, nginx-static", async () => {
   }
 
   const inRound = (r: Scenario[], name: string) => r.find((s) => s.name === name)!;
-  for (const { name } of rounds[0]) scenarios.push(combine(name, rounds.map((r) => inRound(r, name))));
+  for (const { name } of rounds[0])
+    scenarios.push(
+      combine(
+        name,
+        rounds.map((r) => inRound(r, name)),
+      ),
+    );
   // Ratios over each pair of rounds (forwards + backwards), then the median over the pairs.
   const pairs = Array.from({ length: Math.ceil(rounds.length / 2) }, (_, i) => rounds.slice(2 * i, 2 * i + 2));
-  const relative = (name: string, to: string, metric: "rps" | "p99Ms") => median(pairs.map((pair) => {
-    const sum = (n: string) => pair.reduce((acc, r) => acc + inRound(r, n)[metric], 0);
-    return ratio(sum(name), sum(to));
-  }));
+  const relative = (name: string, to: string, metric: "rps" | "p99Ms") =>
+    median(
+      pairs.map((pair) => {
+        const sum = (n: string) => pair.reduce((acc, r) => acc + inRound(r, n)[metric], 0);
+        return ratio(sum(name), sum(to));
+      }),
+    );
   const ratios = {
     prodVsAppDirect: relative("prod", "app-direct", "rps"),
     prodVsSeed: relative("prod", "seed", "rps"),
@@ -271,23 +343,46 @@ test("bench: seed, dev, prod, app-direct, nginx-static", async () => {
   console.table(rows);
   console.table(Object.entries(targetsMet).map(([target, met]) => ({ target, met })));
   if (scaling.length) {
-    console.table(scaling.map((s, i) => ({ replicas: SCALING[i], "req/s": Math.round(s.rps), "p99 ms": s.p99Ms.toFixed(2), errors: s.errors,
-      "× 1 replica": ratio(s.rps, scaling[0].rps).toFixed(2) })));
+    console.table(
+      scaling.map((s, i) => ({
+        replicas: SCALING[i],
+        "req/s": Math.round(s.rps),
+        "p99 ms": s.p99Ms.toFixed(2),
+        errors: s.errors,
+        "× 1 replica": ratio(s.rps, scaling[0].rps).toFixed(2),
+      })),
+    );
   }
 
   const prodCfg = stackConfig("prod");
   const results = {
     scenarios: scenarios.map(({ name, rps, p50Ms, p99Ms, errors, non2xx, firstOkMs }) => ({
-      name, rps: Math.round(rps), p50Ms, p99Ms, errors, non2xx, firstOkMs,
+      name,
+      rps: Math.round(rps),
+      p50Ms,
+      p99Ms,
+      errors,
+      non2xx,
+      firstOkMs,
     })),
     scaling: {
-      replicas: scaling.map((s, i) => ({ replicas: SCALING[i], rps: Math.round(s.rps), p50Ms: s.p50Ms, p99Ms: s.p99Ms, errors: s.errors, non2xx: s.non2xx })),
-      note: "2 cores: nginx, every gunicorn worker and the load generator share them, so replicas beyond 1 add " +
+      replicas: scaling.map((s, i) => ({
+        replicas: SCALING[i],
+        rps: Math.round(s.rps),
+        p50Ms: s.p50Ms,
+        p99Ms: s.p99Ms,
+        errors: s.errors,
+        non2xx: s.non2xx,
+      })),
+      note:
+        "2 cores: nginx, every gunicorn worker and the load generator share them, so replicas beyond 1 add " +
         "processes, not CPU; expect a flat or falling curve here and a rising one on a larger host",
     },
     ratios,
     targetsMet,
-    rounds: rounds.map((r) => r.map(({ name, rps, p50Ms, p99Ms, errors, non2xx }) => ({ name, rps: Math.round(rps), p50Ms, p99Ms, errors, non2xx }))),
+    rounds: rounds.map((r) =>
+      r.map(({ name, rps, p50Ms, p99Ms, errors, non2xx }) => ({ name, rps: Math.round(rps), p50Ms, p99Ms, errors, non2xx })),
+    ),
     machine: {
       cpus: os.cpus().length,
       cpuModel: os.cpus()[0]?.model,
@@ -304,8 +399,13 @@ test("bench: seed, dev, prod, app-direct, nginx-static", async () => {
       durationS: DURATION_S,
       warmupS: WARMUP_S,
       rounds: ROUNDS,
-      prodConfig: Object.fromEntries(Object.entries(prodCfg).filter(([k]) => k.startsWith("flask-proxy:")).map(([k, v]) => [k.slice(12), v])),
-      note: "prod and app-direct are the same containers: app-direct publishes the app port on 127.0.0.1 for the measurement. " +
+      prodConfig: Object.fromEntries(
+        Object.entries(prodCfg)
+          .filter(([k]) => k.startsWith("flask-proxy:"))
+          .map(([k, v]) => [k.slice(12), v]),
+      ),
+      note:
+        "prod and app-direct are the same containers: app-direct publishes the app port on 127.0.0.1 for the measurement. " +
         "Rounds alternate forwards and backwards; scenario figures are medians over the rounds, ratios are taken " +
         "over each pair of rounds (sums of both), then the median over the pairs",
     },

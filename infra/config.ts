@@ -24,9 +24,7 @@ const int = (min: number, max: number) =>
     .regex(/^-?\d+$/, "must be a whole number")
     .transform(Number)
     .pipe(z.number().int().min(min, `must be at least ${min}`).max(max, `must be at most ${max}`));
-const bool = text
-  .refine((s) => s === "true" || s === "false", "must be true or false")
-  .transform((s) => s === "true");
+const bool = text.refine((s) => s === "true" || s === "false", "must be true or false").transform((s) => s === "true");
 const cpus = text
   .regex(/^\d+(\.\d{1,2})?$/, "must be a number of CPUs such as 1 or 0.5 (0 = no limit)")
   .transform(Number)
@@ -251,7 +249,11 @@ const RULES: Rule[] = [
   // Swarm schedules tasks anywhere and reschedules them at new addresses: nothing may depend on this
   // host's files or on a fixed address, and swarm publishes ports on every interface.
   swarmOnly("appCodeMount", (c) => c.appCodeMount === "", "is a bind mount from this machine; not allowed with target: swarm"),
-  swarmOnly("nginxConfigFile", (c) => c.nginxConfigFile === "", "is a bind mount from this machine; not allowed with target: swarm"),
+  swarmOnly(
+    "nginxConfigFile",
+    (c) => c.nginxConfigFile === "",
+    "is a bind mount from this machine; not allowed with target: swarm",
+  ),
   swarmOnly(
     "upstreamTransport",
     (c) => c.upstreamTransport === "tcp",
@@ -262,15 +264,17 @@ const RULES: Rule[] = [
     (c) => c.upstreamKeepalive === 0,
     "needs fixed task addresses, which swarm does not give; use 0 (nginx re-resolves the alias)",
   ),
-  swarmOnly("bindAddress", (c) => c.bindAddress === "0.0.0.0", "must be 0.0.0.0 with target: swarm (swarm publishes on every interface)"),
-  ...(["nginxImage", "pythonImage"] as const).map(
-    (key): Rule => ({
-      keys: ["requirePinnedImages", key],
-      key,
-      ok: (c) => !c.requirePinnedImages || isPinned(c[key]),
-      message: (c) => `must be pinned to a tag other than latest when requirePinnedImages is true (got "${c[key]}")`,
-    }),
+  swarmOnly(
+    "bindAddress",
+    (c) => c.bindAddress === "0.0.0.0",
+    "must be 0.0.0.0 with target: swarm (swarm publishes on every interface)",
   ),
+  ...(["nginxImage", "pythonImage"] as const).map((key): Rule => ({
+    keys: ["requirePinnedImages", key],
+    key,
+    ok: (c) => !c.requirePinnedImages || isPinned(c[key]),
+    message: (c) => `must be pinned to a tag other than latest when requirePinnedImages is true (got "${c[key]}")`,
+  })),
 ];
 
 /**

@@ -98,7 +98,8 @@ export function declareWorkload(
   }
   // Replica 1 keeps the unsuffixed resource name, so scaling 1 → N adds containers and replaces none.
   const containers = spec.replicas.map(
-    (replica, i) => new docker.Container(`${name}-container${replicaSuffix(i + 1)}`, containerArgs(spec, settings, replica), opts),
+    (replica, i) =>
+      new docker.Container(`${name}-container${replicaSuffix(i + 1)}`, containerArgs(spec, settings, replica), opts),
   );
   return { resources: containers, containers };
 }
@@ -133,9 +134,10 @@ function containerArgs(spec: WorkloadSpec, settings: WorkloadSettings, replica: 
     readOnly: hardened ? true : undefined,
     securityOpts: hardened ? ["no-new-privileges:true"] : undefined,
     capabilities: hardened ? { drops: ["ALL"], adds: spec.capAdds?.length ? spec.capAdds : undefined } : undefined,
-    tmpfs: hardened && spec.tmpfs?.length
-      ? Object.fromEntries(spec.tmpfs.map((t) => [t.path, `rw,${t.noexec ? "noexec," : ""}nosuid,nodev,size=${t.sizeMb}m`]))
-      : undefined,
+    tmpfs:
+      hardened && spec.tmpfs?.length
+        ? Object.fromEntries(spec.tmpfs.map((t) => [t.path, `rw,${t.noexec ? "noexec," : ""}nosuid,nodev,size=${t.sizeMb}m`]))
+        : undefined,
     // A fork bomb or runaway worker spawning stops here (Docker's pids limit is not in the provider).
     ulimits: spec.maxProcesses ? [{ name: "nproc", soft: spec.maxProcesses, hard: spec.maxProcesses }] : undefined,
     healthcheck: settings.healthchecks && spec.healthcheck ? { tests: ["CMD", ...spec.healthcheck], ...HEALTH } : undefined,
@@ -152,8 +154,9 @@ const SWARM_RESTART: Record<RestartPolicy, string> = {
 function serviceArgs(spec: WorkloadSpec, settings: WorkloadSettings): docker.ServiceArgs {
   const hardened = settings.hardened;
   // A service's env is a map; the KEY=VALUE list (secrets included) is split once resolved.
-  const env = pulumi.all(spec.env ?? []).apply((list) =>
-    Object.fromEntries(list.map((e) => [e.slice(0, e.indexOf("=")), e.slice(e.indexOf("=") + 1)])));
+  const env = pulumi
+    .all(spec.env ?? [])
+    .apply((list) => Object.fromEntries(list.map((e) => [e.slice(0, e.indexOf("=")), e.slice(e.indexOf("=") + 1)])));
   return {
     name: spec.serviceName,
     labels: labelList(settings.labels),
@@ -168,7 +171,11 @@ function serviceArgs(spec: WorkloadSpec, settings: WorkloadSettings): docker.Ser
         capAdds: hardened && spec.capAdds?.length ? spec.capAdds : undefined,
         mounts: [
           ...(spec.binds ?? []).map((b) => ({ type: "bind", source: b.source, target: b.target, readOnly: true })),
-          ...(hardened ? spec.tmpfs ?? [] : []).map((t) => ({ type: "tmpfs", target: t.path, tmpfsOptions: { sizeBytes: t.sizeMb * 1024 * 1024 } })),
+          ...(hardened ? (spec.tmpfs ?? []) : []).map((t) => ({
+            type: "tmpfs",
+            target: t.path,
+            tmpfsOptions: { sizeBytes: t.sizeMb * 1024 * 1024 },
+          })),
         ],
         healthcheck: settings.healthchecks && spec.healthcheck ? { tests: ["CMD", ...spec.healthcheck], ...HEALTH } : undefined,
         // Time for in-flight requests to finish before SIGKILL.
@@ -200,7 +207,14 @@ function serviceArgs(spec: WorkloadSpec, settings: WorkloadSettings): docker.Ser
     endpointSpec: {
       mode: settings.swarm.endpointMode,
       ports: spec.publish
-        ? [{ targetPort: spec.publish.internal, publishedPort: spec.publish.external, publishMode: settings.swarm.publishMode, protocol: "tcp" }]
+        ? [
+            {
+              targetPort: spec.publish.internal,
+              publishedPort: spec.publish.external,
+              publishMode: settings.swarm.publishMode,
+              protocol: "tcp",
+            },
+          ]
         : [],
     },
     // `pulumi up` waits until every task runs (and, with a healthcheck, is healthy).

@@ -59,7 +59,10 @@ export function renderNginxConf(o: NginxConfOptions): string {
       lines.push(`    server ${target};`);
     }
     if (o.keepalive > 0) {
-      lines.push("    # Idle connections kept open to the app: saves a connection setup per request.", `    keepalive ${o.keepalive};`);
+      lines.push(
+        "    # Idle connections kept open to the app: saves a connection setup per request.",
+        `    keepalive ${o.keepalive};`,
+      );
     }
     lines.push("}", "");
   }
@@ -88,7 +91,11 @@ export function renderNginxConf(o: NginxConfOptions): string {
     );
   }
   if (o.accessLog === "buffered") {
-    lines.push("", "    # One write per 64 KB of log instead of one per request.", "    access_log /var/log/nginx/access.log combined buffer=64k flush=5s;");
+    lines.push(
+      "",
+      "    # One write per 64 KB of log instead of one per request.",
+      "    access_log /var/log/nginx/access.log combined buffer=64k flush=5s;",
+    );
   } else if (o.accessLog === "off") {
     lines.push("", "    # No access log: nginx's largest per-request cost after the proxying itself.", "    access_log off;");
   }

@@ -20,7 +20,9 @@ for (const stack of stackNames()) {
     console.log(`${stack}: wrote ${path.relative(ROOT, dest)}`);
   } catch (e) {
     if (e instanceof ConfigError) {
-      console.error(`${stack}: not rendered, Pulumi.${stack}.yaml has problems:\n${e.problems.map((p) => `  - ${p}`).join("\n")}`);
+      console.error(
+        `${stack}: not rendered, Pulumi.${stack}.yaml has problems:\n${e.problems.map((p) => `  - ${p}`).join("\n")}`,
+      );
     } else if (e instanceof StackFileError) {
       console.error(`${stack}: not rendered: ${e.message}`);
     } else {

@@ -16,7 +16,8 @@ const strictness = (args: ResourceValidationArgs) => ({
 export const policies: ResourceValidationPolicy[] = [
   {
     name: "containers-hardened",
-    description: "No privileged containers or unpinned images; the app port never on 0.0.0.0; in strict stacks " +
+    description:
+      "No privileged containers or unpinned images; the app port never on 0.0.0.0; in strict stacks " +
       "(prod) the app is not published at all and every container has a read-only root, cap_drop ALL and no-new-privileges.",
     configSchema: strictStacksSchema,
     validateResource: validateResourceOfType(docker.Container, (c, args, report) => {
@@ -25,7 +26,8 @@ export const policies: ResourceValidationPolicy[] = [
   },
   {
     name: "services-hardened",
-    description: "Swarm services: pinned images; in strict stacks the app is not published and tasks run read-only with cap_drop ALL.",
+    description:
+      "Swarm services: pinned images; in strict stacks the app is not published and tasks run read-only with cap_drop ALL.",
     configSchema: strictStacksSchema,
     validateResource: validateResourceOfType(docker.Service, (s, args, report) => {
       for (const v of checkService(args.name, s as Parameters<typeof checkService>[1], strictness(args))) report(v);

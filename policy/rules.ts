@@ -47,13 +47,16 @@ export function checkContainer(name: string, c: ContainerInputs, { strict }: Str
   const app = isApp(c.networksAdvanced);
   for (const p of c.ports ?? []) {
     const ip = p.ip ?? "0.0.0.0";
-    if (app && strict) out.push(`container ${name} publishes the app port ${p.internal} (on ${ip}:${p.external}); only nginx may be published`);
-    else if (app && ip === "0.0.0.0") out.push(`container ${name} publishes the app port ${p.internal} on every interface (0.0.0.0)`);
+    if (app && strict)
+      out.push(`container ${name} publishes the app port ${p.internal} (on ${ip}:${p.external}); only nginx may be published`);
+    else if (app && ip === "0.0.0.0")
+      out.push(`container ${name} publishes the app port ${p.internal} on every interface (0.0.0.0)`);
   }
   if (strict) {
     if (c.readOnly !== true) out.push(`container ${name} needs readOnly: true (read-only root filesystem)`);
     if (!(c.capabilities?.drops ?? []).includes("ALL")) out.push(`container ${name} needs capabilities.drops: ["ALL"]`);
-    if (!(c.securityOpts ?? []).includes("no-new-privileges:true")) out.push(`container ${name} needs securityOpts: ["no-new-privileges:true"]`);
+    if (!(c.securityOpts ?? []).includes("no-new-privileges:true"))
+      out.push(`container ${name} needs securityOpts: ["no-new-privileges:true"]`);
   }
   return out;
 }

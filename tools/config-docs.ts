@@ -13,7 +13,6 @@ export const TABLE_START = "<!-- config-table:start -->";
 export const TABLE_END = "<!-- config-table:end -->";
 export const README_PATH = path.join(ROOT, "README.md");
 
-
 export interface Declaration {
   type?: string;
   default?: unknown;

@@ -30,7 +30,10 @@ export function projectFile(): ProjectFile {
 }
 
 export function stackNames(): string[] {
-  return fs.readdirSync(ROOT).flatMap((f) => /^Pulumi\.([^.]+)\.yaml$/.exec(f)?.[1] ?? []).sort();
+  return fs
+    .readdirSync(ROOT)
+    .flatMap((f) => /^Pulumi\.([^.]+)\.yaml$/.exec(f)?.[1] ?? [])
+    .sort();
 }
 
 /** The config map the Pulumi CLI hands the program for a stack: project defaults, then the stack file. */

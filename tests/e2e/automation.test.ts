@@ -41,7 +41,10 @@ const title = cli
     const stack = await LocalWorkspace.createOrSelectStack(
       { stackName: "prod", workDir: work },
       {
-        envVars: { PULUMI_BACKEND_URL: `file://${state}`, PULUMI_CONFIG_PASSPHRASE: process.env.PULUMI_CONFIG_PASSPHRASE ?? "e2e" },
+        envVars: {
+          PULUMI_BACKEND_URL: `file://${state}`,
+          PULUMI_CONFIG_PASSPHRASE: process.env.PULUMI_CONFIG_PASSPHRASE ?? "e2e",
+        },
       },
     );
     try {

@@ -33,7 +33,10 @@ describe("prod stack: hostile input and runtime hardening", () => {
   });
 
   test.each([100 * 1024, 10 * 1024 * 1024])("a %i-byte body is refused with 413 before it is read", async (size) => {
-    const r = await raw(port, `POST / HTTP/1.1\r\nHost: x\r\nContent-Length: ${size}\r\nConnection: close\r\n\r\n${"x".repeat(1024)}`);
+    const r = await raw(
+      port,
+      `POST / HTTP/1.1\r\nHost: x\r\nContent-Length: ${size}\r\nConnection: close\r\n\r\n${"x".repeat(1024)}`,
+    );
     expect(statusOf(r.text)).toBe(413);
   });
 
@@ -51,18 +54,16 @@ describe("prod stack: hostile input and runtime hardening", () => {
     expect(waited).toBeLessThan(20_000);
   });
 
-  test.each([
-    "/../../etc/passwd",
-    "/%2e%2e/%2e%2e/etc/passwd",
-    "/..%2f..%2fetc%2fpasswd",
-    "/static/../../../../etc/passwd",
-  ])("path traversal %s gets a 4xx and no file", async (p) => {
-    const r = await raw(port, `GET ${p} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
-    const status = statusOf(r.text);
-    expect(status).toBeGreaterThanOrEqual(400);
-    expect(status).toBeLessThan(500);
-    expect(r.text).not.toContain("root:");
-  });
+  test.each(["/../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/..%2f..%2fetc%2fpasswd", "/static/../../../../etc/passwd"])(
+    "path traversal %s gets a 4xx and no file",
+    async (p) => {
+      const r = await raw(port, `GET ${p} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+      const status = statusOf(r.text);
+      expect(status).toBeGreaterThanOrEqual(400);
+      expect(status).toBeLessThan(500);
+      expect(r.text).not.toContain("root:");
+    },
+  );
 
   test("the running containers pass the container checks that apply", async () => {
     type Check = { check: string; ok: (i: Docker.ContainerInspectInfo, name: string) => boolean };
@@ -72,15 +73,25 @@ describe("prod stack: hostile input and runtime hardening", () => {
       "nginx-container": ["CHOWN", "SETUID", "SETGID", "NET_BIND_SERVICE"],
     };
     const checks: Check[] = [
-      { check: "4.1 non-root user", ok: (i, n) => n === "nginx-container" || (i.Config.User !== "" && !/^(0|root)(:|$)/.test(i.Config.User)) },
+      {
+        check: "4.1 non-root user",
+        ok: (i, n) => n === "nginx-container" || (i.Config.User !== "" && !/^(0|root)(:|$)/.test(i.Config.User)),
+      },
       { check: "4.6 healthcheck", ok: (i) => (i.Config.Healthcheck?.Test?.length ?? 0) > 0 },
       { check: "5.4 not privileged", ok: (i) => i.HostConfig.Privileged === false },
       { check: "5.3 cap_drop ALL", ok: (i) => (i.HostConfig.CapDrop ?? []).includes("ALL") },
-      { check: "5.3 only needed caps", ok: (i, n) => ((i.HostConfig.CapAdd as string[] | undefined) ?? []).every((c) => allowedCaps[n].includes(c.replace(/^CAP_/, ""))) },
+      {
+        check: "5.3 only needed caps",
+        ok: (i, n) =>
+          ((i.HostConfig.CapAdd as string[] | undefined) ?? []).every((c) => allowedCaps[n].includes(c.replace(/^CAP_/, ""))),
+      },
       { check: "5.10 memory limit", ok: (i) => (i.HostConfig.Memory ?? 0) > 0 },
       { check: "5.11 CPU limit", ok: (i) => (i.HostConfig.NanoCpus ?? 0) > 0 },
       { check: "5.12 read-only root", ok: (i) => i.HostConfig.ReadonlyRootfs === true },
-      { check: "5.14 restart policy", ok: (i) => ["unless-stopped", "on-failure", "always"].includes(i.HostConfig.RestartPolicy?.Name ?? "") },
+      {
+        check: "5.14 restart policy",
+        ok: (i) => ["unless-stopped", "on-failure", "always"].includes(i.HostConfig.RestartPolicy?.Name ?? ""),
+      },
       { check: "5.25 no-new-privileges", ok: (i) => (i.HostConfig.SecurityOpt ?? []).includes("no-new-privileges:true") },
       { check: "5.9 not host network", ok: (i) => i.HostConfig.NetworkMode !== "host" },
       { check: "5.15 not host pid", ok: (i) => i.HostConfig.PidMode !== "host" },

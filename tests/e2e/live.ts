@@ -92,7 +92,12 @@ export async function recreateAppUnderNginx(d: Deployed): Promise<number> {
  * Sends raw bytes to a loopback port and returns what comes back before the server closes, `ms` pass, or
  * (unless the client writes slowly) a complete response head has arrived.
  */
-export function raw(port: number, payload: string | Buffer, ms = 5000, writeSlowly = false): Promise<{ text: string; closedByServer: boolean }> {
+export function raw(
+  port: number,
+  payload: string | Buffer,
+  ms = 5000,
+  writeSlowly = false,
+): Promise<{ text: string; closedByServer: boolean }> {
   return new Promise((resolve, reject) => {
     const sock = net.connect({ host: "127.0.0.1", port });
     let text = "";
@@ -127,16 +132,33 @@ export function copyOfApp(): string {
 }
 
 /** Runs a command in a running container (as `user`, default the image's) and collects its output. */
-export async function execIn(c: Docker.Container, cmd: string[], user?: string): Promise<{ exitCode: number; stdout: string; stderr: string }> {
+export async function execIn(
+  c: Docker.Container,
+  cmd: string[],
+  user?: string,
+): Promise<{ exitCode: number; stdout: string; stderr: string }> {
   const exec = await c.exec({ Cmd: cmd, User: user, AttachStdout: true, AttachStderr: true });
   const stream = await exec.start({});
   let stdout = "";
   let stderr = "";
-  const sink = (f: (s: string) => void) => new Writable({ write: (chunk: Buffer, _enc, done) => { f(chunk.toString("utf8")); done(); } });
-  docker.modem.demuxStream(stream, sink((s) => (stdout += s)), sink((s) => (stderr += s)));
+  const sink = (f: (s: string) => void) =>
+    new Writable({
+      write: (chunk: Buffer, _enc, done) => {
+        f(chunk.toString("utf8"));
+        done();
+      },
+    });
+  docker.modem.demuxStream(
+    stream,
+    sink((s) => (stdout += s)),
+    sink((s) => (stderr += s)),
+  );
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${cmd.join(" ")}: no exit within 30 s`)), 30_000);
-    stream.on("end", () => { clearTimeout(timer); resolve(); });
+    stream.on("end", () => {
+      clearTimeout(timer);
+      resolve();
+    });
   });
   return { exitCode: (await exec.inspect()).ExitCode ?? -1, stdout, stderr };
 }

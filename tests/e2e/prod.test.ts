@@ -49,11 +49,17 @@ describe("prod stack on a real Docker Engine", () => {
 
   test("the socket is the app user's, and nginx's workers can reach it through a read-only mount", async () => {
     const app = prod.realizer.container("flask-container");
-    expect((await execIn(app, ["stat", "-c", "%u %F", `${APP_SOCKET_DIR}/${SOCKET_FILE}`])).stdout.trim()).toBe(`${APP_UID} socket`);
+    expect((await execIn(app, ["stat", "-c", "%u %F", `${APP_SOCKET_DIR}/${SOCKET_FILE}`])).stdout.trim()).toBe(
+      `${APP_UID} socket`,
+    );
     const nginx = prod.realizer.container("nginx-container");
     const mount = (await nginx.inspect()).Mounts.find((m) => m.Destination === nginxSocketDir(1));
     expect([mount?.Type, mount?.RW]).toEqual(["volume", false]);
-    const viaSocket = await execIn(nginx, ["curl", "-fsS", "--unix-socket", `${nginxSocketDir(1)}/${SOCKET_FILE}`, "http://localhost/"], "nginx");
+    const viaSocket = await execIn(
+      nginx,
+      ["curl", "-fsS", "--unix-socket", `${nginxSocketDir(1)}/${SOCKET_FILE}`, "http://localhost/"],
+      "nginx",
+    );
     expect([viaSocket.exitCode, viaSocket.stdout, viaSocket.stderr]).toEqual([0, "Hello world!", ""]);
   });
 

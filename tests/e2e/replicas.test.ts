@@ -37,9 +37,15 @@ describe("prod stack with 3 app replicas", () => {
     await new Promise((r) => setTimeout(r, 500));
     await prod.realizer.container("flask-container-2").stop({ t: 5 });
     const result = await load;
-    console.log(`prod ×3, one replica stopped mid-load: ${result.requests.total} requests, ${result.errors} errors, ` +
-      `${result.timeouts} timeouts, ${result.non2xx} non-2xx, p99 ${result.latency.p99} ms`);
+    console.log(
+      `prod ×3, one replica stopped mid-load: ${result.requests.total} requests, ${result.errors} errors, ` +
+        `${result.timeouts} timeouts, ${result.non2xx} non-2xx, p99 ${result.latency.p99} ms`,
+    );
     expect(result.requests.total).toBeGreaterThan(1000);
-    expect({ errors: result.errors, timeouts: result.timeouts, non2xx: result.non2xx }).toEqual({ errors: 0, timeouts: 0, non2xx: 0 });
+    expect({ errors: result.errors, timeouts: result.timeouts, non2xx: result.non2xx }).toEqual({
+      errors: 0,
+      timeouts: 0,
+      non2xx: 0,
+    });
   });
 });

@@ -41,10 +41,14 @@ describe("swarm stack on a single-node Docker Swarm", () => {
     await swarm!.realizer.update(await runProgram("swarm", { overrides: { replicas: "3" } }));
     const seen = new Set<string>();
     // nginx caches the alias's addresses for 5 s; poll (bounded) until all three tasks have answered.
-    await within(20_000, async () => {
-      for (let i = 0; i < 30; i++) seen.add((await get(swarm!.url)).headers.get("x-served-by") ?? "?");
-      return seen.size === 3;
-    }, "three tasks answer");
+    await within(
+      20_000,
+      async () => {
+        for (let i = 0; i < 30; i++) seen.add((await get(swarm!.url)).headers.get("x-served-by") ?? "?");
+        return seen.size === 3;
+      },
+      "three tasks answer",
+    );
     expect(seen.size).toBe(3);
   });
 
@@ -61,10 +65,16 @@ describe("swarm stack on a single-node Docker Swarm", () => {
     await new Promise((r) => setTimeout(r, 6000)); // past nginx's 5 s DNS cache
     (load as unknown as { stop(): void }).stop();
     const result = await load;
-    console.log(`swarm rolling update under load: ${result.requests.total} requests, ${result.errors} errors, ` +
-      `${result.timeouts} timeouts, ${result.non2xx} non-2xx`);
+    console.log(
+      `swarm rolling update under load: ${result.requests.total} requests, ${result.errors} errors, ` +
+        `${result.timeouts} timeouts, ${result.non2xx} non-2xx`,
+    );
     expect(result.requests.total).toBeGreaterThan(500);
-    expect({ errors: result.errors, timeouts: result.timeouts, non2xx: result.non2xx }).toEqual({ errors: 0, timeouts: 0, non2xx: 0 });
+    expect({ errors: result.errors, timeouts: result.timeouts, non2xx: result.non2xx }).toEqual({
+      errors: 0,
+      timeouts: 0,
+      non2xx: 0,
+    });
     const versions = new Set<string>();
     for (let i = 0; i < 30; i++) versions.add((await get(swarm!.url)).headers.get("x-app-version") ?? "?");
     expect([...versions]).toEqual(["0.0.2"]);

@@ -37,7 +37,10 @@ function computedOutputs(type: string, name: string, inputs: Record<string, unkn
     case "docker:index/image:Image":
       return { repoDigest: fakeDigest(`image:${name}:${String(inputs.imageName)}`) };
     case "docker:index/remoteImage:RemoteImage":
-      return { imageId: fakeDigest(`remote:${String(inputs.name)}`), repoDigest: `${String(inputs.name)}@${fakeDigest(String(inputs.name))}` };
+      return {
+        imageId: fakeDigest(`remote:${String(inputs.name)}`),
+        repoDigest: `${String(inputs.name)}@${fakeDigest(String(inputs.name))}`,
+      };
     case "random:index/randomPassword:RandomPassword":
       return { result: `mock-${name}` };
     default:
@@ -47,7 +50,10 @@ function computedOutputs(type: string, name: string, inputs: Record<string, unkn
 
 /** The program stopped with an error; `registered` is what it had declared by then. */
 export class ProgramError extends Error {
-  constructor(readonly cause: Error, readonly registered: Declared[]) {
+  constructor(
+    readonly cause: Error,
+    readonly registered: Declared[],
+  ) {
     super(cause.message);
     this.name = "ProgramError";
   }
@@ -79,11 +85,13 @@ export async function runProgram(stack: string, opts: RunOptions = {}): Promise<
     {
       newResource(args) {
         const secretInputs: string[] = [];
-        const inputs = Object.fromEntries(Object.entries(args.inputs as Record<string, unknown>).map(([k, v]) => {
-          const plain = unwrapSecrets(v);
-          if (plain.secret) secretInputs.push(k);
-          return [k, plain.value];
-        }));
+        const inputs = Object.fromEntries(
+          Object.entries(args.inputs as Record<string, unknown>).map(([k, v]) => {
+            const plain = unwrapSecrets(v);
+            if (plain.secret) secretInputs.push(k);
+            return [k, plain.value];
+          }),
+        );
         const state = opts.preview ? { ...inputs } : { ...inputs, ...computedOutputs(args.type, args.name, inputs) };
         const declared = byName.get(args.name);
         if (declared) {
@@ -102,36 +110,37 @@ export async function runProgram(stack: string, opts: RunOptions = {}): Promise<
 
   const names = new Map<PulumiModule.Resource, string>();
   let programError: Error | undefined;
-  outputs = (await pulumi.runtime.runInPulumiStack(async () => {
-    pulumi.runtime.registerStackTransformation((t) => {
-      names.set(t.resource, t.name);
-      const deps = Array.isArray(t.opts.dependsOn) ? t.opts.dependsOn : t.opts.dependsOn ? [t.opts.dependsOn] : [];
-      const entry: Declared = {
-        type: t.type,
-        name: t.name,
-        custom: t.resource instanceof pulumi.CustomResource,
-        inputs: {},
-        outputs: {},
-        parent: t.opts.parent ? names.get(t.opts.parent) : undefined,
-        dependsOn: deps.map((d) => names.get(d as PulumiModule.Resource) ?? "<unknown>"),
-        secretInputs: [],
-      };
+  outputs =
+    ((await pulumi.runtime.runInPulumiStack(async () => {
+      pulumi.runtime.registerStackTransformation((t) => {
+        names.set(t.resource, t.name);
+        const deps = Array.isArray(t.opts.dependsOn) ? t.opts.dependsOn : t.opts.dependsOn ? [t.opts.dependsOn] : [];
+        const entry: Declared = {
+          type: t.type,
+          name: t.name,
+          custom: t.resource instanceof pulumi.CustomResource,
+          inputs: {},
+          outputs: {},
+          parent: t.opts.parent ? names.get(t.opts.parent) : undefined,
+          dependsOn: deps.map((d) => names.get(d as PulumiModule.Resource) ?? "<unknown>"),
+          secretInputs: [],
+        };
 
-      resources.push(entry);
-      byName.set(t.name, entry);
-      return undefined;
-    });
-    let mod: Record<string, unknown> = {};
-    try {
-      jestIsolate(() => {
-        // eslint-disable-next-line @typescript-eslint/no-require-imports
-        mod = require(path.join(ROOT, "index.ts")) as Record<string, unknown>;
-      }, pulumi);
-    } catch (e) {
-      programError = e as Error;
-    }
-    return mod;
-  })) as Record<string, unknown> ?? {};
+        resources.push(entry);
+        byName.set(t.name, entry);
+        return undefined;
+      });
+      let mod: Record<string, unknown> = {};
+      try {
+        jestIsolate(() => {
+          // eslint-disable-next-line @typescript-eslint/no-require-imports
+          mod = require(path.join(ROOT, "index.ts")) as Record<string, unknown>;
+        }, pulumi);
+      } catch (e) {
+        programError = e as Error;
+      }
+      return mod;
+    })) as Record<string, unknown>) ?? {};
   await settle();
   for (const l of process.listeners("exit")) if (!exitListeners.has(l)) process.removeListener("exit", l);
   if (programError) throw new ProgramError(programError, resources);

@@ -13,13 +13,16 @@ import { LABEL } from "../../infra/naming";
 import { ignoreMissing, ignoreNotFound, removeService } from "../../tools/engine-objects";
 import type { Declared, ProgramRun } from "./program";
 
-
 export class UnmappedInputError extends Error {}
 
 /** Reads a resource's inputs, remembering which keys were used, so leftovers can be refused. */
 class Inputs {
   private readonly used = new Set<string>();
-  constructor(private readonly owner: string, private readonly values: Record<string, unknown>, private readonly at = "") {}
+  constructor(
+    private readonly owner: string,
+    private readonly values: Record<string, unknown>,
+    private readonly at = "",
+  ) {}
 
   get<T>(key: string): T | undefined {
     this.used.add(key);
@@ -65,13 +68,23 @@ export interface Realized {
 }
 
 export class Realizer {
-  readonly realized: Realized = { containers: new Map(), networks: new Map(), volumes: new Map(), services: new Map(), built: new Set() };
+  readonly realized: Realized = {
+    containers: new Map(),
+    networks: new Map(),
+    volumes: new Map(),
+    services: new Map(),
+    built: new Set(),
+  };
   /** Mock output value → real value (image IDs), for inputs that reference other resources. */
   private readonly refs = new Map<string, string>();
   private readonly createOptions = new Map<string, Docker.ContainerCreateOptions>();
   private readonly waits = new Map<string, number>();
 
-  constructor(readonly docker: Docker, public run: ProgramRun, private readonly log: (m: string) => void = () => undefined) {}
+  constructor(
+    readonly docker: Docker,
+    public run: ProgramRun,
+    private readonly log: (m: string) => void = () => undefined,
+  ) {}
 
   /** Resources in an order that honours explicit dependsOn and references between inputs. */
   order(): Declared[] {
@@ -82,7 +95,8 @@ export class Realizer {
         const v = r.outputs[key];
         if (typeof v === "string") producers.set(v, r.name);
       }
-      if (r.type === "docker:index/network:Network" || r.type === "docker:index/volume:Volume") producers.set(String(r.inputs.name), r.name);
+      if (r.type === "docker:index/network:Network" || r.type === "docker:index/volume:Volume")
+        producers.set(String(r.inputs.name), r.name);
     }
     const deps = new Map<string, Set<string>>();
     for (const r of custom) {
@@ -230,19 +244,16 @@ export class Realizer {
     b.done();
     i.done();
     if (!context) throw new Error(`${r.name}: no build context`);
-    const stream = await this.docker.buildImage(
-      contextTar(context, contextFiles(context, dockerfile)),
-      {
-        t: imageName,
-        dockerfile: path.relative(context, path.resolve(context, dockerfile)),
-        buildargs: args,
-        platform,
-        target,
-        labels: { [LABEL.e2e]: "true" },
-        rm: true,
-        forcerm: true,
-      },
-    );
+    const stream = await this.docker.buildImage(contextTar(context, contextFiles(context, dockerfile)), {
+      t: imageName,
+      dockerfile: path.relative(context, path.resolve(context, dockerfile)),
+      buildargs: args,
+      platform,
+      target,
+      labels: { [LABEL.e2e]: "true" },
+      rm: true,
+      forcerm: true,
+    });
     await new Promise<void>((resolve, reject) => {
       this.docker.modem.followProgress(stream, (err: Error | null, events: { error?: string }[]) => {
         const failed = err?.message ?? events.find((e) => e.error)?.error;
@@ -419,7 +430,10 @@ export class Realizer {
       } else if (r.type === "docker:index/service:Service") {
         await this.updateService(r, new Inputs(`${r.type} "${r.name}"`, this.resolve(r.inputs) as Record<string, unknown>));
       } else if (r.type === "docker:index/container:Container") {
-        await this.docker.getContainer(this.realized.containers.get(r.name) ?? r.name).remove({ force: true, v: true }).catch(ignoreMissing);
+        await this.docker
+          .getContainer(this.realized.containers.get(r.name) ?? r.name)
+          .remove({ force: true, v: true })
+          .catch(ignoreMissing);
         await this.create(r);
       } else {
         throw new UnmappedInputError(`realizer cannot update ${r.type} "${r.name}" in place`);
@@ -437,14 +451,22 @@ export class Realizer {
     return this.docker.getService(id);
   }
 
-  private serviceSpec(r: Declared, i: Inputs): { spec: Docker.CreateServiceOptions; converge?: number; image: string; replicas: number } {
+  private serviceSpec(
+    r: Declared,
+    i: Inputs,
+  ): { spec: Docker.CreateServiceOptions; converge?: number; image: string; replicas: number } {
     const ts = i.nested("taskSpec");
     const cs = ts?.nested("containerSpec");
     if (!ts || !cs) throw new Error(`${r.name}: taskSpec.containerSpec is required`);
     const hc = cs.nested("healthcheck");
     const health = hc
-      ? { Test: hc.get<string[]>("tests"), Interval: nanos(hc.get("interval")), Timeout: nanos(hc.get("timeout")),
-          Retries: hc.get<number>("retries"), StartPeriod: nanos(hc.get("startPeriod")) }
+      ? {
+          Test: hc.get<string[]>("tests"),
+          Interval: nanos(hc.get("interval")),
+          Timeout: nanos(hc.get("timeout")),
+          Retries: hc.get<number>("retries"),
+          StartPeriod: nanos(hc.get("startPeriod")),
+        }
       : undefined;
     hc?.done();
     const mounts = cs.list("mounts").map((m) => {
@@ -455,7 +477,9 @@ export class Realizer {
         Target: m.get<string>("target") ?? "",
         ReadOnly: m.get<boolean>("readOnly"),
         // Docker's defaults where unset: no size limit, mode 1777.
-        TmpfsOptions: tmpfs ? { SizeBytes: tmpfs.get<number>("sizeBytes") ?? 0, Mode: tmpfs.get<number>("mode") ?? 0o1777 } : undefined,
+        TmpfsOptions: tmpfs
+          ? { SizeBytes: tmpfs.get<number>("sizeBytes") ?? 0, Mode: tmpfs.get<number>("mode") ?? 0o1777 }
+          : undefined,
       };
       tmpfs?.done();
       m.done();
@@ -489,11 +513,18 @@ export class Realizer {
     res?.done();
     const rp = ts.nested("restartPolicy");
     const restart = rp
-      ? { Condition: rp.get<string>("condition"), Delay: nanos(rp.get("delay")), MaxAttempts: rp.get<number>("maxAttempts"), Window: nanos(rp.get("window")) }
+      ? {
+          Condition: rp.get<string>("condition"),
+          Delay: nanos(rp.get("delay")),
+          MaxAttempts: rp.get<number>("maxAttempts"),
+          Window: nanos(rp.get("window")),
+        }
       : undefined;
     rp?.done();
     const ld = ts.nested("logDriver");
-    const logDriver = ld ? { Name: ld.get<string>("name") ?? "json-file", Options: ld.get<Record<string, string>>("options") } : undefined;
+    const logDriver = ld
+      ? { Name: ld.get<string>("name") ?? "json-file", Options: ld.get<Record<string, string>>("options") }
+      : undefined;
     ld?.done();
     ts.done();
 
@@ -506,8 +537,11 @@ export class Realizer {
       const u = i.nested(key);
       if (!u) return undefined;
       const cfg = {
-        Parallelism: u.get<number>("parallelism") ?? 1, Delay: nanos(u.get("delay")), FailureAction: u.get<string>("failureAction"),
-        Monitor: nanos(u.get("monitor")), Order: u.get<string>("order") ?? "stop-first",
+        Parallelism: u.get<number>("parallelism") ?? 1,
+        Delay: nanos(u.get("delay")),
+        FailureAction: u.get<string>("failureAction"),
+        Monitor: nanos(u.get("monitor")),
+        Order: u.get<string>("order") ?? "stop-first",
         MaxFailureRatio: u.get<string>("maxFailureRatio") === undefined ? undefined : Number(u.get<string>("maxFailureRatio")),
       };
       u.done();
@@ -518,8 +552,12 @@ export class Realizer {
       ? {
           Mode: es.get<string>("mode"),
           Ports: es.list("ports").map((p) => {
-            const port = { TargetPort: p.get<number>("targetPort"), PublishedPort: p.get<number>("publishedPort"),
-              PublishMode: p.get<"host" | "ingress">("publishMode"), Protocol: p.get<"tcp" | "udp">("protocol") };
+            const port = {
+              TargetPort: p.get<number>("targetPort"),
+              PublishedPort: p.get<number>("publishedPort"),
+              PublishMode: p.get<"host" | "ingress">("publishMode"),
+              Protocol: p.get<"tcp" | "udp">("protocol"),
+            };
             p.done();
             return port;
           }),
@@ -533,7 +571,13 @@ export class Realizer {
     const spec: Docker.CreateServiceOptions = {
       Name: i.get<string>("name") ?? r.name,
       Labels: { ...labelMap(i.get("labels")), [LABEL.e2e]: "true" },
-      TaskTemplate: { ContainerSpec: containerSpec, Networks: networks, Resources: { Limits: limits }, RestartPolicy: restart, LogDriver: logDriver },
+      TaskTemplate: {
+        ContainerSpec: containerSpec,
+        Networks: networks,
+        Resources: { Limits: limits },
+        RestartPolicy: restart,
+        LogDriver: logDriver,
+      },
       Mode: { Replicated: { Replicas: replicas } },
       UpdateConfig: rolling("updateConfig"),
       RollbackConfig: rolling("rollbackConfig"),
@@ -559,8 +603,6 @@ export class Realizer {
   }
 }
 
-
-
 /**
  * Waits until a service runs exactly `replicas` tasks, all of the current spec's image (so a rolling update
  * has finished; tasks of a healthchecked service only count as running once healthy), and no update or
@@ -571,18 +613,22 @@ async function waitConverged(docker: Docker, id: string, replicas: number, image
   for (;;) {
     const info = await docker.getService(id).inspect();
     const update = (info as { UpdateStatus?: { State?: string; Message?: string } }).UpdateStatus;
-    if (update?.State && /rollback|paused/.test(update.State)) throw new Error(`service ${info.Spec.Name}: update ${update.State}: ${update.Message}`);
+    if (update?.State && /rollback|paused/.test(update.State))
+      throw new Error(`service ${info.Spec.Name}: update ${update.State}: ${update.Message}`);
     type Task = { Status?: { State?: string }; Spec?: { ContainerSpec?: { Image?: string } } };
-    const tasks = (await docker.listTasks({ filters: JSON.stringify({ service: [id], "desired-state": ["running"] }) })) as Task[];
+    const tasks = (await docker.listTasks({
+      filters: JSON.stringify({ service: [id], "desired-state": ["running"] }),
+    })) as Task[];
     const current = tasks.filter((t) => t.Status?.State === "running" && (t.Spec?.ContainerSpec?.Image ?? "").startsWith(image));
     if (current.length === replicas && tasks.length === replicas && update?.State !== "updating") return;
     if (Date.now() > deadline) {
-      throw new Error(`service ${info.Spec.Name} not converged after ${timeoutS} s: ${current.length}/${replicas} current tasks running, update ${update?.State}`);
+      throw new Error(
+        `service ${info.Spec.Name} not converged after ${timeoutS} s: ${current.length}/${replicas} current tasks running, update ${update?.State}`,
+      );
     }
     await new Promise((r) => setTimeout(r, 500));
   }
 }
-
 
 async function waitHealthy(c: Docker.Container, timeoutS: number): Promise<void> {
   const deadline = Date.now() + timeoutS * 1000;
@@ -626,7 +672,12 @@ function contextFiles(context: string, dockerfile: string): string[] {
   walk("");
   const ignoreFile = path.join(context, ".dockerignore");
   if (!fs.existsSync(ignoreFile)) return all;
-  const ig = dockerignore().add(fs.readFileSync(ignoreFile, "utf8").split("\n").filter((l) => l.trim() && !l.startsWith("#")));
+  const ig = dockerignore().add(
+    fs
+      .readFileSync(ignoreFile, "utf8")
+      .split("\n")
+      .filter((l) => l.trim() && !l.startsWith("#")),
+  );
   const always = [path.relative(context, path.resolve(context, dockerfile)), ".dockerignore"];
   return [...new Set([...ig.filter(all), ...always])];
 }
@@ -641,6 +692,3 @@ function contextTar(context: string, files: string[]): NodeJS.ReadableStream {
   pack.finalize();
   return Readable.from(pack as AsyncIterable<Buffer>);
 }
-
-
-

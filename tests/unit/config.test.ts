@@ -2,7 +2,8 @@ import { CONFIG_KEYS, ConfigError, isPinned, parseConfig, type RawConfig } from 
 import { hostAddress } from "../../infra/naming";
 import { ProgramError, ROOT, runProgram, stackConfig } from "../support/program";
 
-const parse = (stack: string, overrides: Record<string, string>) => parseConfig(stackConfig(stack, overrides), { stack, root: ROOT });
+const parse = (stack: string, overrides: Record<string, string>) =>
+  parseConfig(stackConfig(stack, overrides), { stack, root: ROOT });
 function problems(stack: string, overrides: Record<string, string>): string[] {
   try {
     parse(stack, overrides);
@@ -71,18 +72,58 @@ describe("stack config validation", () => {
   );
 
   test.each([
-    ["two containers on one host port", "dev", { appHostPort: "80" }, "flask-proxy:appHostPort: host port 80 is already taken by httpPort"],
+    [
+      "two containers on one host port",
+      "dev",
+      { appHostPort: "80" },
+      "flask-proxy:appHostPort: host port 80 is already taken by httpPort",
+    ],
     ["waiting without healthchecks", "prod", { healthchecks: "false" }, "flask-proxy:waitForHealthy: needs healthchecks: true"],
     ["reload with gunicorn", "prod", { flaskReload: "true" }, "flask-proxy:flaskReload: only applies to appServer: flask-dev"],
-    ["keepalive over TCP without a subnet", "prod", { upstreamTransport: "tcp", upstreamKeepalive: "32" }, "flask-proxy:upstreamKeepalive: needs networkSubnet"],
-    ["unix sockets with the flask dev server", "dev", { upstreamTransport: "unix" }, "flask-proxy:upstreamTransport: unix needs appServer: gunicorn"],
-    ["unix sockets on swarm", "swarm", { upstreamTransport: "unix" }, "flask-proxy:upstreamTransport: unix shares a volume between containers on one host; not allowed with target: swarm"],
-    ["worker count with a mounted conf", "dev", { nginxWorkerProcesses: "2" }, "flask-proxy:nginxWorkerProcesses: is baked into the nginx image"],
-    ["latest in prod", "prod", { nginxImage: "nginx:latest" }, 'flask-proxy:nginxImage: must be pinned to a tag other than latest when requirePinnedImages is true (got "nginx:latest")'],
+    [
+      "keepalive over TCP without a subnet",
+      "prod",
+      { upstreamTransport: "tcp", upstreamKeepalive: "32" },
+      "flask-proxy:upstreamKeepalive: needs networkSubnet",
+    ],
+    [
+      "unix sockets with the flask dev server",
+      "dev",
+      { upstreamTransport: "unix" },
+      "flask-proxy:upstreamTransport: unix needs appServer: gunicorn",
+    ],
+    [
+      "unix sockets on swarm",
+      "swarm",
+      { upstreamTransport: "unix" },
+      "flask-proxy:upstreamTransport: unix shares a volume between containers on one host; not allowed with target: swarm",
+    ],
+    [
+      "worker count with a mounted conf",
+      "dev",
+      { nginxWorkerProcesses: "2" },
+      "flask-proxy:nginxWorkerProcesses: is baked into the nginx image",
+    ],
+    [
+      "latest in prod",
+      "prod",
+      { nginxImage: "nginx:latest" },
+      'flask-proxy:nginxImage: must be pinned to a tag other than latest when requirePinnedImages is true (got "nginx:latest")',
+    ],
     ["untagged in prod", "prod", { pythonImage: "python" }, "flask-proxy:pythonImage: must be pinned"],
-    ["a subnet too small for the pinned replicas", "prod", { networkSubnet: "10.9.0.0/28", replicas: "6" }, "flask-proxy:networkSubnet: 10.9.0.0/28 is too small to pin 6 app address(es)"],
+    [
+      "a subnet too small for the pinned replicas",
+      "prod",
+      { networkSubnet: "10.9.0.0/28", replicas: "6" },
+      "flask-proxy:networkSubnet: 10.9.0.0/28 is too small to pin 6 app address(es)",
+    ],
     ["a typo'd key", "dev", { htpPort: "81" }, "flask-proxy:htpPort: unknown key (did you mean flask-proxy:httpPort?)"],
-    ["a typo'd key", "prod", { gunicornWorker: "4" }, "flask-proxy:gunicornWorker: unknown key (did you mean flask-proxy:gunicornWorkers?)"],
+    [
+      "a typo'd key",
+      "prod",
+      { gunicornWorker: "4" },
+      "flask-proxy:gunicornWorker: unknown key (did you mean flask-proxy:gunicornWorkers?)",
+    ],
   ])("cross-key rule: %s", (_, stack, overrides, message) => {
     expect(problems(stack, overrides).join("\n")).toContain(message);
   });
@@ -99,21 +140,33 @@ describe("stack config validation", () => {
     ["a host header with a port", "prod", { proxyHostHeader: "example.com:8443" }],
     ["the largest replica count a /28 pins", "prod", { networkSubnet: "10.9.0.0/28", replicas: "5" }],
     ["keepalive over unix sockets, no subnet needed", "prod", { upstreamKeepalive: "16" }],
-    ["keepalive over TCP with a subnet", "prod", { upstreamTransport: "tcp", upstreamKeepalive: "32", networkSubnet: "172.30.77.0/24" }],
+    [
+      "keepalive over TCP with a subnet",
+      "prod",
+      { upstreamTransport: "tcp", upstreamKeepalive: "32", networkSubnet: "172.30.77.0/24" },
+    ],
     ["keys of other namespaces (left to their providers)", "prod", { "docker:host": "ssh://deploy@example.com" }],
   ])("accepted: %s", (_, stack, overrides) => {
     expect(problems(stack, overrides)).toEqual([]);
   });
 
   test("a bad value stops the program before any resource is declared", async () => {
-    const err = await runProgram("prod", { overrides: { httpPort: "99999" } }).then(() => undefined, (e: unknown) => e);
+    const err = await runProgram("prod", { overrides: { httpPort: "99999" } }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     expect(err).toBeInstanceOf(ProgramError);
     expect((err as ProgramError).message).toContain('flask-proxy:httpPort: must be at most 65535 (got "99999")');
     expect((err as ProgramError).registered.filter((r) => r.custom)).toEqual([]);
   });
 
   test("helpers: pinned tags and subnet host addresses", () => {
-    expect([isPinned("nginx"), isPinned("nginx:latest"), isPinned("nginx:1.27.3"), isPinned("host:5000/nginx")]).toEqual([false, false, true, false]);
+    expect([isPinned("nginx"), isPinned("nginx:latest"), isPinned("nginx:1.27.3"), isPinned("host:5000/nginx")]).toEqual([
+      false,
+      false,
+      true,
+      false,
+    ]);
     expect(hostAddress("172.30.77.0/24", 10)).toBe("172.30.77.10");
     expect(hostAddress("10.1.2.128/25", 3)).toBe("10.1.2.131");
     expect(() => hostAddress("10.0.0.0/28", 15)).toThrow();

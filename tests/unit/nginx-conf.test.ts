@@ -37,7 +37,9 @@ test("a mounted conf that differs from the render is refused, naming the key and
   fs.writeFileSync(stale, stackNginxConf(parse("dev")).replace("flask-app:5000", "flask-app:5001"));
   try {
     const cfg = parse("dev", { nginxConfigFile: stale });
-    expect(checkMountedConf(cfg)).toEqual([expect.stringMatching(/^flask-proxy:nginxConfigFile: .* differs .*npm run render:nginx/)]);
+    expect(checkMountedConf(cfg)).toEqual([
+      expect.stringMatching(/^flask-proxy:nginxConfigFile: .* differs .*npm run render:nginx/),
+    ]);
     expect(checkMountedConf(parse("dev"))).toEqual([]);
   } finally {
     fs.rmSync(path.dirname(stale), { recursive: true, force: true });
@@ -49,10 +51,11 @@ describe.each(stackNames())("%s", (stack) => {
   const conf = stackNginxConf(cfg);
 
   test("proxies to the app's alias and port, or to each replica's socket", () => {
-    const expected = cfg.app.transport === "unix"
-      ? Array.from({ length: cfg.app.replicas }, (_, i) => `unix:${nginxSocketDir(i + 1)}/${SOCKET_FILE}`)
-      // Over TCP the alias names every replica once.
-      : [`${cfg.app.alias}:${cfg.app.port}`];
+    const expected =
+      cfg.app.transport === "unix"
+        ? Array.from({ length: cfg.app.replicas }, (_, i) => `unix:${nginxSocketDir(i + 1)}/${SOCKET_FILE}`)
+        : // Over TCP the alias names every replica once.
+          [`${cfg.app.alias}:${cfg.app.port}`];
     expect(upstreamTargets(conf)).toEqual(expected);
   });
 

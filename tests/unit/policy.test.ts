@@ -36,19 +36,29 @@ describe("policy pack", () => {
 
   test("dev would fail the production rules (so strictness is doing something)", () => {
     const found = violations(runs.get("dev")!, true);
-    expect(found).toEqual(expect.arrayContaining([
-      "container flask-container publishes the app port 5000 (on 127.0.0.1:8080); only nginx may be published",
-      "container nginx-container needs readOnly: true (read-only root filesystem)",
-    ]));
+    expect(found).toEqual(
+      expect.arrayContaining([
+        "container flask-container publishes the app port 5000 (on 127.0.0.1:8080); only nginx may be published",
+        "container nginx-container needs readOnly: true (read-only root filesystem)",
+      ]),
+    );
   });
 
   // Each variant breaks one rule on the real prod declaration and must be caught with its message.
   const prodApp = () => structuredClone(runs.get("prod")!.resources.find((r) => r.name === "flask-container")!.inputs) as Inputs;
   test.each<[string, (c: Inputs) => void, string]>([
     ["privileged", (c) => (c.privileged = true), "container app is privileged"],
-    ["latest tag", (c) => (c.image = "nginx:latest"), 'container app uses "nginx:latest": pin the image to a tag other than latest'],
+    [
+      "latest tag",
+      (c) => (c.image = "nginx:latest"),
+      'container app uses "nginx:latest": pin the image to a tag other than latest',
+    ],
     ["untagged image", (c) => (c.image = "nginx"), 'container app uses "nginx": pin the image to a tag other than latest'],
-    ["app published on 0.0.0.0", (c) => (c.ports = [{ internal: 5000, external: 5000, ip: "0.0.0.0" }]), "container app publishes the app port 5000 (on 0.0.0.0:5000); only nginx may be published"],
+    [
+      "app published on 0.0.0.0",
+      (c) => (c.ports = [{ internal: 5000, external: 5000, ip: "0.0.0.0" }]),
+      "container app publishes the app port 5000 (on 0.0.0.0:5000); only nginx may be published",
+    ],
     ["writable root", (c) => (c.readOnly = false), "container app needs readOnly: true (read-only root filesystem)"],
     ["capabilities kept", (c) => (c.capabilities = { drops: ["NET_RAW"] }), 'container app needs capabilities.drops: ["ALL"]'],
     ["no no-new-privileges", (c) => (c.securityOpts = []), 'container app needs securityOpts: ["no-new-privileges:true"]'],
@@ -64,12 +74,15 @@ describe("policy pack", () => {
     c.ports = [{ internal: 5000, external: 8080, ip: "127.0.0.1" }];
     expect(checkContainer("app", c, { strict: false })).toEqual([]);
     c.ports = [{ internal: 5000, external: 8080 }];
-    expect(checkContainer("app", c, { strict: false })).toEqual(["container app publishes the app port 5000 on every interface (0.0.0.0)"]);
+    expect(checkContainer("app", c, { strict: false })).toEqual([
+      "container app publishes the app port 5000 on every interface (0.0.0.0)",
+    ]);
   });
 
   test("a swarm app service that publishes its port or runs writable is refused", () => {
     const s = structuredClone(runs.get("swarm")!.resources.find((r) => r.name === "flask-service")!.inputs) as {
-      taskSpec: { containerSpec: Inputs }; endpointSpec: { ports: { targetPort: number; publishedPort: number }[] };
+      taskSpec: { containerSpec: Inputs };
+      endpointSpec: { ports: { targetPort: number; publishedPort: number }[] };
     };
     s.endpointSpec.ports = [{ targetPort: 5000, publishedPort: 5000 }];
     s.taskSpec.containerSpec.readOnly = false;

@@ -18,7 +18,12 @@ describe("dev stack: the tutorial's topology", () => {
   });
 
   test("declares exactly the tutorial's pieces", () => {
-    expect(run.resources.filter((r) => r.custom).map((r) => `${r.type} ${r.name}`).sort()).toEqual([
+    expect(
+      run.resources
+        .filter((r) => r.custom)
+        .map((r) => `${r.type} ${r.name}`)
+        .sort(),
+    ).toEqual([
       "docker:index/container:Container flask-container",
       "docker:index/container:Container nginx-container",
       "docker:index/image:Image flask-image",
@@ -30,14 +35,23 @@ describe("dev stack: the tutorial's topology", () => {
 
   test("nginx:1.13.7 and the app image built from app/ as flask:0.0.1-dev, not pushed", () => {
     expect(find(run, "nginx-base-image").inputs).toMatchObject({ name: "nginx:1.13.7", keepLocally: true });
-    const img = find(run, "flask-image").inputs as { imageName: string; skipPush: boolean; build: { context: string; dockerfile: string; args: Record<string, string> } };
+    const img = find(run, "flask-image").inputs as {
+      imageName: string;
+      skipPush: boolean;
+      build: { context: string; dockerfile: string; args: Record<string, string> };
+    };
     expect(img.imageName).toBe("flask:0.0.1-dev");
     expect(img.skipPush).toBe(true);
     expect(img.build.context).toBe(path.join(ROOT, "app"));
     expect(img.build.dockerfile).toBe(path.join(ROOT, "app", "Dockerfile"));
     // The app's facts reach the Dockerfile from app/flaskApp.ts, stated once there.
     expect(img.build.args).toEqual({
-      BASE_IMAGE: "python:3", APP_VERSION: "0.0.1", APP_UID: String(APP_UID), CODE_DIR, SOCKET_DIR: APP_SOCKET_DIR, APP_PORT: "5000",
+      BASE_IMAGE: "python:3",
+      APP_VERSION: "0.0.1",
+      APP_UID: String(APP_UID),
+      CODE_DIR,
+      SOCKET_DIR: APP_SOCKET_DIR,
+      APP_PORT: "5000",
     });
   });
 
@@ -57,7 +71,9 @@ describe("dev stack: the tutorial's topology", () => {
   test("nginx: the repo's rendered conf mounted as conf.d/default.conf, 80 → 80 on loopback, after flask", () => {
     const n = find(run, "nginx-container");
     expect(n.inputs.name).toBe("flask-proxy-dev-nginx");
-    expect(n.inputs.volumes).toEqual([{ hostPath: path.join(ROOT, "nginx", "dev.conf"), containerPath: "/etc/nginx/conf.d/default.conf", readOnly: true }]);
+    expect(n.inputs.volumes).toEqual([
+      { hostPath: path.join(ROOT, "nginx", "dev.conf"), containerPath: "/etc/nginx/conf.d/default.conf", readOnly: true },
+    ]);
     expect(n.inputs.ports).toEqual([{ internal: 80, external: 80, ip: "127.0.0.1", protocol: "tcp" }]);
     expect(n.inputs.networksAdvanced).toEqual([{ name: "flask-proxy-dev-net" }]);
     expect(n.inputs.image).toBe(find(run, "nginx-base-image").outputs.imageId);
@@ -94,9 +110,20 @@ describe("prod stack: production-shaped", () => {
   test("gunicorn with the configured workers and threads, on TCP and the socket; code in the image; app not published", () => {
     const c = find(run, "flask-container").inputs;
     const cfg = stackConfig("prod");
-    expect(c.command).toEqual(["gunicorn", "--bind", "0.0.0.0:5000", "--bind", "unix:/srv/socket/gunicorn.sock",
-      "--workers", cfg["flask-proxy:gunicornWorkers"], "--threads", cfg["flask-proxy:gunicornThreads"],
-      "--worker-tmp-dir", "/dev/shm", "main:app"]);
+    expect(c.command).toEqual([
+      "gunicorn",
+      "--bind",
+      "0.0.0.0:5000",
+      "--bind",
+      "unix:/srv/socket/gunicorn.sock",
+      "--workers",
+      cfg["flask-proxy:gunicornWorkers"],
+      "--threads",
+      cfg["flask-proxy:gunicornThreads"],
+      "--worker-tmp-dir",
+      "/dev/shm",
+      "main:app",
+    ]);
     // The only mount is the socket volume: no code from the host.
     expect(c.volumes).toEqual([{ volumeName: "flask-proxy-prod-flask-socket", containerPath: "/srv/socket", readOnly: false }]);
     expect(c.ports).toEqual([]);
@@ -105,7 +132,10 @@ describe("prod stack: production-shaped", () => {
 
   test("nginx: pinned image with the rendered config baked in (socket upstream, X-Forwarded-*), port 8000", () => {
     expect(find(run, "nginx-base-image").inputs.name).toBe("nginx:1.27.3");
-    const img = find(run, "nginx-image").inputs as { imageName: string; build: { context: string; args: Record<string, string> } };
+    const img = find(run, "nginx-image").inputs as {
+      imageName: string;
+      build: { context: string; args: Record<string, string> };
+    };
     expect(img.imageName).toBe("flask-proxy-nginx:prod");
     expect(img.build.context).toBe(path.join(ROOT, "nginx"));
     expect(img.build.args.NGINX_IMAGE).toBe("nginx:1.27.3");
@@ -122,14 +152,25 @@ describe("prod stack: production-shaped", () => {
 
   test("both containers: restart policy, healthchecks, wait for healthy, hardening, limits", () => {
     for (const name of ["flask-container", "nginx-container"]) {
-      const c = find(run, name).inputs as Record<string, unknown> & { healthcheck: { tests: string[] }; capabilities: { drops: string[] } };
-      expect([name, c.restart, c.wait, c.readOnly, c.securityOpts, c.capabilities.drops]).toEqual(
-        [name, "unless-stopped", true, true, ["no-new-privileges:true"], ["ALL"]]);
+      const c = find(run, name).inputs as Record<string, unknown> & {
+        healthcheck: { tests: string[] };
+        capabilities: { drops: string[] };
+      };
+      expect([name, c.restart, c.wait, c.readOnly, c.securityOpts, c.capabilities.drops]).toEqual([
+        name,
+        "unless-stopped",
+        true,
+        true,
+        ["no-new-privileges:true"],
+        ["ALL"],
+      ]);
       expect(c.memory).toBeGreaterThan(0);
       expect(c.logOpts).toEqual({ "max-size": "10m", "max-file": "3" });
       expect(c.healthcheck.tests[0]).toBe("CMD");
     }
-    expect(find(run, "flask-container").inputs.healthcheck).toMatchObject({ tests: expect.arrayContaining([expect.stringContaining("/healthz")]) });
+    expect(find(run, "flask-container").inputs.healthcheck).toMatchObject({
+      tests: expect.arrayContaining([expect.stringContaining("/healthz")]),
+    });
   });
 
   test("nginx and gunicorn meet at one socket: the volume gunicorn binds in is the one nginx mounts where its conf looks", () => {
@@ -162,7 +203,9 @@ describe("across stacks", () => {
         expect(names.get(name)).toBeUndefined();
         names.set(name, stack);
       }
-      const ports = run.resources.flatMap((r) => (r.inputs.ports as { external: number }[] | undefined) ?? []).map((p) => p.external);
+      const ports = run.resources
+        .flatMap((r) => (r.inputs.ports as { external: number }[] | undefined) ?? [])
+        .map((p) => p.external);
       for (const p of ports) {
         expect(names.get(`port:${p}`)).toBeUndefined();
         names.set(`port:${p}`, stack);
@@ -183,8 +226,14 @@ describe("across stacks", () => {
 describe("nginx config file", () => {
   test("a mounted conf that differs from the render is refused before anything is declared", async () => {
     const stale = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "conf-")), "default.conf");
-    fs.writeFileSync(stale, fs.readFileSync(path.join(ROOT, "nginx", "dev.conf"), "utf8").replace("flask-app:5000", "flask-app:5001"));
-    const err = await runProgram("dev", { overrides: { nginxConfigFile: stale } }).then(() => undefined, (e: unknown) => e);
+    fs.writeFileSync(
+      stale,
+      fs.readFileSync(path.join(ROOT, "nginx", "dev.conf"), "utf8").replace("flask-app:5000", "flask-app:5001"),
+    );
+    const err = await runProgram("dev", { overrides: { nginxConfigFile: stale } }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     expect(err).toBeInstanceOf(ProgramError);
     expect((err as ProgramError).message).toContain("flask-proxy:nginxConfigFile:");
     expect((err as ProgramError).message).toContain("npm run render:nginx");

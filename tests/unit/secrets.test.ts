@@ -8,16 +8,19 @@ const container = (run: Awaited<ReturnType<typeof runProgram>>, name: string) =>
 };
 
 describe("the Flask secret key", () => {
-  test.each(["dev", "prod"])("%s: generated with @pulumi/random when not configured, and secret in the container env", async (stack) => {
-    const run = await runProgram(stack);
-    const generator = run.resources.filter((r) => r.type === "random:index/randomPassword:RandomPassword");
-    expect(generator.map((g) => g.name)).toEqual(["flask-secret-key"]);
-    const app = container(run, "flask-container");
-    expect(app.secretInputs).toContain("envs");
-    const env = (app.inputs.envs as string[]).find((e) => e.startsWith("FLASK_SECRET_KEY="));
-    expect(env).toBe(`FLASK_SECRET_KEY=${String(generator[0].outputs.result)}`);
-    expect(container(run, "nginx-container").secretInputs).toEqual([]);
-  });
+  test.each(["dev", "prod"])(
+    "%s: generated with @pulumi/random when not configured, and secret in the container env",
+    async (stack) => {
+      const run = await runProgram(stack);
+      const generator = run.resources.filter((r) => r.type === "random:index/randomPassword:RandomPassword");
+      expect(generator.map((g) => g.name)).toEqual(["flask-secret-key"]);
+      const app = container(run, "flask-container");
+      expect(app.secretInputs).toContain("envs");
+      const env = (app.inputs.envs as string[]).find((e) => e.startsWith("FLASK_SECRET_KEY="));
+      expect(env).toBe(`FLASK_SECRET_KEY=${String(generator[0].outputs.result)}`);
+      expect(container(run, "nginx-container").secretInputs).toEqual([]);
+    },
+  );
 
   test("from secret config: used as given, still secret, and nothing is generated", async () => {
     const key = "k".repeat(40);

@@ -18,7 +18,12 @@ describe("swarm target", () => {
 
   test("declares services on an attachable overlay network, and no containers", () => {
     expect(run.resources.filter((r) => r.type === CONTAINER)).toEqual([]);
-    expect(run.resources.filter((r) => r.type === SERVICE).map((r) => r.name).sort()).toEqual(["flask-service", "nginx-service"]);
+    expect(
+      run.resources
+        .filter((r) => r.type === SERVICE)
+        .map((r) => r.name)
+        .sort(),
+    ).toEqual(["flask-service", "nginx-service"]);
     const net = find(run, "my-network").inputs;
     expect([net.driver, net.attachable, net.name]).toEqual(["overlay", true, "flask-proxy-swarm-net"]);
   });
@@ -43,7 +48,10 @@ describe("swarm target", () => {
   test("nginx: host-mode port, stop-first updates (one node cannot bind the port twice), after the app", () => {
     const nginx = find(run, "nginx-service");
     const i = nginx.inputs as Record<string, Record<string, unknown>>;
-    expect(i.endpointSpec).toEqual({ mode: "dnsrr", ports: [{ targetPort: 80, publishedPort: 8100, publishMode: "host", protocol: "tcp" }] });
+    expect(i.endpointSpec).toEqual({
+      mode: "dnsrr",
+      ports: [{ targetPort: 80, publishedPort: 8100, publishMode: "host", protocol: "tcp" }],
+    });
     expect(i.updateConfig).toMatchObject({ order: "stop-first" });
     expect(nginx.dependsOn).toEqual(["flask-service"]);
     // Task addresses change on every update, so nginx must re-resolve: no keepalive upstream block.
@@ -56,7 +64,7 @@ describe("swarm target", () => {
   test("one description, two backends: the same stack as containers runs the same thing", async () => {
     const asContainers = await runProgram("swarm", { overrides: { target: "containers", replicas: "1" } });
     const c = find(asContainers, "flask-container").inputs;
-    const s = (find(run, "flask-service").inputs.taskSpec as Spec);
+    const s = find(run, "flask-service").inputs.taskSpec as Spec;
     expect(s.containerSpec.args).toEqual(c.command);
     expect(Object.entries(s.containerSpec.env as Record<string, string>).map(([k, v]) => `${k}=${v}`)).toEqual(c.envs);
     expect(s.containerSpec.healthcheck).toEqual(c.healthcheck);
@@ -70,7 +78,10 @@ describe("swarm target", () => {
     ["upstreamKeepalive", "16"],
     ["bindAddress", "127.0.0.1"],
   ])("refuses %s=%s, which cannot work on a swarm, before declaring anything", async (key, value) => {
-    const err = await runProgram("swarm", { overrides: { [key]: value } }).then(() => undefined, (e: unknown) => e);
+    const err = await runProgram("swarm", { overrides: { [key]: value } }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     expect(err).toBeInstanceOf(ProgramError);
     expect((err as ProgramError).message).toContain(`flask-proxy:${key}:`);
     expect((err as ProgramError).registered.filter((r) => r.custom)).toEqual([]);
@@ -82,31 +93,47 @@ describe("replicas on one engine", () => {
     const run = await runProgram("prod", { overrides: { replicas: "3" } });
     const apps = ["flask-container", "flask-container-2", "flask-container-3"].map((n) => find(run, n).inputs);
     expect(apps.map((a) => a.name)).toEqual(["flask-proxy-prod-flask", "flask-proxy-prod-flask-2", "flask-proxy-prod-flask-3"]);
-    expect(apps.map((a) => (a.networksAdvanced as { aliases: string[] }[])[0]))
-      .toEqual([1, 2, 3].map(() => ({ name: "flask-proxy-prod-net", aliases: ["flask-app"] })));
+    expect(apps.map((a) => (a.networksAdvanced as { aliases: string[] }[])[0])).toEqual(
+      [1, 2, 3].map(() => ({ name: "flask-proxy-prod-net", aliases: ["flask-app"] })),
+    );
     const volumes = ["", "-2", "-3"].map((s) => `flask-proxy-prod-flask${s}-socket`);
-    expect(apps.map((a) => a.volumes)).toEqual(volumes.map((v) => [{ volumeName: v, containerPath: "/srv/socket", readOnly: false }]));
-    expect(find(run, "nginx-container").inputs.volumes)
-      .toEqual(volumes.map((v, i) => ({ volumeName: v, containerPath: `/srv/sockets/${i + 1}`, readOnly: true })));
+    expect(apps.map((a) => a.volumes)).toEqual(
+      volumes.map((v) => [{ volumeName: v, containerPath: "/srv/socket", readOnly: false }]),
+    );
+    expect(find(run, "nginx-container").inputs.volumes).toEqual(
+      volumes.map((v, i) => ({ volumeName: v, containerPath: `/srv/sockets/${i + 1}`, readOnly: true })),
+    );
     expect(find(run, "nginx-container").dependsOn.sort()).toEqual(["flask-container", "flask-container-2", "flask-container-3"]);
   });
 
   test("prod over TCP with keepalive and a subnet: replicas on pinned addresses", async () => {
-    const run = await runProgram("prod", { overrides: { replicas: "2", upstreamTransport: "tcp", upstreamKeepalive: "32", networkSubnet: "172.30.77.0/24" } });
+    const run = await runProgram("prod", {
+      overrides: { replicas: "2", upstreamTransport: "tcp", upstreamKeepalive: "32", networkSubnet: "172.30.77.0/24" },
+    });
     const apps = ["flask-container", "flask-container-2"].map((n) => find(run, n).inputs);
-    expect(apps.map((a) => (a.networksAdvanced as { ipv4Address?: string }[])[0].ipv4Address)).toEqual(["172.30.77.10", "172.30.77.11"]);
+    expect(apps.map((a) => (a.networksAdvanced as { ipv4Address?: string }[])[0].ipv4Address)).toEqual([
+      "172.30.77.10",
+      "172.30.77.11",
+    ]);
     expect(apps.map((a) => a.volumes)).toEqual([[], []]);
     expect(run.resources.filter((r) => r.type === "docker:index/volume:Volume")).toEqual([]);
   });
 
   test("one replica keeps the unsuffixed names, so scaling up replaces nothing", async () => {
     const run = await runProgram("prod");
-    expect(run.resources.filter((r) => r.type === CONTAINER).map((r) => r.name).sort()).toEqual(["flask-container", "nginx-container"]);
+    expect(
+      run.resources
+        .filter((r) => r.type === CONTAINER)
+        .map((r) => r.name)
+        .sort(),
+    ).toEqual(["flask-container", "nginx-container"]);
   });
 
   test("a published app port with several replicas is refused, naming the key", () => {
     const all = stackConfig("dev", { replicas: "2" });
     expect(() => parseConfig(all, { stack: "dev", root: ROOT })).toThrow(ConfigError);
-    expect(() => parseConfig(all, { stack: "dev", root: ROOT })).toThrow(/flask-proxy:appHostPort: cannot publish one host port for 2 replicas/);
+    expect(() => parseConfig(all, { stack: "dev", root: ROOT })).toThrow(
+      /flask-proxy:appHostPort: cannot publish one host port for 2 replicas/,
+    );
   });
 });
