@@ -2,7 +2,7 @@
 // stack's config. A stack whose config is invalid is named with its problems; nothing is written for it.
 import * as fs from "fs";
 import * as path from "path";
-import { ConfigError, parseConfig } from "../infra/config";
+import { ConfigError, parseConfig, PROJECT } from "../infra/config";
 import { ROOT, StackFileError, stackConfig, stackNames } from "../tools/stack-files";
 import { stackNginxConf } from "./conf";
 
@@ -10,11 +10,12 @@ let failed = false;
 for (const stack of stackNames()) {
   try {
     const all = stackConfig(stack);
-    const target = all["flask-proxy:nginxConfigFile"];
+    const key = `${PROJECT}:nginxConfigFile`;
+    const target = all[key];
     if (!target) continue;
     const dest = path.resolve(ROOT, target);
     // Parsed without the file: it is what is being regenerated, so it may be missing or stale.
-    const cfg = parseConfig({ ...all, "flask-proxy:nginxConfigFile": "" }, { stack, root: ROOT });
+    const cfg = parseConfig({ ...all, [key]: "" }, { stack, root: ROOT });
     fs.mkdirSync(path.dirname(dest), { recursive: true });
     fs.writeFileSync(dest, stackNginxConf(cfg));
     console.log(`${stack}: wrote ${path.relative(ROOT, dest)}`);

@@ -9,17 +9,17 @@ import { parse as parseYaml } from "yaml";
 import { SECRET_KEYS } from "../infra/config";
 import { projectFile, ROOT, stackNames } from "./stack-files";
 
-export const TABLE_START = "<!-- config-table:start -->";
-export const TABLE_END = "<!-- config-table:end -->";
+const TABLE_START = "<!-- config-table:start -->";
+const TABLE_END = "<!-- config-table:end -->";
 export const README_PATH = path.join(ROOT, "README.md");
 
-export interface Declaration {
+interface Declaration {
   type?: string;
   default?: unknown;
   description?: unknown;
 }
 
-export class MarkerError extends Error {}
+class MarkerError extends Error {}
 
 /** Config keys as Pulumi.yaml declares them, in file order. */
 export function declarations(): [string, Declaration][] {
@@ -113,7 +113,7 @@ export function currentTable(readme: string): string {
 }
 
 /** README text with the region between the markers replaced by `table`. */
-export function spliceTable(readme: string, table: string): string {
+function spliceTable(readme: string, table: string): string {
   const { from, to } = markerPositions(readme);
   return readme.slice(0, from) + table + readme.slice(to);
 }

@@ -179,7 +179,7 @@ async function settle(): Promise<void> {
   for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
 }
 
-export const byType = (run: ProgramRun, type: string) => run.resources.filter((r) => r.type === type);
+const byType = (run: ProgramRun, type: string) => run.resources.filter((r) => r.type === type);
 export const one = (run: ProgramRun, type: string, name?: string): Declared => {
   const found = byType(run, type).filter((r) => name === undefined || r.name === name);
   if (found.length !== 1) throw new Error(`expected one ${type}${name ? ` named ${name}` : ""}, found ${found.length}`);

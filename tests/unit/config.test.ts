@@ -134,6 +134,14 @@ describe("stack config validation", () => {
     );
   });
 
+  test("rules across keys and on the file system are judged in the same pass as type errors", () => {
+    const found = problems("dev", { httpPort: "x", appCodeMount: "does/not/exist", appHostPort: "80", replicas: "2" });
+    expect(found.map((p) => p.split(":")[1])).toEqual(["httpPort", "appCodeMount", "appHostPort"]);
+    // appHostPort vs httpPort is not judged while httpPort itself is invalid; vs replicas it is.
+    expect(found.filter((p) => p.includes("already taken by httpPort"))).toEqual([]);
+    expect(found.join("\n")).toContain("cannot publish one host port for 2 replicas");
+  });
+
   test.each<[string, string, Record<string, string>]>([
     ["latest where pinning is not required", "dev", { nginxImage: "nginx:latest" }],
     ["a registry with a port", "prod", { appImageRepository: "localhost:5000/team/flask" }],
