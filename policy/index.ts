@@ -1,5 +1,5 @@
 // CrossGuard guardrails for this project: `pulumi preview --stack prod --policy-pack policy`.
-// Config: `strictStacks` (default ["prod", "swarm"]) names the stacks held to the production rules.
+// Config: `strictStacks` (default DEFAULT_STRICT_STACKS in rules.ts) names the stacks held to the production rules.
 import { PolicyPack } from "@pulumi/policy";
 import { policies } from "./policies";
 
