@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# npm run bench: sets up the engine and stand-ins like the tests, then measures the tutorial's topology
-# and our stacks side by side (bench/bench.test.ts). BENCH_CONNECTIONS, BENCH_DURATION, BENCH_WARMUP,
-# BENCH_ROUNDS and BENCH_SCALING tune it.
+# npm run bench: sets up the engine and stand-ins like the tests, then runs bench/run.ts (flags go to it:
+# npm run bench -- --rounds 4 --record).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v wrk >/dev/null; then
-  [ "$(id -u)" = 0 ] || { echo "[bench] wrk is not installed and installing it needs root" >&2; exit 1; }
-  echo "[bench] installing wrk from Debian" >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null \
-    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+missing=()
+command -v wrk >/dev/null || missing+=(wrk)
+command -v docker-compose >/dev/null || missing+=(docker-compose)  # the seed runs the tutorial's own tool
+if [ ${#missing[@]} -gt 0 ]; then
+  [ "$(id -u)" = 0 ] || { echo "[bench] ${missing[*]} not installed and installing needs root" >&2; exit 1; }
+  echo "[bench] installing ${missing[*]} from Debian" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq "${missing[@]}" >/dev/null || { apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null; }
 fi
 source scripts/live-env.sh
-npx jest -c bench/jest.config.js --runInBand "$@"
+node -r ts-node/register bench/run.ts "$@"

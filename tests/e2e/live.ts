@@ -24,8 +24,9 @@ export interface Deployed {
   destroy(): Promise<void>;
 }
 
-export async function upStack(stack: string, overrides: Record<string, string> = {}): Promise<Deployed> {
-  const run = await runProgram(stack, { overrides });
+/** Creates a stack's declared resources; `stackName` runs the stack file under another name beside it. */
+export async function upStack(stack: string, overrides: Record<string, string> = {}, stackName?: string): Promise<Deployed> {
+  const run = await runProgram(stack, { overrides, stackName });
   const realizer = new Realizer(docker, run, (m) => process.env.E2E_VERBOSE && console.log(`[${stack}] ${m}`));
   try {
     await realizer.up();

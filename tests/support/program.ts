@@ -62,6 +62,8 @@ export class ProgramError extends Error {
 export interface RunOptions {
   overrides?: Record<string, string>;
   preview?: boolean;
+  /** Run the stack file's config under another stack name (its own names), e.g. a second prod beside prod. */
+  stackName?: string;
 }
 
 /** Loads index.ts in a fresh module registry for `stack` and captures what it declares. */
@@ -75,8 +77,8 @@ export async function runProgram(stack: string, opts: RunOptions = {}): Promise<
   // after this run, so its listener goes too, instead of piling up past Node's limit of 10.
   const exitListeners = new Set(process.listeners("exit"));
   let pulumi!: typeof PulumiModule;
-  jestIsolate(() => {
-    // require, not import: loaded inside jest's isolated registry, fresh for each run.
+  isolated(() => {
+    // require, not import: loaded fresh for each run (see isolated).
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     pulumi = require("@pulumi/pulumi") as typeof PulumiModule;
   });
@@ -104,7 +106,7 @@ export async function runProgram(stack: string, opts: RunOptions = {}): Promise<
       call: (args) => args.inputs,
     },
     projectFile().name,
-    stack,
+    opts.stackName ?? stack,
     opts.preview ?? false,
   );
 
@@ -132,7 +134,7 @@ export async function runProgram(stack: string, opts: RunOptions = {}): Promise<
       });
       let mod: Record<string, unknown> = {};
       try {
-        jestIsolate(() => {
+        isolated(() => {
           // eslint-disable-next-line @typescript-eslint/no-require-imports
           mod = require(path.join(ROOT, "index.ts")) as Record<string, unknown>;
         }, pulumi);
@@ -144,11 +146,22 @@ export async function runProgram(stack: string, opts: RunOptions = {}): Promise<
   await settle();
   for (const l of process.listeners("exit")) if (!exitListeners.has(l)) process.removeListener("exit", l);
   if (programError) throw new ProgramError(programError, resources);
-  return { stack, config, resources, outputs };
+  return { stack: opts.stackName ?? stack, config, resources, outputs };
 }
 
 // The program must run against the pulumi instance the mocks were set on, and be loaded afresh each time.
-function jestIsolate(fn: () => void, pulumi?: typeof PulumiModule): void {
+// Under jest that is an isolated registry; in a plain Node process (the bench) the require cache is cleared
+// of Pulumi and the project's files instead, after which the program finds the instance just loaded.
+function isolated(fn: () => void, pulumi?: typeof PulumiModule): void {
+  if (typeof jest === "undefined") {
+    if (!pulumi) {
+      const fresh = (k: string) =>
+        k.includes(`${path.sep}node_modules${path.sep}@pulumi${path.sep}`) || !k.includes("node_modules");
+      for (const k of Object.keys(require.cache)) if (k.startsWith(ROOT) && fresh(k)) delete require.cache[k];
+    }
+    fn();
+    return;
+  }
   jest.isolateModules(() => {
     if (pulumi) jest.doMock("@pulumi/pulumi", () => pulumi);
     fn();

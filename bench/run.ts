@@ -1,0 +1,305 @@
+// npm run bench: the tutorial's topology (run by docker-compose from its own files) against our stacks,
+// measured side by side in one run on one engine. Not a test: it asserts no timings; it fails only when a
+// step fails or a scenario saw errors. Writes bench/out/results.json and results.svg; --record also copies
+// them to bench/results.json and bench/results.svg, which the README shows.
+//   npm run bench -- [--rounds 6] [--duration 10] [--warmup 2] [--connections 32] [--scaling 1,2,4] [--record]
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
+import { parseArgs } from "util";
+import { NGINX_HEALTH_PATH } from "../nginx/conf";
+import { docker, get, upStack } from "../tests/e2e/live";
+import { removeByLabel } from "../tools/engine-objects";
+import { ROOT, stackConfig } from "../tools/stack-files";
+import { svgChart } from "./chart";
+import { freePort, prepareSeed, TUTORIAL_MAIN_PY, type ComposeSeed } from "./seed";
+import { combine, pairedRatio, type Measured } from "./stats";
+import { wrk, type LoadSettings } from "./wrk";
+
+const { values: flags } = parseArgs({
+  options: {
+    rounds: { type: "string", default: "6" },
+    duration: { type: "string", default: "10" },
+    warmup: { type: "string", default: "2" },
+    connections: { type: "string", default: "32" },
+    scaling: { type: "string", default: "1,2,4" },
+    record: { type: "boolean", default: false },
+  },
+});
+const whole = (name: string, v: string | undefined, min: number): number => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be a whole number ≥ ${min} (got ${JSON.stringify(v)})`);
+  return n;
+};
+const ROUNDS = whole("rounds", flags.rounds, 1);
+const DURATION_S = whole("duration", flags.duration, 1);
+const WARMUP_S = whole("warmup", flags.warmup, 0);
+const LOAD: LoadSettings = { connections: whole("connections", flags.connections, 1), threads: 1 };
+const SCALING = (flags.scaling ?? "")
+  .split(",")
+  .filter(Boolean)
+  .map((r) => whole("scaling", r, 1));
+const OUT = path.join(ROOT, "bench", "out");
+
+const progress = (msg: string) => console.log(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}`);
+
+function measure(name: string, url: string): Measured {
+  if (WARMUP_S > 0) wrk(url, WARMUP_S, LOAD); // discarded
+  const m = { name, ...wrk(url, DURATION_S, LOAD) };
+  progress(
+    `${name}: ${m.rps.toFixed(0)} req/s, p50 ${m.p50Ms.toFixed(2)} ms, p99 ${m.p99Ms.toFixed(2)} ms, errors ${m.errors}, non-2xx ${m.non2xx}`,
+  );
+  return m;
+}
+
+/** Milliseconds from `since` until the URL answers 200 (bounded). */
+async function firstOk(url: string, since: number): Promise<number> {
+  while (Date.now() - since < 60_000) {
+    if (
+      await get(url, {}, 1000).then(
+        (r) => r.status === 200,
+        () => false,
+      )
+    )
+      return Date.now() - since;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`${url} did not answer 200 within 60 s`);
+}
+
+/** Runs one step with a progress line; a failure names the step. */
+async function step<T>(what: string, f: () => Promise<T>): Promise<T> {
+  progress(what);
+  try {
+    return await f();
+  } catch (e) {
+    throw new Error(`${what}: ${(e as Error).message}`, { cause: e });
+  }
+}
+
+/** docker-proxy in the path (userland-proxy on) adds a userspace copy that clients on other hosts never take. */
+function dockerProxyRunning(): boolean {
+  return fs
+    .readdirSync("/proc")
+    .filter((p) => /^\d+$/.test(p))
+    .some((p) => {
+      try {
+        return fs.readFileSync(`/proc/${p}/comm`, "utf8").trim() === "docker-proxy";
+      } catch {
+        return false; // the process exited meanwhile
+      }
+    });
+}
+
+const APP_DIRECT = "app-direct";
+const TARGETS = {
+  "prod ≥ 0.95 × app-direct req/s": (r: Ratios) => r.prodVsAppDirect >= 0.95,
+  "prod ≥ 5 × seed req/s": (r: Ratios) => r.prodVsSeed >= 5,
+  "prod p99 ≤ 1.2 × app-direct p99": (r: Ratios) => r.prodP99VsAppDirect <= 1.2,
+};
+interface Ratios {
+  prodVsAppDirect: number;
+  prodVsSeed: number;
+  prodP99VsAppDirect: number;
+  /** How much of prod/seed the stack gives with the tutorial's own code (no session fast path). */
+  prodTutorialAppVsSeed: number;
+  prodVsProdTutorialApp: number;
+}
+
+async function main(): Promise<void> {
+  await removeByLabel(docker);
+  const teardown: (() => Promise<void>)[] = [];
+  const stop = async () => {
+    for (let f = teardown.pop(); f; f = teardown.pop()) await f().catch((e: Error) => console.error(`teardown: ${e.message}`));
+  };
+  // Ctrl-C still removes what was created (the shell's trap removes labelled leftovers too).
+  process.once("SIGINT", () => void stop().finally(() => process.exit(130)));
+  const tutorialCode = fs.mkdtempSync(path.join(os.tmpdir(), "flask-proxy-tutorial-app-"));
+  fs.chmodSync(tutorialCode, 0o755);
+  fs.writeFileSync(path.join(tutorialCode, "main.py"), TUTORIAL_MAIN_PY, { mode: 0o644 });
+  teardown.push(async () => fs.rmSync(tutorialCode, { recursive: true, force: true }));
+
+  const rounds: Measured[][] = [];
+  const scaling: Measured[] = [];
+  const firstOks: Record<string, number> = {};
+  let dockerProxy = false;
+  try {
+    // Every topology runs at once (idle ones cost nothing), so rounds can alternate between them. "first
+    // 200" counts from the moment each is created (and, where declared, health-waited) until nginx answers.
+    const seed: ComposeSeed = await step("seed: preparing the tutorial's files", () => prepareSeed());
+    teardown.push(() => seed.remove());
+    await step("seed: docker-compose build (the tutorial's Dockerfile)", () => seed.compose("build", "--quiet"));
+    await step("seed: docker-compose up -d", () => seed.compose("up", "-d"));
+    firstOks.seed = await firstOk(seed.url, Date.now());
+
+    const dev = await step("dev: creating the stack", () => upStack("dev"));
+    teardown.push(() => dev.destroy());
+    firstOks.dev = await firstOk(dev.url, Date.now());
+    // prod with the app port published on loopback: app-direct hits the same containers, so the only
+    // difference between `prod` and `app-direct` is the nginx hop.
+    const appDirectPort = await freePort();
+    const prod = await step("prod: creating the stack", () => upStack("prod", { appHostPort: String(appDirectPort) }));
+    teardown.push(() => prod.destroy());
+    firstOks.prod = await firstOk(prod.url, Date.now());
+    // The prod stack serving the tutorial's main.py unchanged, mounted over the image's code. It has no
+    // /healthz, so its healthchecks are off; nothing else of prod changes.
+    const tutorial = await step("prod-tutorial-app: creating the stack", async () =>
+      upStack(
+        "prod",
+        { httpPort: String(await freePort()), appCodeMount: tutorialCode, healthchecks: "false", waitForHealthy: "false" },
+        "prod-tutorial-app",
+      ),
+    );
+    teardown.push(() => tutorial.destroy());
+    firstOks["prod-tutorial-app"] = await firstOk(tutorial.url, Date.now());
+
+    const targets: [string, string][] = [
+      ["seed", seed.url],
+      ["dev", dev.url],
+      ["prod", prod.url],
+      ["prod-tutorial-app", tutorial.url],
+      [APP_DIRECT, `http://127.0.0.1:${appDirectPort}/`],
+      ["nginx-static", new URL(NGINX_HEALTH_PATH, prod.url).toString()],
+    ];
+    dockerProxy = dockerProxyRunning();
+    if (dockerProxy) {
+      progress("NOTE: this engine runs docker-proxy (userland-proxy on): every request also passes through it; see README.");
+    }
+    for (let round = 1; round <= ROUNDS; round++) {
+      progress(`round ${round} of ${ROUNDS} (${round % 2 === 1 ? "forwards" : "backwards"})`);
+      const order = round % 2 === 1 ? targets : [...targets].reverse();
+      rounds.push(order.map(([name, url]) => measure(name, url)));
+    }
+    await step("tearing down the measured topologies", stop);
+
+    // Scaling curve: the prod stack with more app replicas behind the one alias.
+    for (const replicas of SCALING) {
+      const d = await step(`prod ×${replicas}: creating the stack`, () => upStack("prod", { replicas: String(replicas) }));
+      teardown.push(() => d.destroy());
+      await firstOk(d.url, Date.now());
+      scaling.push(measure(`prod ×${replicas}`, d.url));
+      await step(`prod ×${replicas}: destroying`, stop);
+    }
+  } finally {
+    await stop();
+    await removeByLabel(docker);
+  }
+
+  const scenarios = rounds[0].map(({ name }) => combine(name, rounds));
+  const ratios: Ratios = {
+    prodVsAppDirect: pairedRatio(rounds, "prod", APP_DIRECT, "rps"),
+    prodVsSeed: pairedRatio(rounds, "prod", "seed", "rps"),
+    prodP99VsAppDirect: pairedRatio(rounds, "prod", APP_DIRECT, "p99Ms"),
+    prodTutorialAppVsSeed: pairedRatio(rounds, "prod-tutorial-app", "seed", "rps"),
+    prodVsProdTutorialApp: pairedRatio(rounds, "prod", "prod-tutorial-app", "rps"),
+  };
+  const clean = [...scenarios, ...scaling].every((s) => s.errors === 0 && s.non2xx === 0);
+  const targetsMet: Record<string, boolean> = {
+    ...Object.fromEntries(Object.entries(TARGETS).map(([k, f]) => [k, f(ratios)])),
+    "zero errors and non-2xx": clean,
+  };
+
+  console.log(`\nmedians of ${ROUNDS} round(s); ratios over each pair of rounds (forwards, backwards), then the median`);
+  console.table(
+    scenarios.map((s) => ({
+      scenario: s.name,
+      "req/s": Math.round(s.rps),
+      "p50 ms": s.p50Ms.toFixed(2),
+      "p99 ms": s.p99Ms.toFixed(2),
+      errors: s.errors,
+      "non-2xx": s.non2xx,
+      "× seed": pairedRatio(rounds, s.name, "seed", "rps").toFixed(2),
+      "× app-direct": pairedRatio(rounds, s.name, APP_DIRECT, "rps").toFixed(2),
+      "p99 ÷ app-direct": pairedRatio(rounds, s.name, APP_DIRECT, "p99Ms").toFixed(2),
+      "first 200 ms": firstOks[s.name] ?? "",
+    })),
+  );
+  console.table(Object.entries(ratios).map(([ratio, value]) => ({ ratio, value: value.toFixed(3) })));
+  console.table(Object.entries(targetsMet).map(([target, met]) => ({ target, met: met ? "met" : "MISSED" })));
+  if (scaling.length) {
+    console.table(
+      scaling.map((s, i) => ({
+        replicas: SCALING[i],
+        "req/s": Math.round(s.rps),
+        "p99 ms": s.p99Ms.toFixed(2),
+        errors: s.errors,
+        "× 1 replica": (s.rps / scaling[0].rps).toFixed(2),
+      })),
+    );
+  }
+
+  const round3 = (n: number) => Math.round(n * 1000) / 1000;
+  const results = {
+    scenarios: scenarios.map(({ name, rps, p50Ms, p99Ms, errors, non2xx }) => ({
+      name,
+      rps: Math.round(rps),
+      p50Ms,
+      p99Ms,
+      errors,
+      non2xx,
+      firstOkMs: firstOks[name],
+    })),
+    scaling: {
+      replicas: scaling.map((s, i) => ({
+        replicas: SCALING[i],
+        rps: Math.round(s.rps),
+        p50Ms: s.p50Ms,
+        p99Ms: s.p99Ms,
+        errors: s.errors,
+        non2xx: s.non2xx,
+      })),
+      note:
+        "2 cores: nginx, every gunicorn worker and the load generator share them, so replicas beyond 1 add " +
+        "processes, not CPU; expect a flat or falling curve here and a rising one on a larger host",
+    },
+    ratios: Object.fromEntries(Object.entries(ratios).map(([k, v]) => [k, round3(v)])),
+    targetsMet,
+    rounds: rounds.map((r) =>
+      r.map(({ name, rps, p50Ms, p99Ms, errors, non2xx }) => ({ name, rps: Math.round(rps), p50Ms, p99Ms, errors, non2xx })),
+    ),
+    machine: {
+      cpus: os.cpus().length,
+      cpuModel: os.cpus()[0]?.model,
+      memGiB: Math.round(os.totalmem() / 2 ** 30),
+      kernel: os.release(),
+      dockerVersion: (await docker.version()).Version,
+      // true: published ports went through docker-proxy (the engine's userland proxy) as well.
+      dockerProxyInPath: dockerProxy,
+      node: process.version,
+    },
+    settings: {
+      generator: `wrk, ${LOAD.threads} thread`,
+      connections: LOAD.connections,
+      durationS: DURATION_S,
+      warmupS: WARMUP_S,
+      rounds: ROUNDS,
+      seed: "docker-compose 1.29 with the tutorial's files, host ports on 127.0.0.1",
+      prodConfig: Object.fromEntries(
+        Object.entries(stackConfig("prod"))
+          .filter(([k]) => k.startsWith("flask-proxy:"))
+          .map(([k, v]) => [k.slice("flask-proxy:".length), v]),
+      ),
+      note:
+        "prod and app-direct are the same containers: app-direct publishes the app port on 127.0.0.1 for the measurement. " +
+        "prod-tutorial-app is the prod stack serving the tutorial's main.py unchanged (healthchecks off: it has no /healthz). " +
+        "Rounds alternate forwards and backwards; scenario figures are medians over the rounds, ratios are taken " +
+        "over each pair of rounds (sums of both), then the median over the pairs",
+    },
+    measuredAt: new Date().toISOString(),
+  };
+  fs.mkdirSync(OUT, { recursive: true });
+  const title = `Requests/s, ${LOAD.connections} connections, ${DURATION_S} s each, median of ${ROUNDS} (higher is better)`;
+  fs.writeFileSync(path.join(OUT, "results.json"), `${JSON.stringify(results, null, 2)}\n`);
+  fs.writeFileSync(path.join(OUT, "results.svg"), svgChart(scenarios, title, "prod"));
+  progress(`wrote ${path.relative(ROOT, OUT)}/results.json and results.svg (CPU: ${results.machine.cpuModel})`);
+  if (flags.record) {
+    for (const f of ["results.json", "results.svg"]) fs.copyFileSync(path.join(OUT, f), path.join(ROOT, "bench", f));
+    progress("recorded them as bench/results.json and bench/results.svg");
+  }
+  if (!clean) throw new Error("a scenario saw errors or non-2xx answers (see the table)");
+}
+
+main().catch((e: Error) => {
+  console.error(`[bench] FAILED: ${e.message}`);
+  process.exitCode = 1;
+});
