@@ -1,5 +1,4 @@
 // The Flask service: the image built from this folder and what runs it (containers or a swarm service).
-// The facts about the app that others need (health path, uid, socket location) are stated here once.
 import * as path from "path";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
@@ -7,30 +6,7 @@ import * as random from "@pulumi/random";
 import type { StackConfig } from "../infra/config";
 import { FIRST_APP_HOST, hostAddress, labelList, objectName, replicaSuffix } from "../infra/naming";
 import { declareWorkload, type ReplicaSpec, type Workload, type WorkloadSettings } from "../infra/workload";
-
-/** The route main.py serves for healthchecks. */
-export const APP_HEALTH_PATH = "/healthz";
-/** Where the image keeps the code, and where dev bind-mounts it. */
-export const CODE_DIR = "/code";
-/** The unprivileged user the app runs as (created by the Dockerfile from this build arg). */
-export const APP_UID = 10001;
-/** upstreamTransport unix: gunicorn binds SOCKET_FILE in this directory, a volume per replica. */
-export const APP_SOCKET_DIR = "/srv/socket";
-export const SOCKET_FILE = "gunicorn.sock";
-
-/** Where nginx reaches the app: what its config is rendered from. */
-export interface AppUpstream {
-  /** The network alias, one value with the name nginx proxies to. */
-  host: string;
-  port: number;
-  /** upstreamTransport unix: one socket per replica, each file named socketFile in its own volume. */
-  sockets: number;
-  socketFile: string;
-}
-
-export function appUpstream(app: StackConfig["app"]): AppUpstream {
-  return { host: app.alias, port: app.port, sockets: app.transport === "unix" ? app.replicas : 0, socketFile: SOCKET_FILE };
-}
+import { APP_HEALTH_PATH, APP_SOCKET_DIR, APP_UID, appUpstream, CODE_DIR, SOCKET_FILE, type AppUpstream } from "./facts";
 
 export interface FlaskAppArgs {
   app: StackConfig["app"];

@@ -16,29 +16,43 @@ import { freePort, prepareSeed, TUTORIAL_MAIN_PY, type ComposeSeed } from "./see
 import { combine, pairedRatio, type Measured } from "./stats";
 import { wrk, type LoadSettings } from "./wrk";
 
-const { values: flags } = parseArgs({
-  options: {
-    rounds: { type: "string", default: "6" },
-    duration: { type: "string", default: "10" },
-    warmup: { type: "string", default: "2" },
-    connections: { type: "string", default: "32" },
-    scaling: { type: "string", default: "1,2,4" },
-    record: { type: "boolean", default: false },
-  },
-});
-const whole = (name: string, v: string | undefined, min: number): number => {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be a whole number ≥ ${min} (got ${JSON.stringify(v)})`);
-  return n;
-};
-const ROUNDS = whole("rounds", flags.rounds, 1);
-const DURATION_S = whole("duration", flags.duration, 1);
-const WARMUP_S = whole("warmup", flags.warmup, 0);
-const LOAD: LoadSettings = { connections: whole("connections", flags.connections, 1), threads: 1 };
-const SCALING = (flags.scaling ?? "")
-  .split(",")
-  .filter(Boolean)
-  .map((r) => whole("scaling", r, 1));
+/** The command line, checked before anything is created; a bad flag is named and the run stops. */
+function readFlags() {
+  const { values } = parseArgs({
+    options: {
+      rounds: { type: "string", default: "6" },
+      duration: { type: "string", default: "10" },
+      warmup: { type: "string", default: "2" },
+      connections: { type: "string", default: "32" },
+      scaling: { type: "string", default: "1,2,4" },
+      record: { type: "boolean", default: false },
+    },
+  });
+  const whole = (name: string, v: string | undefined, min: number): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be a whole number ≥ ${min} (got ${JSON.stringify(v)})`);
+    return n;
+  };
+  return {
+    rounds: whole("rounds", values.rounds, 1),
+    durationS: whole("duration", values.duration, 1),
+    warmupS: whole("warmup", values.warmup, 0),
+    load: { connections: whole("connections", values.connections, 1), threads: 1 } satisfies LoadSettings,
+    scaling: (values.scaling ?? "")
+      .split(",")
+      .filter(Boolean)
+      .map((r) => whole("scaling", r, 1)),
+    record: values.record === true,
+  };
+}
+let flags: ReturnType<typeof readFlags>;
+try {
+  flags = readFlags();
+} catch (e) {
+  console.error(`[bench] ${(e as Error).message}`);
+  process.exit(2);
+}
+const { rounds: ROUNDS, durationS: DURATION_S, warmupS: WARMUP_S, load: LOAD, scaling: SCALING } = flags;
 const OUT = path.join(ROOT, "bench", "out");
 
 const progress = (msg: string) => console.log(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}`);

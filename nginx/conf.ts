@@ -2,7 +2,7 @@
 // checks that a bind-mounted copy is exactly that render. Everything used here exists in nginx 1.13.7 and
 // in current nginx.
 import * as fs from "fs";
-import { appUpstream, type AppUpstream } from "../app/flaskApp";
+import { appUpstream, type AppUpstream } from "../app/facts";
 import type { StackConfig } from "../infra/config";
 
 /** Where the official image (and the stand-in) reads the server config. */

@@ -2,7 +2,7 @@
 import * as path from "path";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
-import type { AppUpstream } from "../app/flaskApp";
+import type { AppUpstream } from "../app/facts";
 import type { StackConfig } from "../infra/config";
 import { objectName } from "../infra/naming";
 import { declareWorkload, localUrl, type Workload, type WorkloadSettings } from "../infra/workload";

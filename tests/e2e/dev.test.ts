@@ -1,6 +1,6 @@
 import * as fs from "fs";
 import * as path from "path";
-import { APP_HEALTH_PATH } from "../../app/flaskApp";
+import { APP_HEALTH_PATH } from "../../app/facts";
 import { answersHello, at, recreateAppUnderNginx, copyOfApp, upStack, get, within, type Deployed } from "./live";
 
 // The tutorial's stack: nginx 1.13.7 → `flask run`, code bind-mounted, app port 8080 published.

@@ -1,4 +1,4 @@
-import { APP_HEALTH_PATH, APP_SOCKET_DIR, APP_UID, CODE_DIR, SOCKET_FILE } from "../../app/flaskApp";
+import { APP_HEALTH_PATH, APP_SOCKET_DIR, APP_UID, CODE_DIR, SOCKET_FILE } from "../../app/facts";
 import { CONF_PATH, nginxSocketDir } from "../../nginx/conf";
 import { answersHello, at, recreateAppUnderNginx, upStack, execIn, get, within, type Deployed } from "./live";
 

@@ -2,7 +2,7 @@
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { SOCKET_FILE } from "../../app/flaskApp";
+import { SOCKET_FILE } from "../../app/facts";
 import { parseConfig, type StackConfig } from "../../infra/config";
 import { checkMountedConf, NGINX_HEALTH_PATH, nginxSocketDir, stackNginxConf } from "../../nginx/conf";
 import { ROOT, stackConfig, stackNames } from "../../tools/stack-files";

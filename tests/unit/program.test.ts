@@ -1,7 +1,7 @@
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { APP_SOCKET_DIR, APP_UID, CODE_DIR } from "../../app/flaskApp";
+import { APP_SOCKET_DIR, APP_UID, CODE_DIR } from "../../app/facts";
 import { ProgramError, ROOT, runProgram, stackConfig, stackNames, type Declared, type ProgramRun } from "../support/program";
 
 const find = (run: ProgramRun, name: string): Declared => {
