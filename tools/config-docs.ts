@@ -7,7 +7,7 @@ import { parse as parseYaml } from "yaml";
 // Secret keys: Pulumi.yaml declares them as plain strings with an empty default (no `secret: true`), so the
 // table learns from the program which ones the program generates when unset.
 import { SECRET_KEYS } from "../infra/config";
-import { projectFile, ROOT, stackNames } from "./stack-files";
+import { projectFile, ROOT, stackFileConfig, stackNames } from "./stack-files";
 
 const TABLE_START = "<!-- config-table:start -->";
 const TABLE_END = "<!-- config-table:end -->";
@@ -32,13 +32,11 @@ function stackSettings(project: string, declared: ReadonlySet<string>): Map<stri
   const prefix = `${project}:`;
   const out = new Map<string, Map<string, unknown>>();
   for (const stack of stackNames()) {
-    const file = `Pulumi.${stack}.yaml`;
-    const parsed = parseYaml(fs.readFileSync(path.join(ROOT, file), "utf8")) as { config?: Record<string, unknown> } | null;
     const values = new Map<string, unknown>();
-    for (const [key, value] of Object.entries(parsed?.config ?? {})) {
+    for (const [key, value] of Object.entries(stackFileConfig(stack))) {
       if (!key.startsWith(prefix)) continue; // provider keys (docker:host) are not the project's to document
       const short = key.slice(prefix.length);
-      if (!declared.has(short)) throw new Error(`${file} sets ${key}, which Pulumi.yaml does not declare`);
+      if (!declared.has(short)) throw new Error(`Pulumi.${stack}.yaml sets ${key}, which Pulumi.yaml does not declare`);
       values.set(short, value);
     }
     out.set(stack, values);

@@ -36,6 +36,13 @@ export function stackNames(): string[] {
     .sort();
 }
 
+/** What Pulumi.<stack>.yaml itself sets, as written (not merged with the project's defaults). */
+export function stackFileConfig(stack: string): Record<string, unknown> {
+  const stackPath = path.join(ROOT, `Pulumi.${stack}.yaml`);
+  if (!fs.existsSync(stackPath)) throw new StackFileError(`no stack file ${stackPath}`);
+  return (readYaml(stackPath) as { config?: Record<string, unknown> } | null)?.config ?? {};
+}
+
 /** The config map the Pulumi CLI hands the program for a stack: project defaults, then the stack file. */
 export function stackConfig(stack: string, overrides: Record<string, string> = {}): Record<string, string> {
   const project = projectFile();
@@ -44,10 +51,7 @@ export function stackConfig(stack: string, overrides: Record<string, string> = {
   for (const [key, spec] of Object.entries(project.config ?? {})) {
     if (spec.default !== undefined) out[qualify(key)] = asConfigString(spec.default);
   }
-  const stackPath = path.join(ROOT, `Pulumi.${stack}.yaml`);
-  if (!fs.existsSync(stackPath)) throw new StackFileError(`no stack file ${stackPath}`);
-  const file = readYaml(stackPath) as { config?: Record<string, unknown> } | null;
-  for (const [key, value] of Object.entries(file?.config ?? {})) out[key] = asConfigString(value);
+  for (const [key, value] of Object.entries(stackFileConfig(stack))) out[key] = asConfigString(value);
   for (const [key, value] of Object.entries(overrides)) out[qualify(key)] = value;
   return out;
 }
