@@ -58,7 +58,7 @@ fi
 # --- 2. the official installer -------------------------------------------------------------------------------
 if curl -fsS --max-time 10 -o /dev/null https://get.pulumi.com/ 2>/dev/null; then
   begin "get.pulumi.com answers: official installer, pulumi v$PULUMI_VERSION"
-  curl -fsSL --max-time 60 https://get.pulumi.com | sh -s -- --version "$PULUMI_VERSION" --no-edit-path >&2 \
+  curl -fsSL --max-time 60 https://get.pulumi.com | sh -s -- --version "$PULUMI_VERSION" --install-root "$PULUMI_HOME" --no-edit-path >&2 \
     || die "the official installer failed (see above)"
   if ! $cli_only; then
     "$BIN/pulumi" plugin install resource docker "$DOCKER_VERSION" >&2
