@@ -8,8 +8,8 @@ import * as os from "os";
 import * as path from "path";
 import { parseArgs } from "util";
 import { NGINX_HEALTH_PATH } from "../nginx/conf";
-import { docker, get, upStack } from "../tests/e2e/live";
-import { removeByLabel } from "../tools/engine-objects";
+import { get } from "../tests/e2e/live";
+import { docker, upStack } from "../tools/live-stack";
 import { ROOT, stackConfig } from "../tools/stack-files";
 import { svgChart } from "./chart";
 import { freePort, prepareSeed, TUTORIAL_MAIN_PY, type ComposeSeed } from "./seed";
@@ -121,12 +121,11 @@ interface Ratios {
 }
 
 async function main(): Promise<void> {
-  await removeByLabel(docker);
   const teardown: (() => Promise<void>)[] = [];
   const stop = async () => {
     for (let f = teardown.pop(); f; f = teardown.pop()) await f().catch((e: Error) => console.error(`teardown: ${e.message}`));
   };
-  // Ctrl-C still removes what was created (the shell's trap removes labelled leftovers too).
+  // Ctrl-C still removes what was created (the shell's trap destroys stacks left behind too).
   process.once("SIGINT", () => void stop().finally(() => process.exit(130)));
   const tutorialCode = fs.mkdtempSync(path.join(os.tmpdir(), "flask-proxy-tutorial-app-"));
   fs.chmodSync(tutorialCode, 0o755);
@@ -196,7 +195,6 @@ async function main(): Promise<void> {
     }
   } finally {
     await stop();
-    await removeByLabel(docker);
   }
 
   const scenarios = rounds[0].map(({ name }) => combine(name, rounds));

@@ -5,8 +5,6 @@
 export const LABEL = {
   project: "org.flask-proxy.project",
   stack: "org.flask-proxy.stack",
-  /** Everything the live tests and the bench create; removed by this label after every run. */
-  e2e: "org.flask-proxy.e2e",
 } as const;
 
 export function stackLabels(project: string, stack: string): Record<string, string> {

@@ -1,12 +1,16 @@
-// Removes every service, container, network, volume and image the live tests and the bench labelled,
-// whatever state they are in.
-import Docker from "dockerode";
-import { LABEL } from "../infra/naming";
-import { removeByLabel } from "./engine-objects";
+// Destroys, with the real CLI, every live stack an interrupted test or bench run left behind (its temporary
+// state folder still exists), so nothing it created stays on the engine.
+import { LiveStack } from "./live-stack";
 
-removeByLabel(new Docker(), LABEL.e2e)
-  .then((n) => n > 0 && console.log(`[cleanup] removed ${n} labelled object(s)`))
-  .catch((e: Error) => {
-    console.error(`[cleanup] ${e.message}`);
-    process.exitCode = 1;
-  });
+async function destroyLeftBehind(): Promise<void> {
+  const stacks = await LiveStack.leftBehind();
+  for (const s of stacks) {
+    console.log(`[cleanup] pulumi destroy of a stack an interrupted run left: ${s.name}`);
+    await s.destroy();
+  }
+}
+
+destroyLeftBehind().catch((e: Error) => {
+  console.error(`[cleanup] ${e.message}`);
+  process.exitCode = 1;
+});

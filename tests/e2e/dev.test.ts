@@ -1,11 +1,11 @@
 import * as fs from "fs";
 import * as path from "path";
 import { APP_HEALTH_PATH } from "../../app/facts";
-import { answersHello, at, recreateAppUnderNginx, copyOfApp, upStack, get, within, type Deployed } from "./live";
+import { answersHello, at, recreateAppUnderNginx, copyOfApp, upStack, get, within, type LiveStack } from "./live";
 
 // The tutorial's stack: nginx 1.13.7 → `flask run`, code bind-mounted, app port 8080 published.
 describe("dev stack on a real Docker Engine", () => {
-  let dev: Deployed;
+  let dev: LiveStack;
   let code: string;
 
   beforeAll(async () => {
@@ -26,6 +26,10 @@ describe("dev stack on a real Docker Engine", () => {
     expect(r.headers.get("server")).toMatch(/^nginx\//);
   });
 
+  test("a second pulumi preview finds nothing to change", async () => {
+    expect(await dev.preview()).toEqual([]);
+  });
+
   test(`${APP_HEALTH_PATH} answers through nginx`, async () => {
     const r = await get(at(dev.url, APP_HEALTH_PATH));
     expect(r.status).toBe(200);
@@ -33,7 +37,7 @@ describe("dev stack on a real Docker Engine", () => {
   });
 
   test("the app port is published on 127.0.0.1:8080 and answers directly", async () => {
-    expect(dev.run.outputs.appUrl).toBe("http://127.0.0.1:8080/");
+    expect(dev.outputs.appUrl).toBe("http://127.0.0.1:8080/");
     const r = await get("http://127.0.0.1:8080/");
     expect(r.body).toBe("Hello world!");
     expect(r.headers.get("server")).toMatch(/Werkzeug/);
@@ -42,7 +46,7 @@ describe("dev stack on a real Docker Engine", () => {
   test("editing the bind-mounted main.py changes the answer without a rebuild", async () => {
     const file = path.join(code, "main.py");
     const original = fs.readFileSync(file, "utf8");
-    const imageBefore = (await dev.realizer.container("flask-container").inspect()).Image;
+    const imageBefore = (await dev.container("flask-container").inspect()).Image;
     try {
       fs.writeFileSync(file, original.replace('"Hello world!"', '"Hello edited!"'));
       await within(15_000, async () => (await get(dev.url, {}, 1000)).body === "Hello edited!", "edited code is served");
@@ -50,7 +54,7 @@ describe("dev stack on a real Docker Engine", () => {
       fs.writeFileSync(file, original);
     }
     await within(15_000, answersHello(dev.url), "original code is served again");
-    expect((await dev.realizer.container("flask-container").inspect()).Image).toBe(imageBefore);
+    expect((await dev.container("flask-container").inspect()).Image).toBe(imageBefore);
   });
 
   test("nginx finds a recreated app container within 5 s, without restarting", async () => {

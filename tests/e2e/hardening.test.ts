@@ -1,10 +1,10 @@
 import type Docker from "dockerode";
-import { answersHello, upStack, get, portOf, raw, within, type Deployed } from "./live";
+import { answersHello, upStack, get, portOf, raw, within, type LiveStack } from "./live";
 
 // The prod stack against hostile clients, and its running containers against the container checks of the
 // CIS Docker Benchmark (section 5) that apply to them.
 describe("prod stack: hostile input and runtime hardening", () => {
-  let prod: Deployed;
+  let prod: LiveStack;
   let port: number;
 
   beforeAll(async () => {
@@ -18,7 +18,7 @@ describe("prod stack: hostile input and runtime hardening", () => {
   // After each hostile request: both containers still run, and a normal request succeeds.
   afterEach(async () => {
     for (const name of ["flask-container", "nginx-container"]) {
-      const s = (await prod.realizer.container(name).inspect()).State;
+      const s = (await prod.container(name).inspect()).State;
       expect([name, s.Running, s.Restarting]).toEqual([name, true, false]);
     }
     await within(3_000, answersHello(prod.url), "a normal request after the hostile one");
@@ -100,7 +100,7 @@ describe("prod stack: hostile input and runtime hardening", () => {
     const table: Record<string, Record<string, string>> = {};
     const failed: string[] = [];
     for (const name of ["flask-container", "nginx-container"]) {
-      const info = await prod.realizer.container(name).inspect();
+      const info = await prod.container(name).inspect();
       for (const c of checks) {
         const ok = c.ok(info, name);
         (table[c.check] ??= {})[name] = ok ? "pass" : "FAIL";
@@ -115,7 +115,7 @@ describe("prod stack: hostile input and runtime hardening", () => {
     const r = await get(new URL("/no-such-page", prod.url).toString());
     expect(r.status).toBe(404);
     expect(r.body).not.toMatch(/Traceback|Werkzeug Debugger/);
-    const env = (await prod.realizer.container("flask-container").inspect()).Config.Env;
+    const env = (await prod.container("flask-container").inspect()).Config.Env;
     expect(env.some((e) => /^FLASK_SECRET_KEY=.{32,}$/.test(e))).toBe(true);
     expect(env.some((e) => /^FLASK_DEBUG=(1|true)$/i.test(e))).toBe(false);
   });

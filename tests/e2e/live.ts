@@ -1,43 +1,15 @@
-// Shared pieces of the live suite: deploy a stack's declared resources on the engine, talk HTTP to the
-// published ports on 127.0.0.1 only, and remove what was created.
+// Shared pieces of the live suite: stacks brought up by the real `pulumi` CLI (tools/live-stack.ts), HTTP to
+// the published ports on 127.0.0.1 only, and commands run in the stacks' containers.
 import * as fs from "fs";
-import * as http from "http";
 import * as net from "net";
 import * as os from "os";
 import * as path from "path";
 import { Writable } from "stream";
-import Docker from "dockerode";
-import { ROOT, runProgram, type ProgramRun } from "../support/program";
-import { Realizer } from "../support/realize";
+import type Docker from "dockerode";
+import { ROOT } from "../../tools/stack-files";
+import { docker, type LiveStack } from "../../tools/live-stack";
 
-// A fresh connection per API call. Node 20's default agent keeps idle sockets for reuse; after minutes
-// without API calls (a bench's measuring rounds) a reused one had been closed by the engine: write EPIPE.
-// docker-modem passes `agent` through to http.request; @types/dockerode does not list it.
-const dockerOptions: Docker.DockerOptions & { agent: http.Agent } = { agent: new http.Agent({ keepAlive: false }) };
-export const docker = new Docker(dockerOptions);
-
-export interface Deployed {
-  run: ProgramRun;
-  realizer: Realizer;
-  /** The stack's `url` output: nginx's published address. */
-  url: string;
-  destroy(): Promise<void>;
-}
-
-/** Creates a stack's declared resources; `stackName` runs the stack file under another name beside it. */
-export async function upStack(stack: string, overrides: Record<string, string> = {}, stackName?: string): Promise<Deployed> {
-  const run = await runProgram(stack, { overrides, stackName });
-  const realizer = new Realizer(docker, run, (m) => process.env.E2E_VERBOSE && console.log(`[${stack}] ${m}`));
-  try {
-    await realizer.up();
-  } catch (e) {
-    await realizer.destroy();
-    throw e;
-  }
-  const url = String(run.outputs.url);
-  if (!url.startsWith("http://127.0.0.1:")) throw new Error(`refusing to send traffic to ${url}: only 127.0.0.1 is allowed`);
-  return { run, realizer, url, destroy: () => realizer.destroy() };
-}
+export { docker, upStack, type LiveStack } from "../../tools/live-stack";
 
 export interface Reply {
   status: number;
@@ -73,19 +45,18 @@ export const answersHello = (url: string) => async () => {
 };
 
 /**
- * Recreates the app container under a running nginx and returns how long until nginx serves again (at most
- * 5 s); fails if nginx had to be restarted for it.
+ * Has `pulumi up --replace` recreate the app container under a running nginx and returns how long after the
+ * update nginx serves again (at most 5 s); fails if nginx was restarted for it.
  */
-export async function recreateAppUnderNginx(d: Deployed): Promise<number> {
-  const nginx = d.realizer.container("nginx-container");
-  const before = await nginx.inspect();
-  await d.realizer.recreate("flask-container");
-  const elapsed = await within(5_000, answersHello(d.url), "nginx serves the recreated app");
-  const after = await nginx.inspect();
-  if (after.State.StartedAt !== before.State.StartedAt || after.RestartCount !== before.RestartCount) {
-    throw new Error("nginx was restarted to find the recreated app");
+export async function recreateAppUnderNginx(live: LiveStack): Promise<number> {
+  const before = await live.container("nginx-container").inspect();
+  await live.up({ replace: ["flask-container"] });
+  const elapsed = await within(5_000, answersHello(live.url), "nginx serves the recreated app");
+  const after = await live.container("nginx-container").inspect();
+  if (after.Id !== before.Id || after.State.StartedAt !== before.State.StartedAt || after.RestartCount !== before.RestartCount) {
+    throw new Error("nginx was restarted or replaced to find the recreated app");
   }
-  console.log(`${d.run.stack}: recreated app served through nginx after ${elapsed} ms`);
+  console.log(`${live.name}: recreated app served through nginx ${elapsed} ms after pulumi up`);
   return elapsed;
 }
 

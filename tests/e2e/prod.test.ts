@@ -1,10 +1,10 @@
 import { APP_HEALTH_PATH, APP_SOCKET_DIR, APP_UID, CODE_DIR, SOCKET_FILE } from "../../app/facts";
 import { CONF_PATH, nginxSocketDir } from "../../nginx/conf";
-import { answersHello, at, recreateAppUnderNginx, upStack, execIn, get, within, type Deployed } from "./live";
+import { answersHello, at, recreateAppUnderNginx, upStack, execIn, get, within, type LiveStack } from "./live";
 
 // The production-shaped stack: gunicorn behind a hardened nginx over a unix socket, app not published.
 describe("prod stack on a real Docker Engine", () => {
-  let prod: Deployed;
+  let prod: LiveStack;
 
   beforeAll(async () => {
     prod = await upStack("prod");
@@ -22,25 +22,29 @@ describe("prod stack on a real Docker Engine", () => {
     expect(r.headers.get("x-frame-options")).toBe("DENY");
   });
 
+  test("a second pulumi preview finds nothing to change", async () => {
+    expect(await prod.preview()).toEqual([]);
+  });
+
   test(`${APP_HEALTH_PATH} answers through nginx and both containers report healthy`, async () => {
     expect((await get(at(prod.url, APP_HEALTH_PATH))).status).toBe(200);
     for (const name of ["flask-container", "nginx-container"]) {
-      const info = await prod.realizer.container(name).inspect();
+      const info = await prod.container(name).inspect();
       expect([name, info.State.Health?.Status]).toEqual([name, "healthy"]);
     }
   });
 
   test("the app port is not published on the host", async () => {
-    const app = await prod.realizer.container("flask-container").inspect();
+    const app = await prod.container("flask-container").inspect();
     const bound = Object.values(app.NetworkSettings.Ports ?? {}).filter((b) => b && b.length > 0);
     expect(bound).toEqual([]);
-    expect(prod.run.outputs.appUrl).toBe("(not published)");
+    expect(prod.outputs.appUrl).toBe("(not published)");
   });
 
   test("the config baked into the nginx image is the one rendered for prod", async () => {
-    const nginx = prod.realizer.container("nginx-container");
+    const nginx = prod.container("nginx-container");
     const { stdout: text } = await execIn(nginx, ["cat", CONF_PATH]);
-    const rendered = prod.run.resources.find((r) => r.name === "nginx-image")?.inputs.build as { args: Record<string, string> };
+    const rendered = prod.resource("nginx-image").inputs.build as { args: Record<string, string> };
     expect(text).toBe(rendered.args.DEFAULT_CONF);
     expect(text).toContain("proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;");
     // Its only upstream is the app's socket, so every 200 through nginx in this suite came over it.
@@ -48,11 +52,11 @@ describe("prod stack on a real Docker Engine", () => {
   });
 
   test("the socket is the app user's, and nginx's workers can reach it through a read-only mount", async () => {
-    const app = prod.realizer.container("flask-container");
+    const app = prod.container("flask-container");
     expect((await execIn(app, ["stat", "-c", "%u %F", `${APP_SOCKET_DIR}/${SOCKET_FILE}`])).stdout.trim()).toBe(
       `${APP_UID} socket`,
     );
-    const nginx = prod.realizer.container("nginx-container");
+    const nginx = prod.container("nginx-container");
     const mount = (await nginx.inspect()).Mounts.find((m) => m.Destination === nginxSocketDir(1));
     expect([mount?.Type, mount?.RW]).toEqual(["volume", false]);
     const viaSocket = await execIn(
@@ -77,7 +81,7 @@ describe("prod stack on a real Docker Engine", () => {
       "print(c.get('/t/get').get_data(as_text=True))",
       "print(app.test_client().get('/t/get').get_data(as_text=True))",
     ].join("\n");
-    const out = await execIn(prod.realizer.container("flask-container"), ["python", "-c", script]);
+    const out = await execIn(prod.container("flask-container"), ["python", "-c", script]);
     expect([out.exitCode, out.stderr]).toEqual([0, ""]);
     expect(out.stdout.trim().split("\n")).toEqual(["none", "cookie", "41", "none"]);
   });
@@ -87,7 +91,7 @@ describe("prod stack on a real Docker Engine", () => {
   });
 
   test("a killed app process is brought back by the restart policy", async () => {
-    const app = prod.realizer.container("flask-container");
+    const app = prod.container("flask-container");
     const before = await app.inspect();
     expect(before.HostConfig.RestartPolicy?.Name).toBe("unless-stopped");
     process.kill(before.State.Pid, "SIGKILL"); // a crash, not a `docker stop`

@@ -1,9 +1,9 @@
 import autocannon from "autocannon";
-import { upStack, get, type Deployed } from "./live";
+import { upStack, get, type LiveStack } from "./live";
 
 // prod with replicas: 3 — nginx spreads requests over every app container and routes around one that stops.
 describe("prod stack with 3 app replicas", () => {
-  let prod: Deployed;
+  let prod: LiveStack;
   const replicaNames = ["flask-container", "flask-container-2", "flask-container-3"];
 
   beforeAll(async () => {
@@ -14,7 +14,7 @@ describe("prod stack with 3 app replicas", () => {
   });
 
   test("requests are answered by all three replicas", async () => {
-    const ids = await Promise.all(replicaNames.map(async (n) => (await prod.realizer.container(n).inspect()).Config.Hostname));
+    const ids = await Promise.all(replicaNames.map(async (n) => (await prod.container(n).inspect()).Config.Hostname));
     const seen = new Map<string, number>();
     for (let i = 0; i < 60; i++) {
       const r = await get(prod.url);
@@ -26,6 +26,10 @@ describe("prod stack with 3 app replicas", () => {
     expect([...seen.keys()].sort()).toEqual([...ids].sort());
   });
 
+  test("a second pulumi preview finds nothing to change", async () => {
+    expect(await prod.preview()).toEqual([]);
+  });
+
   test("stopping one replica under load loses no request", async () => {
     const load = autocannon({
       url: prod.url,
@@ -35,7 +39,7 @@ describe("prod stack with 3 app replicas", () => {
       timeout: 10,
     });
     await new Promise((r) => setTimeout(r, 500));
-    await prod.realizer.container("flask-container-2").stop({ t: 5 });
+    await prod.container("flask-container-2").stop({ t: 5 });
     const result = await load;
     console.log(
       `prod ×3, one replica stopped mid-load: ${result.requests.total} requests, ${result.errors} errors, ` +

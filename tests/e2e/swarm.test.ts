@@ -1,15 +1,14 @@
 import autocannon from "autocannon";
-import { runProgram } from "../support/program";
 import { LABEL } from "../../infra/naming";
 import { ignoreNotFound, leftovers } from "../../tools/engine-objects";
-import { upStack, docker, get, within, answersHello, type Deployed } from "./live";
+import { upStack, docker, get, within, answersHello, type LiveStack } from "./live";
 
 // The swarm stack on a single-node swarm: the same components as services. This kernel has no IPVS, so
 // the stack uses dnsrr endpoints and host-mode ports (see Pulumi.swarm.yaml).
 describe("swarm stack on a single-node Docker Swarm", () => {
   let startedSwarm = false;
   let hadGwBridge = true;
-  let swarm: Deployed | undefined;
+  let swarm: LiveStack | undefined;
 
   beforeAll(async () => {
     const info = await docker.info();
@@ -32,13 +31,17 @@ describe("swarm stack on a single-node Docker Swarm", () => {
     swarm = await upStack("swarm", { replicas: "1" });
     await within(30_000, answersHello(swarm.url), "nginx service answers");
     expect(swarm.url).toBe("http://127.0.0.1:8100/");
-    const svc = await swarm.realizer.service("flask-service").inspect();
+    const svc = await swarm.service("flask-service").inspect();
     expect(svc.Spec?.EndpointSpec?.Mode).toBe("dnsrr");
+  });
+
+  test("a second pulumi preview finds nothing to change", async () => {
+    expect(await swarm!.preview()).toEqual([]);
   });
 
   test("scaling the app 1 → 3 spreads requests over three tasks", async () => {
     expect(swarm).toBeDefined();
-    await swarm!.realizer.update(await runProgram("swarm", { overrides: { replicas: "3" } }));
+    await swarm!.up({ config: { replicas: "3" } });
     const seen = new Set<string>();
     // nginx caches the alias's addresses for 5 s; poll (bounded) until all three tasks have answered.
     await within(
@@ -55,13 +58,12 @@ describe("swarm stack on a single-node Docker Swarm", () => {
   test("a rolling update of the app image under load fails no request", async () => {
     expect(swarm).toBeDefined();
     expect((await get(swarm!.url)).headers.get("x-app-version")).toBe("0.0.1");
-    const next = await runProgram("swarm", { overrides: { replicas: "3", appVersion: "0.0.2" } });
     // nginx ends a client connection after keepalive_requests (1000) with "Connection: close"; autocannon
     // writes its next request without waiting for that and gets a reset. Reopening every 500 requests is
     // what a client that honours the header does. (Through docker-proxy the race was hidden.)
     const load = autocannon({ url: swarm!.url, connections: 4, amount: 200_000, duration: 90, timeout: 10, reconnectRate: 500 });
     await new Promise((r) => setTimeout(r, 1000));
-    await swarm!.realizer.update(next); // returns once the update completed
+    await swarm!.up({ config: { appVersion: "0.0.2" } }); // returns once the service converged
     await new Promise((r) => setTimeout(r, 6000)); // past nginx's 5 s DNS cache
     (load as unknown as { stop(): void }).stop();
     const result = await load;
@@ -78,6 +80,10 @@ describe("swarm stack on a single-node Docker Swarm", () => {
     const versions = new Set<string>();
     for (let i = 0; i < 30; i++) versions.add((await get(swarm!.url)).headers.get("x-app-version") ?? "?");
     expect([...versions]).toEqual(["0.0.2"]);
+  });
+
+  test("after the update, a second pulumi preview finds nothing to change", async () => {
+    expect(await swarm!.preview()).toEqual([]);
   });
 
   test("destroy removes the services and the network", async () => {

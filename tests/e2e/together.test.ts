@@ -1,11 +1,11 @@
 import { LABEL } from "../../infra/naming";
 import { leftovers } from "../../tools/engine-objects";
-import { upStack, docker, get, type Deployed } from "./live";
+import { upStack, docker, get, type LiveStack } from "./live";
 
 // dev and prod side by side on one engine, then destroyed: stack-scoped names and ports must not collide,
 // and destroy must leave nothing of the project behind.
 describe("dev and prod on one engine", () => {
-  const stacks: Deployed[] = [];
+  const stacks: LiveStack[] = [];
   afterAll(async () => {
     for (const s of stacks) await s.destroy();
   });
@@ -16,7 +16,7 @@ describe("dev and prod on one engine", () => {
     expect(dev.url).not.toBe(prod.url);
     for (const s of stacks) {
       const r = await get(s.url);
-      expect([s.run.stack, r.status, r.body]).toEqual([s.run.stack, 200, "Hello world!"]);
+      expect([s.name, r.status, r.body]).toEqual([s.name, 200, "Hello world!"]);
     }
     // Each nginx really fronts its own stack's app server.
     expect((await get(dev.url)).headers.get("server")).toMatch(/^nginx\/1\./);

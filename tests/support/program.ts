@@ -1,6 +1,6 @@
 // Runs the real Pulumi program (index.ts) under pulumi.runtime.setMocks with the config the CLI would give
 // it: Pulumi.yaml's project defaults merged with Pulumi.<stack>.yaml. Returns every resource the program
-// registered, with its inputs, parent and explicit dependsOn, for unit tests and the live realizer.
+// registered, with its inputs, parent and explicit dependsOn, for the unit tests.
 import * as crypto from "crypto";
 import * as path from "path";
 import type * as PulumiModule from "@pulumi/pulumi";

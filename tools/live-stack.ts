@@ -1,0 +1,227 @@
+// A stack brought up by the real `pulumi` CLI and providers (Automation API), for the live tests and the
+// bench. Nothing here creates a Docker object itself: every container, network, volume and image comes from
+// `pulumi up`, and goes with `pulumi destroy`. Where the toolchain is missing, `pulumiCli()` fails with the
+// reason `npm run setup:pulumi` gives.
+import { spawnSync } from "child_process";
+import * as fs from "fs";
+import * as http from "http";
+import * as os from "os";
+import * as path from "path";
+import Docker from "dockerode";
+import { LocalWorkspace, PulumiCommand, type EngineEvent, type LocalWorkspaceOptions, type Stack } from "@pulumi/pulumi/automation";
+import { projectFile, ROOT } from "./stack-files";
+
+// A fresh connection per API call. Node 20's default agent keeps idle sockets for reuse; after minutes
+// without API calls (a bench's measuring rounds) a reused one had been closed by the engine: write EPIPE.
+// docker-modem passes `agent` through to http.request; @types/dockerode does not list it.
+const dockerOptions: Docker.DockerOptions & { agent: http.Agent } = { agent: new http.Agent({ keepAlive: false }) };
+export const docker = new Docker(dockerOptions);
+
+export const PULUMI_HOME = process.env.PULUMI_HOME ?? path.join(os.homedir(), ".pulumi");
+
+/** Prefix of the temporary folders holding a live stack's project copy and state. */
+const WORK_PREFIX = "flask-proxy-live-";
+
+let cli: Promise<PulumiCommand> | undefined;
+
+/** The real CLI, once setup-pulumi.sh reports the whole toolchain ready; otherwise an error saying why not. */
+export function pulumiCli(): Promise<PulumiCommand> {
+  cli ??= (async () => {
+    const setup = spawnSync("bash", [path.join(ROOT, "scripts", "setup-pulumi.sh")], { encoding: "utf8", timeout: 120_000 });
+    if (setup.status !== 0) {
+      const why = (setup.stderr ?? "").split("\n").filter((l) => /ERROR|^\[setup-pulumi\] {3}- /.test(l));
+      throw new Error(
+        "no live test runs without the real Pulumi toolchain, and `npm run setup:pulumi` could not provide it:\n" +
+          (why.join("\n") || `setup-pulumi.sh ${setup.error ? setup.error.message : `exited ${setup.status}`}`),
+      );
+    }
+    return PulumiCommand.get({ root: PULUMI_HOME });
+  })();
+  return cli;
+}
+
+/** The CLI, its state in the stack's own folder, and nothing asked of the network. */
+function workspaceOptions(pulumi: PulumiCommand, workDir: string): LocalWorkspaceOptions {
+  return {
+    pulumiCommand: pulumi,
+    envVars: {
+      PULUMI_BACKEND_URL: `file://${path.join(workDir, "state")}`,
+      PULUMI_CONFIG_PASSPHRASE: process.env.PULUMI_CONFIG_PASSPHRASE ?? "flask-proxy-live-tests",
+      PULUMI_SKIP_UPDATE_CHECK: "true",
+      // A plugin that is not installed fails the run instead of a download attempt.
+      PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION: "true",
+    },
+  };
+}
+
+/** One resource of a stack's state, as `pulumi stack export` shows it. */
+export interface StateResource {
+  urn: string;
+  type: string;
+  id?: string;
+  inputs: Record<string, unknown>;
+  outputs: Record<string, unknown>;
+}
+
+export interface UpOptions {
+  /** Config values set on the stack first, without the `flask-proxy:` namespace. */
+  config?: Record<string, string>;
+  /** Resources (by name) `pulumi up --replace` replaces even when unchanged. */
+  replace?: string[];
+}
+
+/** Where a failed step's CLI output goes when E2E_VERBOSE is unset: it is in the thrown error instead. */
+const verbose = (tag: string) => (process.env.E2E_VERBOSE ? (s: string) => process.stdout.write(`[${tag}] ${s}`) : undefined);
+
+export class LiveStack {
+  outputs: Record<string, unknown> = {};
+  private state = new Map<string, StateResource>();
+
+  private constructor(
+    /** The stack file it runs (Pulumi.<file>.yaml). */
+    readonly file: string,
+    /** The Pulumi stack name, which also scopes its Docker objects' names. */
+    readonly name: string,
+    private readonly stack: Stack,
+    private readonly workDir: string,
+  ) {}
+
+  /**
+   * A new stack in a private copy of the project (the CLI writes its encryption salt into the stack file)
+   * with its state in a temporary `file://` backend, so nothing of the user's Pulumi setup is touched.
+   */
+  static async create(file: string, name = file): Promise<LiveStack> {
+    const pulumi = await pulumiCli();
+    const workDir = fs.mkdtempSync(path.join(os.tmpdir(), WORK_PREFIX));
+    const project = path.join(workDir, "project");
+    fs.cpSync(ROOT, project, {
+      recursive: true,
+      filter: (src) => !/\/(node_modules|\.git|coverage|bench\/out)(\/|$)/.test(src.slice(ROOT.length)),
+    });
+    fs.symlinkSync(path.join(ROOT, "node_modules"), path.join(project, "node_modules"));
+    if (name !== file) fs.copyFileSync(path.join(project, `Pulumi.${file}.yaml`), path.join(project, `Pulumi.${name}.yaml`));
+    fs.mkdirSync(path.join(workDir, "state"));
+    const stack = await LocalWorkspace.createStack({ stackName: name, workDir: project }, workspaceOptions(pulumi, workDir));
+    return new LiveStack(file, name, stack, workDir);
+  }
+
+  /** Stacks an interrupted run left behind (their temporary folders still exist), to destroy them. */
+  static async leftBehind(): Promise<LiveStack[]> {
+    const dirs = fs
+      .readdirSync(os.tmpdir())
+      .filter((d) => d.startsWith(WORK_PREFIX))
+      .map((d) => path.join(os.tmpdir(), d));
+    if (dirs.length === 0) return [];
+    const pulumi = await pulumiCli();
+    const found: LiveStack[] = [];
+    for (const workDir of dirs) {
+      const project = path.join(workDir, "project");
+      const ws = await LocalWorkspace.create({ workDir: project, ...workspaceOptions(pulumi, workDir) }).catch(() => undefined);
+      const names = ws ? (await ws.listStacks().catch(() => [])).map((s) => s.name) : [];
+      if (names.length === 0) fs.rmSync(workDir, { recursive: true, force: true });
+      for (const name of names) {
+        const stack = await LocalWorkspace.selectStack({ stackName: name, workDir: project }, workspaceOptions(pulumi, workDir));
+        found.push(new LiveStack(name, name, stack, workDir));
+      }
+    }
+    return found;
+  }
+
+  private async configure(config: Record<string, string>): Promise<void> {
+    const ns = projectFile().name;
+    const entries = Object.entries(config).map(([k, value]) => [`${ns}:${k}`, { value }]);
+    if (entries.length) await this.stack.setAllConfig(Object.fromEntries(entries));
+  }
+
+  private urns(names: string[]): string[] {
+    return names.map((n) => this.resource(n).urn);
+  }
+
+  /** `pulumi preview`, with the project's policy pack; returns what it would change (see `changes`). */
+  async preview(opts: { config?: Record<string, string>; policyPack?: boolean } = {}): Promise<string[]> {
+    await this.configure(opts.config ?? {});
+    const events: EngineEvent[] = [];
+    await this.stack.preview({
+      policyPacks: opts.policyPack ? [path.join(this.stack.workspace.workDir, "policy")] : undefined,
+      onEvent: (e) => events.push(e),
+      onOutput: verbose(`${this.name} preview`),
+    });
+    return changes(events);
+  }
+
+  /** `pulumi up`; then reads the stack's outputs and state. */
+  async up(opts: UpOptions = {}): Promise<void> {
+    await this.configure(opts.config ?? {});
+    const result = await this.stack.up({
+      replace: opts.replace ? this.urns(opts.replace) : undefined,
+      onOutput: verbose(`${this.name} up`),
+    });
+    this.outputs = Object.fromEntries(Object.entries(result.outputs).map(([k, o]) => [k, o.value]));
+    const exported = (await this.stack.exportStack()).deployment as { resources?: StateResource[] };
+    this.state = new Map((exported.resources ?? []).map((r) => [r.urn.slice(r.urn.lastIndexOf("::") + 2), r]));
+  }
+
+  /** nginx's published address (the `url` output), refused unless it is on 127.0.0.1. */
+  get url(): string {
+    const url = String(this.outputs.url);
+    if (!url.startsWith("http://127.0.0.1:")) throw new Error(`${this.name}: refusing to send traffic to ${url}: only 127.0.0.1`);
+    return url;
+  }
+
+  /** A resource of the state by its Pulumi name, e.g. "flask-container". */
+  resource(name: string): StateResource {
+    const r = this.state.get(name);
+    if (!r) throw new Error(`${this.name}: no resource named ${name} in the stack's state (has: ${[...this.state.keys()].join(", ")})`);
+    return r;
+  }
+
+  container(name: string): Docker.Container {
+    return docker.getContainer(this.idOf(name));
+  }
+
+  service(name: string): Docker.Service {
+    return docker.getService(this.idOf(name));
+  }
+
+  private idOf(name: string): string {
+    const id = this.resource(name).id;
+    if (!id) throw new Error(`${this.name}: ${name} has no id in the state`);
+    return id;
+  }
+
+  /**
+   * `pulumi destroy`, then the stack and its folder removed. A failed destroy keeps the folder: the test run's
+   * exit (tools/cleanup.ts) destroys the stack again from that state.
+   */
+  async destroy(): Promise<void> {
+    await this.stack.destroy({ onOutput: verbose(`${this.name} destroy`) });
+    await this.stack.workspace.removeStack(this.name);
+    fs.rmSync(this.workDir, { recursive: true, force: true });
+  }
+}
+
+/** "<name>: <op> (<properties>)" for each step of a preview that is not "same". */
+function changes(events: EngineEvent[]): string[] {
+  return events.flatMap((e) => {
+    const m = e.resourcePreEvent?.metadata;
+    if (!m || m.op === "same" || m.type === "pulumi:pulumi:Stack") return [];
+    const name = m.urn.slice(m.urn.lastIndexOf("::") + 2);
+    return [`${name}: ${m.op}${m.diffs?.length ? ` (${m.diffs.join(", ")})` : ""}`];
+  });
+}
+
+/**
+ * Creates a stack from its stack file (under `name`, if given) with `config` set, then `pulumi preview` with
+ * the policy pack (a violation fails here) and `pulumi up`.
+ */
+export async function upStack(file: string, config: Record<string, string> = {}, name?: string): Promise<LiveStack> {
+  const live = await LiveStack.create(file, name);
+  try {
+    await live.preview({ config, policyPack: true });
+    await live.up();
+  } catch (e) {
+    await live.destroy().catch(() => undefined);
+    throw e;
+  }
+  return live;
+}
