@@ -49,4 +49,4 @@ export const appUrl = cfg.app.hostPort ? localUrl(cfg.bindAddress, cfg.app.hostP
 export const networkName = network.name;
 export const appWorkload = flask.workload.service?.name ?? flask.workload.containers.map((c) => c.name);
 export const nginxWorkload = nginx.workload.service?.name ?? nginx.workload.containers[0].name;
-export const appImage = flask.image.imageName;
+export const appImage = flask.image.image.imageName;

@@ -1,10 +1,10 @@
 // The Flask service: the image built from this folder and what runs it (containers or a swarm service).
-import * as path from "path";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
 import type { StackConfig } from "../infra/config";
 import { FIRST_APP_HOST, hostAddress, labelList, objectName, replicaSuffix } from "../infra/naming";
+import { buildImage, type BuiltImage } from "../infra/image";
 import { declareWorkload, type ReplicaSpec, type Workload, type WorkloadSettings } from "../infra/workload";
 import { APP_HEALTH_PATH, APP_SOCKET_DIR, APP_UID, appUpstream, CODE_DIR, SOCKET_FILE, type AppUpstream } from "./facts";
 
@@ -19,7 +19,7 @@ export interface FlaskAppArgs {
 }
 
 export class FlaskApp extends pulumi.ComponentResource {
-  readonly image: docker.Image;
+  readonly image: BuiltImage;
   readonly workload: Workload;
   readonly upstream: AppUpstream;
   /** upstreamTransport unix: each replica's socket volume, in replica order, for nginx to mount. */
@@ -29,23 +29,21 @@ export class FlaskApp extends pulumi.ComponentResource {
     super("flask-proxy:index:FlaskApp", name, {}, opts);
     const { app, settings } = args;
 
-    this.image = new docker.Image(
+    this.image = buildImage(
       `${name}-image`,
       {
         imageName: `${app.imageRepository}:${app.version}-${args.stack}`,
-        build: {
-          context: __dirname,
-          dockerfile: path.join(__dirname, "Dockerfile"),
-          args: {
-            BASE_IMAGE: app.baseImage,
-            APP_VERSION: app.version,
-            APP_UID: String(APP_UID),
-            CODE_DIR,
-            SOCKET_DIR: APP_SOCKET_DIR,
-            APP_PORT: String(app.port),
-          },
+        context: __dirname,
+        buildArgs: {
+          BASE_IMAGE: app.baseImage,
+          APP_VERSION: app.version,
+          APP_UID: String(APP_UID),
+          CODE_DIR,
+          SOCKET_DIR: APP_SOCKET_DIR,
+          APP_PORT: String(app.port),
         },
-        skipPush: true,
+        project: args.project,
+        stack: args.stack,
       },
       { parent: this },
     );
@@ -80,11 +78,11 @@ export class FlaskApp extends pulumi.ComponentResource {
     this.workload = declareWorkload(
       name,
       {
-        // The image's digest, so a rebuilt image replaces the containers (or rolls the service).
-        image: this.image.repoDigest,
+        // The image's ID, so a rebuilt image replaces the containers (or rolls the service).
+        image: this.image.id,
         command: serverCommand(app, this.upstream.sockets > 0),
         env: [`FLASK_APP=${CODE_DIR}/main.py`, pulumi.interpolate`FLASK_SECRET_KEY=${secretKey}`],
-        network: args.network.name,
+        network: args.network,
         aliases: [app.alias],
         publish: app.hostPort ? { internal: app.port, external: app.hostPort } : undefined,
         // Dev: the code on the host shadows the baked-in copy, so edits show without a rebuild.
@@ -105,7 +103,7 @@ export class FlaskApp extends pulumi.ComponentResource {
       { parent: this },
     );
 
-    this.registerOutputs({ imageName: this.image.imageName });
+    this.registerOutputs({ imageName: this.image.image.imageName });
   }
 }
 

@@ -25,8 +25,10 @@ const int = (min: number, max: number) =>
     .transform(Number)
     .pipe(z.number().int().min(min, `must be at least ${min}`).max(max, `must be at most ${max}`));
 const bool = text.refine((s) => s === "true" || s === "false", "must be true or false").transform((s) => s === "true");
+// One decimal at most: the docker provider reads NanoCPUs back rounded to one decimal for values such as
+// 0.05, so a finer limit would differ from its read-back and replace the container on every `pulumi up`.
 const cpus = text
-  .regex(/^\d+(\.\d{1,2})?$/, "must be a number of CPUs such as 1 or 0.5 (0 = no limit)")
+  .regex(/^\d+(\.\d)?$/, "must be a number of CPUs with at most one decimal, such as 1 or 0.5 (0 = no limit)")
   .transform(Number)
   .pipe(z.number().max(64, "must be at most 64"));
 const port = int(1, 65535);

@@ -11,6 +11,11 @@ export function stackLabels(project: string, stack: string): Record<string, stri
   return { [LABEL.project]: project, [LABEL.stack]: stack };
 }
 
+/** Build args the Dockerfiles turn into the stack's labels on the image they build. */
+export function labelBuildArgs(project: string, stack: string): Record<string, string> {
+  return { PROJECT_LABEL: LABEL.project, PROJECT: project, STACK_LABEL: LABEL.stack, STACK: stack };
+}
+
 /** Docker's list form of a label map, as @pulumi/docker takes it. */
 export function labelList(labels: Record<string, string>): { label: string; value: string }[] {
   return Object.entries(labels).map(([label, value]) => ({ label, value }));

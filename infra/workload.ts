@@ -4,6 +4,7 @@
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import { labelList, replicaSuffix } from "./naming";
+import { ServiceRollout } from "./rollout";
 
 export type RestartPolicy = "no" | "on-failure" | "always" | "unless-stopped";
 
@@ -51,7 +52,7 @@ export interface WorkloadSpec {
   /** The image's CMD replaced (its ENTRYPOINT is kept). */
   command?: string[];
   env?: pulumi.Input<string>[];
-  network: pulumi.Input<string>;
+  network: docker.Network;
   aliases?: string[];
   /** A container port published on the host. */
   publish?: { internal: number; external: number };
@@ -73,11 +74,13 @@ export interface WorkloadSpec {
 }
 
 const LOG = { driver: "json-file", options: { "max-size": "10m", "max-file": "3" } };
+/** How long `pulumi up` waits for a service's rolling update to finish. */
+const ROLLOUT_TIMEOUT_S = 300;
 const HEALTH = { interval: "5s", timeout: "3s", retries: 3, startPeriod: "10s" };
 
 /** What a workload was declared as: the resources others may depend on. */
 export interface Workload {
-  resources: pulumi.CustomResource[];
+  resources: pulumi.Resource[];
   containers: docker.Container[];
   service?: docker.Service;
 }
@@ -94,12 +97,22 @@ export function declareWorkload(
       throw new Error(`${name}: named volumes are not supported with target: swarm`);
     }
     const service = new docker.Service(`${name}-service`, serviceArgs(spec, settings), opts);
-    return { resources: [service], containers: [], service };
+    if (!settings.waitForHealthy) return { resources: [service], containers: [], service };
+    const rollout = new ServiceRollout(`${name}-rollout`, service, ROLLOUT_TIMEOUT_S, opts);
+    return { resources: [service, rollout], containers: [], service };
   }
   // Replica 1 keeps the unsuffixed resource name, so scaling 1 → N adds containers and replaces none.
   const containers = spec.replicas.map(
     (replica, i) =>
-      new docker.Container(`${name}-container${replicaSuffix(i + 1)}`, containerArgs(spec, settings, replica), opts),
+      new docker.Container(`${name}-container${replicaSuffix(i + 1)}`, containerArgs(spec, settings, replica), {
+        ...opts,
+        // The name is fixed, so the old container must go before its replacement can be created (the
+        // provider asks for that only when a diff forces the replacement, not for `pulumi up --replace`).
+        deleteBeforeReplace: true,
+        // The provider's update applies restart, memory and CPU settings only; a changed healthcheck or
+        // tmpfs would be reported as updated while the running container kept the old one.
+        replaceOnChanges: ["healthcheck", "tmpfs"],
+      }),
   );
   return { resources: containers, containers };
 }
@@ -112,7 +125,7 @@ function containerArgs(spec: WorkloadSpec, settings: WorkloadSettings, replica: 
     command: spec.command,
     envs: spec.env,
     labels: labelList(settings.labels),
-    networksAdvanced: [{ name: spec.network, aliases: spec.aliases, ipv4Address: replica.address }],
+    networksAdvanced: [{ name: spec.network.name, aliases: spec.aliases, ipv4Address: replica.address }],
     ports: spec.publish
       ? [{ internal: spec.publish.internal, external: spec.publish.external, ip: settings.bindAddress, protocol: "tcp" }]
       : [],
@@ -125,7 +138,10 @@ function containerArgs(spec: WorkloadSpec, settings: WorkloadSettings, replica: 
     wait: settings.waitForHealthy,
     waitTimeout: settings.waitForHealthy ? 90 : undefined,
     memory: spec.limits.memoryMb,
-    cpus: spec.limits.cpus === undefined ? undefined : String(spec.limits.cpus),
+    // No swap on top of the memory limit. Left unset, Docker allows as much again and the provider reads
+    // that back as a change to make on every `pulumi up`.
+    memorySwap: spec.limits.memoryMb,
+    cpus: spec.limits.cpus === undefined ? undefined : engineCpus(spec.limits.cpus),
     // json-file with rotation: the default driver grows without bound.
     logDriver: LOG.driver,
     logOpts: LOG.options,
@@ -140,8 +156,20 @@ function containerArgs(spec: WorkloadSpec, settings: WorkloadSettings, replica: 
         : undefined,
     // A fork bomb or runaway worker spawning stops here (Docker's pids limit is not in the provider).
     ulimits: spec.maxProcesses ? [{ name: "nproc", soft: spec.maxProcesses, hard: spec.maxProcesses }] : undefined,
-    healthcheck: settings.healthchecks && spec.healthcheck ? { tests: ["CMD", ...spec.healthcheck], ...HEALTH } : undefined,
+    // Off is said explicitly: an omitted healthcheck is read back from the image and never diffs, so
+    // turning healthchecks off would leave the running containers' checks in place.
+    healthcheck:
+      settings.healthchecks && spec.healthcheck ? { tests: ["CMD", ...spec.healthcheck], ...HEALTH } : { tests: ["NONE"] },
   };
+}
+
+/**
+ * A CPU limit as the provider reads it back from the engine's NanoCPUs ("2" comes back as "2.0"): `cpus`
+ * forces a replacement, so the number as written would replace the container on every `pulumi up`.
+ */
+export function engineCpus(cpus: number): string {
+  const nine = cpus.toFixed(9);
+  return (nine.match(/0/g) ?? []).length === 9 ? cpus.toFixed(1) : nine.replace(/0+$/, "");
 }
 
 const SWARM_RESTART: Record<RestartPolicy, string> = {
@@ -181,7 +209,8 @@ function serviceArgs(spec: WorkloadSpec, settings: WorkloadSettings): docker.Ser
         // Time for in-flight requests to finish before SIGKILL.
         stopGracePeriod: "10s",
       },
-      networksAdvanceds: [{ name: spec.network, aliases: spec.aliases }],
+      // By ID: the provider stores the network's ID, so a name would replace the service on every `pulumi up`.
+      networksAdvanceds: [{ id: spec.network.id, aliases: spec.aliases }],
       resources: {
         limits: {
           memoryBytes: spec.limits.memoryMb === undefined ? undefined : spec.limits.memoryMb * 1024 * 1024,

@@ -1,10 +1,10 @@
 // nginx in front of the app: the pinned public image, its conf.d/default.conf, and the published port.
-import * as path from "path";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import type { AppUpstream } from "../app/facts";
 import type { StackConfig } from "../infra/config";
 import { objectName } from "../infra/naming";
+import { buildImage, type BuiltImage } from "../infra/image";
 import { declareWorkload, localUrl, type Workload, type WorkloadSettings } from "../infra/workload";
 import { CONF_PATH, NGINX_HEALTH_PATH, nginxSocketDir, stackNginxConf } from "./conf";
 
@@ -24,7 +24,7 @@ export interface NginxProxyArgs {
 export class NginxProxy extends pulumi.ComponentResource {
   readonly baseImage: docker.RemoteImage;
   /** The base image with the rendered config baked in; absent when the config is bind-mounted. */
-  readonly image?: docker.Image;
+  readonly image?: BuiltImage;
   readonly workload: Workload;
   readonly url: pulumi.Output<string>;
 
@@ -40,21 +40,19 @@ export class NginxProxy extends pulumi.ComponentResource {
     // it works against a remote Docker host and with a read-only root filesystem (nothing can be copied
     // into such a container), and a config change replaces the container.
     if (!nginx.configFile) {
-      this.image = new docker.Image(
+      this.image = buildImage(
         `${name}-image`,
         {
           imageName: `${cfg.project}-nginx:${cfg.stack}`,
-          build: {
-            context: __dirname,
-            dockerfile: path.join(__dirname, "Dockerfile"),
-            args: {
-              NGINX_IMAGE: this.baseImage.name,
-              CONF_PATH,
-              DEFAULT_CONF: stackNginxConf(cfg, args.upstream),
-              ...(nginx.workerProcesses ? { WORKER_PROCESSES: String(nginx.workerProcesses) } : {}),
-            },
+          context: __dirname,
+          buildArgs: {
+            NGINX_IMAGE: this.baseImage.name,
+            CONF_PATH,
+            DEFAULT_CONF: stackNginxConf(cfg, args.upstream),
+            ...(nginx.workerProcesses ? { WORKER_PROCESSES: String(nginx.workerProcesses) } : {}),
           },
-          skipPush: true,
+          project: cfg.project,
+          stack: cfg.stack,
         },
         { parent: this },
       );
@@ -63,8 +61,8 @@ export class NginxProxy extends pulumi.ComponentResource {
     this.workload = declareWorkload(
       name,
       {
-        image: this.image ? this.image.repoDigest : this.baseImage.imageId,
-        network: args.network.name,
+        image: this.image ? this.image.id : this.baseImage.imageId,
+        network: args.network,
         publish: { internal: 80, external: nginx.httpPort },
         binds: nginx.configFile ? [{ source: nginx.configFile, target: CONF_PATH }] : [],
         // Temp and pid paths of the official image (/var/cache/nginx, /run) and of Debian's (/var/lib/nginx).

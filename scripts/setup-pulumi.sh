@@ -44,8 +44,9 @@ plugin_installed() { # kind name version
 cli_ready() {
   [ -x "$BIN/pulumi" ] && [ "$("$BIN/pulumi" version 2>/dev/null)" = "v$PULUMI_VERSION" ]
 }
+# pulumi-resource-pulumi-nodejs runs dynamic providers (infra/rollout.ts); releases ship it beside the CLI.
 toolchain_ready() {
-  cli_ready && [ -x "$BIN/pulumi-language-nodejs" ] \
+  cli_ready && [ -x "$BIN/pulumi-language-nodejs" ] && [ -x "$BIN/pulumi-resource-pulumi-nodejs" ] \
     && plugin_installed resource docker "$DOCKER_VERSION" && plugin_installed resource random "$RANDOM_VERSION"
 }
 
@@ -160,6 +161,8 @@ build_cli() {
     done_step
   fi
   install -m 0755 "$out" "$BIN/pulumi"
+  # The dynamic-provider launcher is a script in the SDK module, installed beside the CLI as releases do.
+  install -m 0755 "$SDK_DIR/nodejs/dist/pulumi-resource-pulumi-nodejs" "$BIN/pulumi-resource-pulumi-nodejs"
   [ "$("$BIN/pulumi" version)" = "v$PULUMI_VERSION" ] || die "the built CLI reports $("$BIN/pulumi" version), not v$PULUMI_VERSION"
 }
 build_cli

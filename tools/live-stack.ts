@@ -8,7 +8,13 @@ import * as http from "http";
 import * as os from "os";
 import * as path from "path";
 import Docker from "dockerode";
-import { LocalWorkspace, PulumiCommand, type EngineEvent, type LocalWorkspaceOptions, type Stack } from "@pulumi/pulumi/automation";
+import {
+  LocalWorkspace,
+  PulumiCommand,
+  type EngineEvent,
+  type LocalWorkspaceOptions,
+  type Stack,
+} from "@pulumi/pulumi/automation";
 import { projectFile, ROOT } from "./stack-files";
 
 // A fresh connection per API call. Node 20's default agent keeps idle sockets for reuse; after minutes
@@ -171,7 +177,8 @@ export class LiveStack {
   /** A resource of the state by its Pulumi name, e.g. "flask-container". */
   resource(name: string): StateResource {
     const r = this.state.get(name);
-    if (!r) throw new Error(`${this.name}: no resource named ${name} in the stack's state (has: ${[...this.state.keys()].join(", ")})`);
+    if (!r)
+      throw new Error(`${this.name}: no resource named ${name} in the stack's state (has: ${[...this.state.keys()].join(", ")})`);
     return r;
   }
 

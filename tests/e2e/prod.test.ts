@@ -98,4 +98,16 @@ describe("prod stack on a real Docker Engine", () => {
     await within(20_000, async () => (await app.inspect()).RestartCount > before.RestartCount, "the engine restarts the app");
     await within(20_000, answersHello(prod.url), "nginx serves the restarted app");
   });
+
+  // Last: it changes the stack. An omitted healthcheck never diffs (the provider reads the image's back),
+  // and the provider's update leaves a changed one in place; either way the old check would keep running.
+  test("turning healthchecks off reaches the running containers", async () => {
+    await prod.up({ config: { healthchecks: "false", waitForHealthy: "false" } });
+    for (const name of ["flask-container", "nginx-container"]) {
+      const info = await prod.container(name).inspect();
+      expect([name, info.State.Health?.Status]).toEqual([name, undefined]); // no check runs, none is reported
+    }
+    await within(20_000, answersHello(prod.url), "served after the change");
+    expect(await prod.preview()).toEqual([]);
+  });
 });

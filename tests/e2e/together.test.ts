@@ -28,7 +28,7 @@ describe("dev and prod on one engine", () => {
     while (stacks.length) await stacks.pop()!.destroy();
     const left = await leftovers(docker, LABEL.project);
     expect(left).toEqual({ services: [], containers: [], networks: [], volumes: [], images: [] });
-    // Built images carry no project label (the provider's build has no labels): check them by name.
+    // Built images are found by their stack labels above; by name too, in case a build lost them.
     const tags = (await docker.listImages()).flatMap((i) => i.RepoTags ?? []);
     expect(tags.filter((t) => /^flask:|^flask-proxy-nginx:/.test(t))).toEqual([]);
   });

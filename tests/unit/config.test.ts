@@ -46,7 +46,7 @@ const BAD: Record<keyof RawConfig, string[]> = {
   appMemoryMb: ["-5", "lots"],
   nginxMemoryMb: ["1e3"],
   appCpus: ["-1", "many", "100"],
-  nginxCpus: ["0.125"],
+  nginxCpus: ["0.125", "0.05"],
   appMaxProcesses: ["-1"],
   replicas: ["0", "17"],
   target: ["kubernetes"],

@@ -28,6 +28,7 @@ describe("dev stack: the tutorial's topology", () => {
       "docker:index/container:Container nginx-container",
       "docker:index/image:Image flask-image",
       "docker:index/network:Network my-network",
+      "docker:index/remoteImage:RemoteImage flask-image-local",
       "docker:index/remoteImage:RemoteImage nginx-base-image",
       "random:index/randomPassword:RandomPassword flask-secret-key",
     ]);
@@ -52,6 +53,19 @@ describe("dev stack: the tutorial's topology", () => {
       CODE_DIR,
       SOCKET_DIR: APP_SOCKET_DIR,
       APP_PORT: "5000",
+      // The stack's labels on the image: its own build, found and removed by them.
+      PROJECT_LABEL: "org.flask-proxy.project",
+      PROJECT: "flask-proxy",
+      STACK_LABEL: "org.flask-proxy.stack",
+      STACK: "dev",
+    });
+  });
+
+  test("the built image is held by a RemoteImage of its ID, so destroy removes it (docker.Image's delete does not)", () => {
+    expect(find(run, "flask-image-local").inputs).toEqual({
+      name: find(run, "flask-image").outputs.repoDigest,
+      keepLocally: false,
+      forceRemove: true,
     });
   });
 
@@ -64,8 +78,8 @@ describe("dev stack: the tutorial's topology", () => {
     expect(path.isAbsolute((c.volumes as Vol[])[0].hostPath)).toBe(true);
     expect(c.networksAdvanced).toEqual([{ name: "flask-proxy-dev-net", aliases: ["flask-app"] }]);
     expect(c.ports).toEqual([{ internal: 5000, external: 8080, ip: "127.0.0.1", protocol: "tcp" }]);
-    // The built image's ID, so a rebuild replaces the container.
-    expect(c.image).toBe(find(run, "flask-image").outputs.repoDigest);
+    // The built image's ID, so a rebuild replaces the container, and the container goes before the image.
+    expect(c.image).toBe(find(run, "flask-image-local").outputs.imageId);
   });
 
   test("nginx: the repo's rendered conf mounted as conf.d/default.conf, 80 → 80 on loopback, after flask", () => {
@@ -80,10 +94,10 @@ describe("dev stack: the tutorial's topology", () => {
     expect(n.dependsOn).toEqual(["flask-container"]);
   });
 
-  test("keeps the tutorial's shape: no hardening, healthchecks or restart policy", () => {
+  test("keeps the tutorial's shape: no hardening, healthchecks (the image's own turned off too) or restart policy", () => {
     for (const name of ["flask-container", "nginx-container"]) {
       const c = find(run, name).inputs;
-      expect([name, c.readOnly, c.healthcheck, c.restart, c.wait]).toEqual([name, undefined, undefined, "no", false]);
+      expect([name, c.readOnly, c.healthcheck, c.restart, c.wait]).toEqual([name, undefined, { tests: ["NONE"] }, "no", false]);
     }
   });
 
@@ -145,7 +159,7 @@ describe("prod stack: production-shaped", () => {
     expect(img.build.args.DEFAULT_CONF).not.toMatch(/^\s*keepalive \d+;/m);
     expect(img.build.args.DEFAULT_CONF).toContain("proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;");
     const n = find(run, "nginx-container").inputs;
-    expect(n.image).toBe(find(run, "nginx-image").outputs.repoDigest);
+    expect(n.image).toBe(find(run, "nginx-image-local").outputs.imageId);
     expect(n.volumes).toEqual([{ volumeName: "flask-proxy-prod-flask-socket", containerPath: "/srv/sockets/1", readOnly: true }]);
     expect(n.ports).toEqual([{ internal: 80, external: 8000, ip: "127.0.0.1", protocol: "tcp" }]);
   });
@@ -165,6 +179,9 @@ describe("prod stack: production-shaped", () => {
         ["ALL"],
       ]);
       expect(c.memory).toBeGreaterThan(0);
+      // No swap beyond the memory limit; and the limits as the provider reads them back (no diff next time).
+      expect(c.memorySwap).toBe(c.memory);
+      expect(c.cpus).toMatch(/^\d+\.\d$/);
       expect(c.logOpts).toEqual({ "max-size": "10m", "max-file": "3" });
       expect(c.healthcheck.tests[0]).toBe("CMD");
     }

@@ -8,7 +8,7 @@ const find = (run: ProgramRun, name: string): Declared => {
   if (!r) throw new Error(`${name} not declared; have ${run.resources.map((x) => x.name).join(", ")}`);
   return r;
 };
-type Spec = { containerSpec: Record<string, unknown>; networksAdvanceds: { name: string; aliases?: string[] }[] };
+type Spec = { containerSpec: Record<string, unknown>; networksAdvanceds: { id: string; aliases?: string[] }[] };
 
 describe("swarm target", () => {
   let run: ProgramRun;
@@ -35,7 +35,8 @@ describe("swarm target", () => {
     expect(i.endpointSpec).toEqual({ mode: "dnsrr", ports: [] });
     expect(i.updateConfig).toMatchObject({ order: "start-first", failureAction: "rollback", parallelism: 1 });
     const ts = i.taskSpec as Spec & { resources: unknown; restartPolicy: { condition: string } };
-    expect(ts.networksAdvanceds).toEqual([{ name: "flask-proxy-swarm-net", aliases: ["flask-app"] }]);
+    // The network's ID: the provider stores the ID, so a name would replace the service on every up.
+    expect(ts.networksAdvanceds).toEqual([{ id: "my-network-id", aliases: ["flask-app"] }]);
     expect(ts.resources).toEqual({ limits: { memoryBytes: 256 * 1024 * 1024, nanoCpus: 1e9 } });
     expect(ts.restartPolicy.condition).toBe("any");
     expect(ts.containerSpec).toMatchObject({ readOnly: true, capDrops: ["ALL"] });
@@ -53,7 +54,8 @@ describe("swarm target", () => {
       ports: [{ targetPort: 80, publishedPort: 8100, publishMode: "host", protocol: "tcp" }],
     });
     expect(i.updateConfig).toMatchObject({ order: "stop-first" });
-    expect(nginx.dependsOn).toEqual(["flask-service"]);
+    // After the app's rolling update has finished, not just after its service spec was accepted.
+    expect(nginx.dependsOn).toEqual(["flask-service", "flask-rollout"]);
     // Task addresses change on every update, so nginx must re-resolve: no keepalive upstream block.
     const conf = String((find(run, "nginx-image").inputs.build as { args: Record<string, string> }).args.DEFAULT_CONF);
     expect(conf).toContain("resolver 127.0.0.11");
