@@ -76,7 +76,7 @@ export interface UpOptions {
   replace?: string[];
 }
 
-/** Where a failed step's CLI output goes when E2E_VERBOSE is unset: it is in the thrown error instead. */
+/** E2E_VERBOSE=1 streams the CLI's output; otherwise it shows only in the error of a step that failed. */
 const verbose = (tag: string) => (process.env.E2E_VERBOSE ? (s: string) => process.stdout.write(`[${tag}] ${s}`) : undefined);
 
 export class LiveStack {
@@ -143,7 +143,7 @@ export class LiveStack {
     return names.map((n) => this.resource(n).urn);
   }
 
-  /** `pulumi preview`, with the project's policy pack; returns what it would change (see `changes`). */
+  /** `pulumi preview` (with the project's policy pack if asked); returns what it would change (see `changes`). */
   async preview(opts: { config?: Record<string, string>; policyPack?: boolean } = {}): Promise<string[]> {
     await this.configure(opts.config ?? {});
     const events: EngineEvent[] = [];
@@ -164,7 +164,7 @@ export class LiveStack {
     });
     this.outputs = Object.fromEntries(Object.entries(result.outputs).map(([k, o]) => [k, o.value]));
     const exported = (await this.stack.exportStack()).deployment as { resources?: StateResource[] };
-    this.state = new Map((exported.resources ?? []).map((r) => [r.urn.slice(r.urn.lastIndexOf("::") + 2), r]));
+    this.state = new Map((exported.resources ?? []).map((r) => [nameOf(r.urn), r]));
   }
 
   /** nginx's published address (the `url` output), refused unless it is on 127.0.0.1. */
@@ -207,13 +207,15 @@ export class LiveStack {
   }
 }
 
+/** A resource's name: the last part of its URN. */
+const nameOf = (urn: string) => urn.slice(urn.lastIndexOf("::") + 2);
+
 /** "<name>: <op> (<properties>)" for each step of a preview that is not "same". */
 function changes(events: EngineEvent[]): string[] {
   return events.flatMap((e) => {
     const m = e.resourcePreEvent?.metadata;
     if (!m || m.op === "same" || m.type === "pulumi:pulumi:Stack") return [];
-    const name = m.urn.slice(m.urn.lastIndexOf("::") + 2);
-    return [`${name}: ${m.op}${m.diffs?.length ? ` (${m.diffs.join(", ")})` : ""}`];
+    return [`${nameOf(m.urn)}: ${m.op}${m.diffs?.length ? ` (${m.diffs.join(", ")})` : ""}`];
   });
 }
 
