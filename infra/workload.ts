@@ -209,7 +209,8 @@ function serviceArgs(spec: WorkloadSpec, settings: WorkloadSettings): docker.Ser
         // Time for in-flight requests to finish before SIGKILL.
         stopGracePeriod: "10s",
       },
-      // By ID: the provider stores the network's ID, so a name would replace the service on every `pulumi up`.
+      // By ID, as the provider asks: `name` is deprecated there (no diff came of it here, but upstream warns of
+      // constant replacements).
       networksAdvanceds: [{ id: spec.network.id, aliases: spec.aliases }],
       resources: {
         limits: {

@@ -55,7 +55,7 @@ describe("swarm stack on a single-node Docker Swarm", () => {
     expect(seen.size).toBe(3);
   });
 
-  test("a rolling update of the app image under load fails no request", async () => {
+  test("a rolling update of the app image under load fails no request, and is over when pulumi up returns", async () => {
     expect(swarm).toBeDefined();
     expect((await get(swarm!.url)).headers.get("x-app-version")).toBe("0.0.1");
     // nginx ends a client connection after keepalive_requests (1000) with "Connection: close"; autocannon
@@ -63,7 +63,7 @@ describe("swarm stack on a single-node Docker Swarm", () => {
     // what a client that honours the header does. (Through docker-proxy the race was hidden.)
     const load = autocannon({ url: swarm!.url, connections: 4, amount: 200_000, duration: 90, timeout: 10, reconnectRate: 500 });
     await new Promise((r) => setTimeout(r, 1000));
-    await swarm!.up({ config: { appVersion: "0.0.2" } }); // returns once the service converged
+    await swarm!.up({ config: { appVersion: "0.0.2" } }); // returns once every task runs 0.0.2 (infra/rollout.ts)
     await new Promise((r) => setTimeout(r, 6000)); // past nginx's 5 s DNS cache
     (load as unknown as { stop(): void }).stop();
     const result = await load;
