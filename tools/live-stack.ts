@@ -23,7 +23,7 @@ import { projectFile, ROOT } from "./stack-files";
 const dockerOptions: Docker.DockerOptions & { agent: http.Agent } = { agent: new http.Agent({ keepAlive: false }) };
 export const docker = new Docker(dockerOptions);
 
-export const PULUMI_HOME = process.env.PULUMI_HOME ?? path.join(os.homedir(), ".pulumi");
+const PULUMI_HOME = process.env.PULUMI_HOME ?? path.join(os.homedir(), ".pulumi");
 
 /** Prefix of the temporary folders holding a live stack's project copy and state. */
 const WORK_PREFIX = "flask-proxy-live-";
@@ -84,8 +84,6 @@ export class LiveStack {
   private state = new Map<string, StateResource>();
 
   private constructor(
-    /** The stack file it runs (Pulumi.<file>.yaml). */
-    readonly file: string,
     /** The Pulumi stack name, which also scopes its Docker objects' names. */
     readonly name: string,
     private readonly stack: Stack,
@@ -108,7 +106,7 @@ export class LiveStack {
     if (name !== file) fs.copyFileSync(path.join(project, `Pulumi.${file}.yaml`), path.join(project, `Pulumi.${name}.yaml`));
     fs.mkdirSync(path.join(workDir, "state"));
     const stack = await LocalWorkspace.createStack({ stackName: name, workDir: project }, workspaceOptions(pulumi, workDir));
-    return new LiveStack(file, name, stack, workDir);
+    return new LiveStack(name, stack, workDir);
   }
 
   /** Stacks an interrupted run left behind (their temporary folders still exist), to destroy them. */
@@ -127,7 +125,7 @@ export class LiveStack {
       if (names.length === 0) fs.rmSync(workDir, { recursive: true, force: true });
       for (const name of names) {
         const stack = await LocalWorkspace.selectStack({ stackName: name, workDir: project }, workspaceOptions(pulumi, workDir));
-        found.push(new LiveStack(name, name, stack, workDir));
+        found.push(new LiveStack(name, stack, workDir));
       }
     }
     return found;
