@@ -8,9 +8,37 @@ export const APP_HEALTH_PATH = "/healthz";
 export const CODE_DIR = "/code";
 /** The unprivileged user the app runs as (created by the Dockerfile from this build arg). */
 export const APP_UID = 10001;
-/** upstreamTransport unix: gunicorn binds SOCKET_FILE in this directory, a volume per replica. */
+/** upstreamTransport unix: each replica's socket volume, mounted here. */
 export const APP_SOCKET_DIR = "/srv/socket";
+/**
+ * The name nginx connects to in the socket volume: a link to the socket of the container that serves now.
+ * Each container binds a socket named after its hostname (app/gunicorn.conf.py, told the directory by
+ * SOCKET_DIR_ENV), and the release's cutover step moves the link once the new container is healthy.
+ */
 export const SOCKET_FILE = "gunicorn.sock";
+export const SOCKET_DIR_ENV = "GUNICORN_SOCKET_DIR";
+/** Where app/Dockerfile puts app/gunicorn.conf.py (outside CODE_DIR, which dev mounts over). */
+export const GUNICORN_CONF = "/etc/gunicorn/gunicorn.conf.py";
+/**
+ * How long gunicorn lets in-flight requests finish after SIGTERM (--graceful-timeout); Docker's stop timeout
+ * and the delete of a replaced container wait a little longer before SIGKILL.
+ */
+export const APP_GRACEFUL_TIMEOUT_S = 20;
+
+/**
+ * Run in a healthy new container: points SOCKET_FILE at the container's own socket. The link is made under a
+ * temporary name and renamed over the old one, so nginx never finds the name missing.
+ */
+export function socketCutoverCommand(socketDir: string = APP_SOCKET_DIR): string[] {
+  const script = [
+    `cd ${socketDir}`,
+    'own="$(hostname).sock"',
+    'test -S "$own" || { echo "no socket $own in $PWD" >&2; exit 1; }',
+    `ln -sfn "$own" .${SOCKET_FILE}.next`,
+    `mv -Tf .${SOCKET_FILE}.next ${SOCKET_FILE}`,
+  ].join(" && ");
+  return ["sh", "-c", script];
+}
 
 /** Where nginx reaches the app: what its config is rendered from. */
 export interface AppUpstream {

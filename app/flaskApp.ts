@@ -6,7 +6,19 @@ import type { StackConfig } from "../infra/config";
 import { FIRST_APP_HOST, hostAddress, labelList, objectName, replicaSuffix } from "../infra/naming";
 import { buildImage, type BuiltImage } from "../infra/image";
 import { declareWorkload, type ReplicaSpec, type Workload, type WorkloadSettings } from "../infra/workload";
-import { APP_HEALTH_PATH, APP_SOCKET_DIR, APP_UID, appUpstream, CODE_DIR, SOCKET_FILE, type AppUpstream } from "./facts";
+import { NGINX_DNS_CACHE_S } from "../nginx/conf";
+import {
+  APP_GRACEFUL_TIMEOUT_S,
+  APP_HEALTH_PATH,
+  APP_SOCKET_DIR,
+  APP_UID,
+  appUpstream,
+  CODE_DIR,
+  GUNICORN_CONF,
+  socketCutoverCommand,
+  SOCKET_DIR_ENV,
+  type AppUpstream,
+} from "./facts";
 
 export interface FlaskAppArgs {
   app: StackConfig["app"];
@@ -41,6 +53,7 @@ export class FlaskApp extends pulumi.ComponentResource {
           CODE_DIR,
           SOCKET_DIR: APP_SOCKET_DIR,
           APP_PORT: String(app.port),
+          GUNICORN_CONF,
         },
         project: args.project,
         stack: args.stack,
@@ -56,6 +69,7 @@ export class FlaskApp extends pulumi.ComponentResource {
           pulumi.secret(new random.RandomPassword(`${name}-secret-key`, { length: 48, special: false }, { parent: this }).result);
 
     this.upstream = appUpstream(app);
+    const sockets = this.upstream.sockets > 0;
     this.socketVolumes = [];
     const replicas: ReplicaSpec[] = [];
     for (let n = 1; n <= app.replicas; n++) {
@@ -80,8 +94,12 @@ export class FlaskApp extends pulumi.ComponentResource {
       {
         // The image's ID, so a rebuilt image replaces the containers (or rolls the service).
         image: this.image.id,
-        command: serverCommand(app, this.upstream.sockets > 0),
-        env: [`FLASK_APP=${CODE_DIR}/main.py`, pulumi.interpolate`FLASK_SECRET_KEY=${secretKey}`],
+        command: serverCommand(app),
+        env: [
+          `FLASK_APP=${CODE_DIR}/main.py`,
+          pulumi.interpolate`FLASK_SECRET_KEY=${secretKey}`,
+          ...(sockets ? [`${SOCKET_DIR_ENV}=${APP_SOCKET_DIR}`] : []),
+        ],
         network: args.network,
         aliases: [app.alias],
         publish: app.hostPort ? { internal: app.port, external: app.hostPort } : undefined,
@@ -98,6 +116,14 @@ export class FlaskApp extends pulumi.ComponentResource {
         maxProcesses: app.maxProcesses,
         replicas,
         serviceName: replicas[0].containerName,
+        stopGraceS: APP_GRACEFUL_TIMEOUT_S + 5,
+        // Releases without a dropped request wherever two generations can run side by side: no host port
+        // (dev publishes 8080, as the tutorial does) and no fixed address. nginx reaches the new container
+        // through the socket link its cutover moves, or finds it by the alias within its DNS cache time.
+        release:
+          app.hostPort || args.networkSubnet
+            ? undefined
+            : { switchCommand: sockets ? socketCutoverCommand() : undefined, settleS: sockets ? 0 : NGINX_DNS_CACHE_S + 1 },
       },
       settings,
       { parent: this },
@@ -107,17 +133,16 @@ export class FlaskApp extends pulumi.ComponentResource {
   }
 }
 
-function serverCommand(app: StackConfig["app"], unixSocket: boolean): string[] {
+function serverCommand(app: StackConfig["app"]): string[] {
   if (app.server.kind === "flask-dev") {
     // The tutorial's command; --reload makes the bind-mounted code take effect on save.
     return ["flask", "run", "--host=0.0.0.0", `--port=${app.port}`, ...(app.server.reload ? ["--reload"] : [])];
   }
   return [
     "gunicorn",
-    // TCP stays for the network alias, the healthcheck and anything else on the network.
-    "--bind",
-    `0.0.0.0:${app.port}`,
-    ...(unixSocket ? ["--bind", `unix:${APP_SOCKET_DIR}/${SOCKET_FILE}`] : []),
+    // Where it listens (TCP on the image's port, and the socket when SOCKET_DIR_ENV is set).
+    "--config",
+    GUNICORN_CONF,
     "--workers",
     String(app.server.workers),
     "--threads",
@@ -125,6 +150,9 @@ function serverCommand(app: StackConfig["app"], unixSocket: boolean): string[] {
     // Heartbeat files on tmpfs, not the container's overlay filesystem.
     "--worker-tmp-dir",
     "/dev/shm",
+    // In-flight requests finish after SIGTERM (a release draining the old container).
+    "--graceful-timeout",
+    String(APP_GRACEFUL_TIMEOUT_S),
     "main:app",
   ];
 }

@@ -2,6 +2,7 @@
 import * as path from "path";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
+import { engineClient } from "./engine";
 import { labelBuildArgs } from "./naming";
 
 export interface BuiltImage {
@@ -33,5 +34,62 @@ export function buildImage(
   // repoDigest is the image ID. Forced: swarm keeps its stopped tasks' containers, which would block the
   // removal; the engine still refuses while a running container uses the image.
   const local = new docker.RemoteImage(`${name}-local`, { name: image.repoDigest, keepLocally: false, forceRemove: true }, opts);
+  new ImageTag(`${name}-tag`, { imageId: local.imageId, tag: image.imageName }, opts);
   return { image, id: local.imageId };
+}
+
+interface TagInputs {
+  imageId: string;
+  /** repository:tag */
+  tag: string;
+  dockerHost?: string;
+}
+interface TagState extends TagInputs {
+  /** The image the tag pointed at when last read ("" when the tag was missing). */
+  taggedId: string;
+}
+
+async function putTag(inputs: TagInputs): Promise<TagState> {
+  const at = inputs.tag.lastIndexOf(":");
+  await engineClient(inputs.dockerHost)
+    .getImage(inputs.imageId)
+    .tag({ repo: inputs.tag.slice(0, at), tag: inputs.tag.slice(at + 1) });
+  return { ...inputs, taggedId: inputs.imageId };
+}
+
+const tagProvider: pulumi.dynamic.ResourceProvider = {
+  async create(inputs: TagInputs) {
+    return { id: inputs.tag, outs: await putTag(inputs) };
+  },
+  async read(id: string, props: TagState) {
+    const found = await engineClient(props.dockerHost)
+      .getImage(props.tag)
+      .inspect()
+      .catch((e: { statusCode?: number }) => {
+        if (e.statusCode === 404) return undefined;
+        throw e;
+      });
+    return { id, props: { ...props, taggedId: found?.Id ?? "" } };
+  },
+  async diff(_id: string, olds: TagState, news: TagInputs) {
+    return { changes: olds.imageId !== news.imageId || olds.tag !== news.tag || olds.taggedId !== news.imageId };
+  },
+  async update(_id: string, _olds: TagState, news: TagInputs) {
+    return { outs: await putTag(news) };
+  },
+  // The image goes with its RemoteImage (all its tags with it).
+};
+
+/**
+ * Keeps a build's tag on its image. docker.Image's read returns its state unchanged, so a tag removed behind
+ * Pulumi's back (`docker rmi -f`) would never show; this one's read looks, and `pulumi up` tags again.
+ */
+class ImageTag extends pulumi.dynamic.Resource {
+  constructor(
+    name: string,
+    args: { imageId: pulumi.Input<string>; tag: pulumi.Input<string> },
+    opts: pulumi.CustomResourceOptions,
+  ) {
+    super(tagProvider, name, { ...args, dockerHost: new pulumi.Config("docker").get("host"), taggedId: undefined }, opts);
+  }
 }

@@ -4,7 +4,7 @@
 import * as crypto from "crypto";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
-import type Dockerode from "dockerode";
+import { engineClient } from "./engine";
 
 interface RolloutInputs {
   serviceId: string;
@@ -17,20 +17,7 @@ interface RolloutInputs {
 
 /** Polls the engine until every task of the service runs the service's current spec. */
 async function waitForRollout({ serviceId, dockerHost, timeoutS }: RolloutInputs): Promise<void> {
-  // Required here: dynamic providers are serialized and run in a process of their own.
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const Docker = require("dockerode") as typeof Dockerode;
-  const url = dockerHost ? new URL(dockerHost) : undefined;
-  const client = !url
-    ? new Docker()
-    : url.protocol === "unix:"
-      ? new Docker({ socketPath: url.pathname })
-      : new Docker({
-          protocol: url.protocol === "ssh:" ? "ssh" : "http",
-          host: url.hostname,
-          port: url.port || undefined,
-          username: url.username || undefined,
-        });
+  const client = engineClient(dockerHost);
   const deadline = Date.now() + timeoutS * 1000;
   let last = "";
   for (;;) {

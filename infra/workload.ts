@@ -4,6 +4,7 @@
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import { labelList, replicaSuffix } from "./naming";
+import { Cutover } from "./cutover";
 import { ServiceRollout } from "./rollout";
 
 export type RestartPolicy = "no" | "on-failure" | "always" | "unless-stopped";
@@ -71,12 +72,25 @@ export interface WorkloadSpec {
   replicas: ReplicaSpec[];
   /** Service name on swarm (the first replica's name on plain containers). */
   serviceName: string;
+  /** Seconds a stopped or deleted container gets to finish its requests before SIGKILL. */
+  stopGraceS?: number;
+  /**
+   * Containers only: releases that drop no request. A replacement boots under a new generated name beside
+   * the old container, is health-gated and switched to (infra/cutover.ts), and only then is the old one
+   * deleted, which drains it (stopGraceS). Without it, a container has its fixed name, and a replacement
+   * deletes the old one first. Needs replicas without a host port or a fixed address (two generations run
+   * at once).
+   */
+  release?: { switchCommand?: string[]; settleS: number };
 }
 
 const LOG = { driver: "json-file", options: { "max-size": "10m", "max-file": "3" } };
 /** How long `pulumi up` waits for a service's rolling update to finish. */
 const ROLLOUT_TIMEOUT_S = 300;
 const HEALTH = { interval: "5s", timeout: "3s", retries: 3, startPeriod: "10s" };
+
+/** How long a new app container may take to become healthy before its release fails. */
+const CUTOVER_TIMEOUT_S = 60;
 
 /** What a workload was declared as: the resources others may depend on. */
 export interface Workload {
@@ -101,31 +115,54 @@ export function declareWorkload(
     const rollout = new ServiceRollout(`${name}-rollout`, service, ROLLOUT_TIMEOUT_S, opts);
     return { resources: [service, rollout], containers: [], service };
   }
+  const release = spec.release;
+  if (release && (spec.publish || spec.replicas.some((r) => r.address))) {
+    throw new Error(`${name}: zero-downtime releases need containers without a host port or a fixed address`);
+  }
   // Replica 1 keeps the unsuffixed resource name, so scaling 1 → N adds containers and replaces none.
   const containers = spec.replicas.map(
     (replica, i) =>
       new docker.Container(`${name}-container${replicaSuffix(i + 1)}`, containerArgs(spec, settings, replica), {
         ...opts,
-        // The name is fixed, so the old container must go before its replacement can be created (the
-        // provider asks for that only when a diff forces the replacement, not for `pulumi up --replace`).
-        deleteBeforeReplace: true,
+        // Releases: the new container is created (under a new generated name) before the old one goes.
+        // Fixed names: the old one must go first, and the provider asks for that only when a diff forces
+        // the replacement, not for `pulumi up --replace`.
+        deleteBeforeReplace: !release,
         // The provider's update applies restart, memory and CPU settings only; a changed healthcheck or
         // tmpfs would be reported as updated while the running container kept the old one.
         replaceOnChanges: ["healthcheck", "tmpfs"],
       }),
   );
-  return { resources: containers, containers };
+  if (!release) return { resources: containers, containers };
+  const cutovers = containers.map(
+    (c, i) =>
+      new Cutover(
+        `${name}-cutover${replicaSuffix(i + 1)}`,
+        c,
+        {
+          healthGate: settings.healthchecks && spec.healthcheck !== undefined,
+          switchCommand: release.switchCommand,
+          settleS: release.settleS,
+          timeoutS: CUTOVER_TIMEOUT_S,
+        },
+        opts,
+      ),
+  );
+  return { resources: [...containers, ...cutovers], containers };
 }
 
 function containerArgs(spec: WorkloadSpec, settings: WorkloadSettings, replica: ReplicaSpec): docker.ContainerArgs {
   const hardened = settings.hardened;
   return {
-    name: replica.containerName,
+    // Releases leave the name to the provider, which generates a new one for each replacement.
+    name: spec.release ? undefined : replica.containerName,
     image: spec.image,
     command: spec.command,
     envs: spec.env,
     labels: labelList(settings.labels),
-    networksAdvanced: [{ name: spec.network.name, aliases: spec.aliases, ipv4Address: replica.address }],
+    // By ID: the provider never reads a container's networks back, so a network removed and created again
+    // (same name, new ID) would leave the containers off it; a new ID replaces them instead.
+    networksAdvanced: [{ name: spec.network.id, aliases: spec.aliases, ipv4Address: replica.address }],
     ports: spec.publish
       ? [{ internal: spec.publish.internal, external: spec.publish.external, ip: settings.bindAddress, protocol: "tcp" }]
       : [],
@@ -134,9 +171,14 @@ function containerArgs(spec: WorkloadSpec, settings: WorkloadSettings, replica: 
       ...(replica.volumes ?? []).map((v) => ({ volumeName: v.volumeName, containerPath: v.target, readOnly: v.readOnly })),
     ],
     restart: settings.restartPolicy,
-    // `pulumi up` returns only once the healthcheck passes, so a broken release fails the update.
-    wait: settings.waitForHealthy,
-    waitTimeout: settings.waitForHealthy ? 90 : undefined,
+    // `pulumi up` returns only once the healthcheck passes, so a broken release fails the update. A release's
+    // cutover gates on health itself, so that a failed one leaves nothing half-done in the state.
+    wait: settings.waitForHealthy && !spec.release,
+    waitTimeout: settings.waitForHealthy && !spec.release ? 90 : undefined,
+    // SIGTERM, then time to finish in-flight requests: on `docker stop`, and when Pulumi deletes the container
+    // (a replaced generation, or destroy). Without it the provider's delete kills at once.
+    stopTimeout: spec.stopGraceS,
+    destroyGraceSeconds: spec.stopGraceS,
     memory: spec.limits.memoryMb,
     // No swap on top of the memory limit. Left unset, Docker allows as much again and the provider reads
     // that back as a change to make on every `pulumi up`.
@@ -149,7 +191,9 @@ function containerArgs(spec: WorkloadSpec, settings: WorkloadSettings, replica: 
     // setuid binaries, and only the listed capabilities remain.
     readOnly: hardened ? true : undefined,
     securityOpts: hardened ? ["no-new-privileges:true"] : undefined,
-    capabilities: hardened ? { drops: ["ALL"], adds: spec.capAdds?.length ? spec.capAdds : undefined } : undefined,
+    capabilities: hardened
+      ? { drops: ["ALL"], adds: spec.capAdds?.length ? engineCapabilities(spec.capAdds) : undefined }
+      : undefined,
     tmpfs:
       hardened && spec.tmpfs?.length
         ? Object.fromEntries(spec.tmpfs.map((t) => [t.path, `rw,${t.noexec ? "noexec," : ""}nosuid,nodev,size=${t.sizeMb}m`]))
@@ -170,6 +214,14 @@ function containerArgs(spec: WorkloadSpec, settings: WorkloadSettings, replica: 
 export function engineCpus(cpus: number): string {
   const nine = cpus.toFixed(9);
   return (nine.match(/0/g) ?? []).length === 9 ? cpus.toFixed(1) : nine.replace(/0+$/, "");
+}
+
+/**
+ * Capabilities as the engine stores and the provider reads them back (`CHOWN` becomes `CAP_CHOWN`): written
+ * otherwise, `pulumi refresh` finds a change, and the `pulumi up` after it replaces the container.
+ */
+export function engineCapabilities(caps: string[]): string[] {
+  return caps.map((c) => (c.startsWith("CAP_") ? c : `CAP_${c}`)).sort();
 }
 
 const SWARM_RESTART: Record<RestartPolicy, string> = {
@@ -207,7 +259,7 @@ function serviceArgs(spec: WorkloadSpec, settings: WorkloadSettings): docker.Ser
         ],
         healthcheck: settings.healthchecks && spec.healthcheck ? { tests: ["CMD", ...spec.healthcheck], ...HEALTH } : undefined,
         // Time for in-flight requests to finish before SIGKILL.
-        stopGracePeriod: "10s",
+        stopGracePeriod: `${spec.stopGraceS ?? 10}s`,
       },
       // By ID, as the provider asks: `name` is deprecated there (no diff came of it here, but upstream warns of
       // constant replacements).

@@ -12,6 +12,8 @@ export const NGINX_HEALTH_PATH = "/nginx-health";
 /** upstreamTransport unix: replica n's socket volume is mounted read-only here. */
 export const nginxSocketDir = (replica: number) => `/srv/sockets/${replica}`;
 const DOCKER_DNS = "127.0.0.11";
+/** How long nginx caches the app alias's addresses (TCP without keepalive). */
+export const NGINX_DNS_CACHE_S = 5;
 
 export interface NginxConfOptions {
   /** Host name nginx proxies to: the app's network alias. */
@@ -114,7 +116,7 @@ export function renderNginxConf(o: NginxConfOptions): string {
       "",
       "    # Docker's embedded DNS. A variable in proxy_pass makes nginx resolve the alias per request",
       "    # (cached 5 s) instead of once at start, so a recreated app container is found again.",
-      `    resolver ${DOCKER_DNS} valid=5s ipv6=off;`,
+      `    resolver ${DOCKER_DNS} valid=${NGINX_DNS_CACHE_S}s ipv6=off;`,
       `    set $flask_upstream ${target};`,
     );
   }

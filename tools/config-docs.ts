@@ -1,17 +1,15 @@
 // Generates the README's configuration table from Pulumi.yaml (type, default, description) and the stack
 // files, so the reference cannot drift from what the CLI applies. `--check` only compares (for tests/CI).
 //   node -r ts-node/register tools/config-docs.ts [--check]
-import * as fs from "fs";
-import * as path from "path";
 import { parse as parseYaml } from "yaml";
 // Secret keys: Pulumi.yaml declares them as plain strings with an empty default (no `secret: true`), so the
 // table learns from the program which ones the program generates when unset.
 import { SECRET_KEYS } from "../infra/config";
-import { projectFile, ROOT, stackFileConfig, stackNames } from "./stack-files";
+import { markdownTable, ReadmeRegion } from "./readme-region";
+import { projectFile, stackFileConfig, stackNames } from "./stack-files";
 
-const TABLE_START = "<!-- config-table:start -->";
-const TABLE_END = "<!-- config-table:end -->";
-export const README_PATH = path.join(ROOT, "README.md");
+export { README_PATH } from "./readme-region";
+export const CONFIG_TABLE = new ReadmeRegion("config-table");
 
 interface Declaration {
   type?: string;
@@ -19,12 +17,10 @@ interface Declaration {
   description?: unknown;
 }
 
-class MarkerError extends Error {}
-
-/** Config keys as Pulumi.yaml declares them, in file order. */
+/** The project's own config keys as Pulumi.yaml declares them, in file order (values for other namespaces, such as pulumi:autonaming, aside). */
 export function declarations(): [string, Declaration][] {
   const config: Record<string, Declaration> = projectFile().config ?? {};
-  return Object.entries(config);
+  return Object.entries(config).filter(([key]) => !key.includes(":"));
 }
 
 /** What each stack file itself sets for the project's keys (not merged with the defaults). */
@@ -44,9 +40,8 @@ function stackSettings(project: string, declared: ReadonlySet<string>): Map<stri
   return out;
 }
 
-const cell = (text: string): string => text.replace(/\|/g, "\\|");
-
-function code(text: string): string {
+/** `text` as one markdown code span. */
+export function code(text: string): string {
   // A value containing backticks needs a longer fence (and padding) to stay one code span.
   const longest = Math.max(0, ...(text.match(/`+/g) ?? []).map((run) => run.length));
   const fence = "`".repeat(longest + 1);
@@ -88,48 +83,11 @@ export function renderConfigTable(): string {
       description,
     ];
   });
-  const line = (cells: string[]) => `|${cells.map((c) => (c === "" ? " " : ` ${cell(c)} `)).join("|")}|`;
-  return ["", line(header), line(header.map(() => "---")), ...rows.map(line), ""].join("\n") + "\n";
-}
-
-function markerPositions(readme: string): { from: number; to: number } {
-  const count = (marker: string) => readme.split(marker).length - 1;
-  const start = readme.indexOf(`${TABLE_START}\n`);
-  const end = readme.indexOf(TABLE_END);
-  if (count(TABLE_START) !== 1 || count(TABLE_END) !== 1 || start < 0 || end < start) {
-    throw new MarkerError(
-      `README.md needs exactly one line ${TABLE_START} followed later by one line ${TABLE_END} around the config table`,
-    );
-  }
-  return { from: start + TABLE_START.length + 1, to: end };
+  return markdownTable(header, rows);
 }
 
 /** The text between the markers, as README.md has it now. */
-export function currentTable(readme: string): string {
-  const { from, to } = markerPositions(readme);
-  return readme.slice(from, to);
-}
-
-/** README text with the region between the markers replaced by `table`. */
-function spliceTable(readme: string, table: string): string {
-  const { from, to } = markerPositions(readme);
-  return readme.slice(0, from) + table + readme.slice(to);
-}
-
-/** "line N: ..." for the first line that differs, so a failing check points at the cell to regenerate. */
-function firstDifference(readme: string, expected: string): string {
-  const { from } = markerPositions(readme);
-  const offset = readme.slice(0, from).split("\n").length;
-  const have = currentTable(readme).split("\n");
-  const want = expected.split("\n");
-  const i = have.findIndex((l, n) => l !== want[n]);
-  const at = i < 0 ? have.length : i;
-  return [
-    `  first difference, README.md line ${offset + at}:`,
-    `    README.md: ${have[at] ?? "(end of table)"}`,
-    `    generated: ${want[at] ?? "(end of table)"}`,
-  ].join("\n");
-}
+export const currentTable = (readme: string): string => CONFIG_TABLE.current(readme);
 
 function main(args: string[]): number {
   const check = args.includes("--check");
@@ -138,22 +96,8 @@ function main(args: string[]): number {
     console.error(`unknown argument(s): ${unknown.join(" ")}\nusage: config-docs.ts [--check]`);
     return 2;
   }
-  const readme = fs.readFileSync(README_PATH, "utf8");
   try {
-    const table = renderConfigTable();
-    const updated = spliceTable(readme, table);
-    if (updated === readme) {
-      console.log("README.md: config table already up to date");
-      return 0;
-    }
-    if (check) {
-      console.error("README.md's config table is out of date with Pulumi.yaml and the stack files: run npm run docs:config");
-      console.error(firstDifference(readme, table));
-      return 1;
-    }
-    fs.writeFileSync(README_PATH, updated);
-    console.log("README.md: config table updated");
-    return 0;
+    return CONFIG_TABLE.apply(renderConfigTable(), check, "npm run docs:config");
   } catch (e) {
     if (!(e instanceof Error)) throw e;
     console.error(e.message);

@@ -2,7 +2,7 @@
 // bench. Nothing here creates a Docker object itself: every container, network, volume and image comes from
 // `pulumi up`, and goes with `pulumi destroy`. Where the toolchain is missing, `pulumiCli()` fails with the
 // reason `npm run setup:pulumi` gives.
-import { spawnSync } from "child_process";
+import { spawn, spawnSync } from "child_process";
 import * as fs from "fs";
 import * as http from "http";
 import * as os from "os";
@@ -15,6 +15,7 @@ import {
   type LocalWorkspaceOptions,
   type Stack,
 } from "@pulumi/pulumi/automation";
+import { unknownToState, type EngineObject, type StateResource } from "./engine-objects";
 import { projectFile, ROOT } from "./stack-files";
 
 // A fresh connection per API call. Node 20's default agent keeps idle sockets for reuse; after minutes
@@ -60,13 +61,19 @@ function workspaceOptions(pulumi: PulumiCommand, workDir: string): LocalWorkspac
   };
 }
 
-/** One resource of a stack's state, as `pulumi stack export` shows it. */
-export interface StateResource {
-  urn: string;
-  type: string;
-  id?: string;
-  inputs: Record<string, unknown>;
-  outputs: Record<string, unknown>;
+/** One step of a preview, in the order the engine announced it. */
+export interface PreviewStep {
+  name: string;
+  op: string;
+  diffs: string[];
+}
+
+/** How a `pulumi up` run as its own process ended (see LiveStack.interruptedUp). */
+export interface InterruptedUp {
+  /** Whether the signal was sent (the output matched before the run ended). */
+  signalled: boolean;
+  code: number | null;
+  output: string;
 }
 
 export interface UpOptions {
@@ -74,6 +81,8 @@ export interface UpOptions {
   config?: Record<string, string>;
   /** Resources (by name) `pulumi up --replace` replaces even when unchanged. */
   replace?: string[];
+  /** `pulumi up --refresh`: read the engine's objects first. */
+  refresh?: boolean;
 }
 
 /** E2E_VERBOSE=1 streams the CLI's output; otherwise it shows only in the error of a step that failed. */
@@ -141,12 +150,16 @@ export class LiveStack {
     return names.map((n) => this.resource(n).urn);
   }
 
-  /** `pulumi preview` (with the project's policy pack if asked); returns what it would change (see `changes`). */
-  async preview(opts: { config?: Record<string, string>; policyPack?: boolean } = {}): Promise<string[]> {
+  /**
+   * `pulumi preview` (with the project's policy pack, or `--refresh`, if asked); returns what it would change
+   * (see `changes`).
+   */
+  async preview(opts: { config?: Record<string, string>; policyPack?: boolean; refresh?: boolean } = {}): Promise<string[]> {
     await this.configure(opts.config ?? {});
     const events: EngineEvent[] = [];
     await this.stack.preview({
       policyPacks: opts.policyPack ? [path.join(this.stack.workspace.workDir, "policy")] : undefined,
+      refresh: opts.refresh,
       onEvent: (e) => events.push(e),
       onOutput: verbose(`${this.name} preview`),
     });
@@ -158,11 +171,117 @@ export class LiveStack {
     await this.configure(opts.config ?? {});
     const result = await this.stack.up({
       replace: opts.replace ? this.urns(opts.replace) : undefined,
+      refresh: opts.refresh,
       onOutput: verbose(`${this.name} up`),
     });
     this.outputs = Object.fromEntries(Object.entries(result.outputs).map(([k, o]) => [k, o.value]));
+    await this.readState();
+  }
+
+  /** The state as `pulumi stack export` gives it; resources by name (replaced ones awaiting delete aside). */
+  async readState(): Promise<StateResource[]> {
     const exported = (await this.stack.exportStack()).deployment as { resources?: StateResource[] };
-    this.state = new Map((exported.resources ?? []).map((r) => [nameOf(r.urn), r]));
+    const resources = exported.resources ?? [];
+    this.state = new Map(resources.filter((r) => !r.delete).map((r) => [nameOf(r.urn), r]));
+    return resources;
+  }
+
+  /** The CLI's environment for this stack, for commands run outside the Automation API (`npm run recover`). */
+  async cliEnv(): Promise<NodeJS.ProcessEnv> {
+    const pulumi = await pulumiCli();
+    return {
+      ...process.env,
+      ...workspaceOptions(pulumi, this.workDir).envVars,
+      PATH: `${path.dirname(pulumi.command)}:${process.env.PATH ?? ""}`,
+    };
+  }
+
+  /** The stack's copy of the project. */
+  get projectDir(): string {
+    return this.stack.workspace.workDir;
+  }
+
+  /**
+   * `pulumi up` as a process of its own (as a user runs it), sent `signal` `delayMs` after its output matches
+   * `at`, and awaited until it exits. The CLI alone gets the signal, as from `kill`; its plugins go on as they
+   * would.
+   */
+  async interruptedUp(
+    config: Record<string, string>,
+    at: RegExp,
+    signal: NodeJS.Signals,
+    delayMs = 0,
+    timeoutMs = 240_000,
+  ): Promise<InterruptedUp> {
+    await this.configure(config);
+    const pulumi = await pulumiCli();
+    const child = spawn(pulumi.command, ["up", "--yes", "--skip-preview", "--non-interactive", "--stack", this.name], {
+      cwd: this.projectDir,
+      env: await this.cliEnv(),
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let output = "";
+    let signalled = false;
+    const onData = (d: Buffer) => {
+      output += d.toString("utf8");
+      if (!signalled && at.test(output)) {
+        signalled = true;
+        setTimeout(() => child.kill(signal), delayMs);
+      }
+    };
+    child.stdout.on("data", onData);
+    child.stderr.on("data", onData);
+    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+    const code = await new Promise<number | null>((resolve) => child.on("exit", (c) => resolve(c)));
+    clearTimeout(timer);
+    return { signalled, code, output };
+  }
+
+  /** The stack's labelled objects on the engine that its state does not know (none, after a good `up`). */
+  async unknownOnEngine(): Promise<EngineObject[]> {
+    return unknownToState(docker, this.name, await this.readState());
+  }
+
+  /**
+   * The steps `pulumi preview` would take with `config` set (every step but "same"); the stack's config is put
+   * back as it was afterwards, whether the preview succeeds or not.
+   */
+  async previewSteps(config: Record<string, string>): Promise<PreviewStep[]> {
+    const before = await this.stack.getAllConfig();
+    try {
+      await this.configure(config);
+      const events: EngineEvent[] = [];
+      await this.stack.preview({ onEvent: (e) => events.push(e) });
+      return events.flatMap((e) => {
+        const m = e.resourcePreEvent?.metadata;
+        if (!m || m.op === "same" || m.type === "pulumi:pulumi:Stack") return [];
+        return [{ name: nameOf(m.urn), op: m.op, diffs: m.diffs ?? [] }];
+      });
+    } finally {
+      const ns = projectFile().name;
+      for (const key of Object.keys(config).map((k) => `${ns}:${k}`)) {
+        if (key in before) await this.stack.setConfig(key, before[key]);
+        else await this.stack.removeConfig(key);
+      }
+    }
+  }
+
+  /**
+   * `pulumi refresh --expect-no-changes`: fails, naming each resource and property, if what the engine holds
+   * differs from the state.
+   */
+  async refreshFindsNothing(): Promise<string[]> {
+    const events: EngineEvent[] = [];
+    try {
+      await this.stack.refresh({
+        expectNoChanges: true,
+        onEvent: (e) => events.push(e),
+        onOutput: verbose(`${this.name} refresh`),
+      });
+    } catch (e) {
+      throw new Error(`${this.name}: pulumi refresh found changes: ${refreshed(events).join("; ") || (e as Error).message}`);
+    }
+    return refreshed(events);
   }
 
   /** nginx's published address (the `url` output), refused unless it is on 127.0.0.1. */
@@ -212,7 +331,17 @@ const nameOf = (urn: string) => urn.slice(urn.lastIndexOf("::") + 2);
 function changes(events: EngineEvent[]): string[] {
   return events.flatMap((e) => {
     const m = e.resourcePreEvent?.metadata;
-    if (!m || m.op === "same" || m.type === "pulumi:pulumi:Stack") return [];
+    // "refresh": the read that `--refresh` does first, not a change
+    if (!m || m.op === "same" || m.op === "refresh" || m.type === "pulumi:pulumi:Stack") return [];
+    return [`${nameOf(m.urn)}: ${m.op}${m.diffs?.length ? ` (${m.diffs.join(", ")})` : ""}`];
+  });
+}
+
+/** "<name>: <op> (<properties>)" for each resource a refresh found different on the engine. */
+function refreshed(events: EngineEvent[]): string[] {
+  return events.flatMap((e) => {
+    const m = e.resOutputsEvent?.metadata;
+    if (!m || m.type === "pulumi:pulumi:Stack" || ((m.op === "same" || m.op === "refresh") && !m.diffs?.length)) return [];
     return [`${nameOf(m.urn)}: ${m.op}${m.diffs?.length ? ` (${m.diffs.join(", ")})` : ""}`];
   });
 }

@@ -30,6 +30,10 @@ describe("dev stack on a real Docker Engine", () => {
     expect(await dev.preview()).toEqual([]);
   });
 
+  test("pulumi refresh right after pulumi up finds nothing to change", async () => {
+    expect(await dev.refreshFindsNothing()).toEqual([]);
+  });
+
   test(`${APP_HEALTH_PATH} answers through nginx`, async () => {
     const r = await get(at(dev.url, APP_HEALTH_PATH));
     expect(r.status).toBe(200);

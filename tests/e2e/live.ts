@@ -4,12 +4,12 @@ import * as fs from "fs";
 import * as net from "net";
 import * as os from "os";
 import * as path from "path";
-import { Writable } from "stream";
-import type Docker from "dockerode";
 import { ROOT } from "../../tools/stack-files";
-import { docker, type LiveStack } from "../../tools/live-stack";
+import type { LiveStack } from "../../tools/live-stack";
 
 export { docker, upStack, type LiveStack } from "../../tools/live-stack";
+export { execIn } from "../../infra/engine";
+export { failures, underLoad, type LoadCount } from "../../tools/load";
 
 export interface Reply {
   status: number;
@@ -103,37 +103,12 @@ export function copyOfApp(): string {
   return dir;
 }
 
-/** Runs a command in a running container (as `user`, default the image's) and collects its output. */
-export async function execIn(
-  c: Docker.Container,
-  cmd: string[],
-  user?: string,
-): Promise<{ exitCode: number; stdout: string; stderr: string }> {
-  const exec = await c.exec({ Cmd: cmd, User: user, AttachStdout: true, AttachStderr: true });
-  const stream = await exec.start({});
-  let stdout = "";
-  let stderr = "";
-  const sink = (f: (s: string) => void) =>
-    new Writable({
-      write: (chunk: Buffer, _enc, done) => {
-        f(chunk.toString("utf8"));
-        done();
-      },
-    });
-  docker.modem.demuxStream(
-    stream,
-    sink((s) => (stdout += s)),
-    sink((s) => (stderr += s)),
-  );
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${cmd.join(" ")}: no exit within 30 s`)), 30_000);
-    stream.on("end", () => {
-      clearTimeout(timer);
-      resolve();
-    });
-  });
-  return { exitCode: (await exec.inspect()).ExitCode ?? -1, stdout, stderr };
-}
-
 export const portOf = (url: string) => Number(new URL(url).port || 80);
 export const at = (url: string, p: string) => new URL(p, url).toString();
+
+/** The app versions (X-App-Version) that answer `n` requests in a row. */
+export async function versionsServing(url: string, n = 30): Promise<string[]> {
+  const seen = new Set<string>();
+  for (let i = 0; i < n; i++) seen.add((await get(url)).headers.get("x-app-version") ?? "?");
+  return [...seen].sort();
+}

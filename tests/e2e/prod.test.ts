@@ -26,6 +26,10 @@ describe("prod stack on a real Docker Engine", () => {
     expect(await prod.preview()).toEqual([]);
   });
 
+  test("pulumi refresh right after pulumi up finds nothing to change", async () => {
+    expect(await prod.refreshFindsNothing()).toEqual([]);
+  });
+
   test(`${APP_HEALTH_PATH} answers through nginx and both containers report healthy`, async () => {
     expect((await get(at(prod.url, APP_HEALTH_PATH))).status).toBe(200);
     for (const name of ["flask-container", "nginx-container"]) {
@@ -44,16 +48,20 @@ describe("prod stack on a real Docker Engine", () => {
   test("the config baked into the nginx image is the one rendered for prod", async () => {
     const nginx = prod.container("nginx-container");
     const { stdout: text } = await execIn(nginx, ["cat", CONF_PATH]);
-    const rendered = prod.resource("nginx-image").inputs.build as { args: Record<string, string> };
+    const rendered = prod.resource("nginx-image").inputs?.build as { args: Record<string, string> };
     expect(text).toBe(rendered.args.DEFAULT_CONF);
     expect(text).toContain("proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;");
     // Its only upstream is the app's socket, so every 200 through nginx in this suite came over it.
     expect(text.match(/^\s*server \S+;/gm)).toEqual([`    server unix:${nginxSocketDir(1)}/${SOCKET_FILE};`]);
   });
 
-  test("the socket is the app user's, and nginx's workers can reach it through a read-only mount", async () => {
+  test("the socket is the app user's, linked under the name nginx connects to, and reached through a read-only mount", async () => {
     const app = prod.container("flask-container");
-    expect((await execIn(app, ["stat", "-c", "%u %F", `${APP_SOCKET_DIR}/${SOCKET_FILE}`])).stdout.trim()).toBe(
+    // The name nginx connects to links to the socket of the container that serves now (its cutover made it).
+    const hostname = (await app.inspect()).Config.Hostname;
+    const link = await execIn(app, ["readlink", `${APP_SOCKET_DIR}/${SOCKET_FILE}`]);
+    expect(link.stdout.trim()).toBe(`${hostname}.sock`);
+    expect((await execIn(app, ["stat", "-L", "-c", "%u %F", `${APP_SOCKET_DIR}/${SOCKET_FILE}`])).stdout.trim()).toBe(
       `${APP_UID} socket`,
     );
     const nginx = prod.container("nginx-container");

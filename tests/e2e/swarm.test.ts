@@ -39,6 +39,10 @@ describe("swarm stack on a single-node Docker Swarm", () => {
     expect(await swarm!.preview()).toEqual([]);
   });
 
+  test("pulumi refresh right after pulumi up finds nothing to change", async () => {
+    expect(await swarm!.refreshFindsNothing()).toEqual([]);
+  });
+
   test("scaling the app 1 → 3 spreads requests over three tasks", async () => {
     expect(swarm).toBeDefined();
     await swarm!.up({ config: { replicas: "3" } });

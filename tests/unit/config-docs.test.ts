@@ -1,6 +1,7 @@
 // The config reference lives in Pulumi.yaml; the README's table is generated from it (npm run docs:config).
 import * as fs from "fs";
 import { CONFIG_KEYS } from "../../infra/config";
+import { kindOf } from "../../tools/change-docs";
 import { currentTable, declarations, README_PATH, renderConfigTable } from "../../tools/config-docs";
 import { projectFile } from "../../tools/stack-files";
 
@@ -30,5 +31,34 @@ describe("config docs", () => {
       return ns !== project.name || !declared.has(short);
     });
     expect(unknown).toEqual([]);
+  });
+});
+
+describe("the change table's kinds, from a preview's steps", () => {
+  const step = (name: string, op: string) => ({ name, op, diffs: [] });
+  test("a release: the new app container is created before the old one is deleted", () => {
+    expect(
+      kindOf([
+        step("flask-image", "update"),
+        step("flask-container", "create-replacement"),
+        step("flask-cutover", "update"),
+        step("flask-container", "replace"),
+        step("flask-container", "delete-replaced"),
+      ]),
+    ).toBe("app image rebuilt, app container replaced beside the old one");
+  });
+  test("a fixed-name replacement deletes first; parts are named in a fixed order, whatever order the engine announced", () => {
+    expect(
+      kindOf([
+        step("nginx-container", "delete-replaced"),
+        step("nginx-container", "replace"),
+        step("nginx-container", "create-replacement"),
+        step("my-network", "replace"),
+      ]),
+    ).toBe("network replaced, nginx container replaced, the old one deleted first");
+  });
+  test("in-place updates, and nothing", () => {
+    expect(kindOf([step("flask-container", "update"), step("flask-image-tag", "update")])).toBe("app container updated in place");
+    expect(kindOf([])).toBe("nothing");
   });
 });

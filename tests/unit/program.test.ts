@@ -1,7 +1,16 @@
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { APP_SOCKET_DIR, APP_UID, CODE_DIR } from "../../app/facts";
+import {
+  APP_GRACEFUL_TIMEOUT_S,
+  APP_SOCKET_DIR,
+  APP_UID,
+  CODE_DIR,
+  GUNICORN_CONF,
+  SOCKET_DIR_ENV,
+  SOCKET_FILE,
+  socketCutoverCommand,
+} from "../../app/facts";
 import { ProgramError, ROOT, runProgram, stackConfig, stackNames, type Declared, type ProgramRun } from "../support/program";
 
 const find = (run: ProgramRun, name: string): Declared => {
@@ -30,8 +39,14 @@ describe("dev stack: the tutorial's topology", () => {
       "docker:index/network:Network my-network",
       "docker:index/remoteImage:RemoteImage flask-image-local",
       "docker:index/remoteImage:RemoteImage nginx-base-image",
+      "pulumi-nodejs:dynamic:Resource flask-image-tag",
       "random:index/randomPassword:RandomPassword flask-secret-key",
     ]);
+  });
+
+  test("the build's tag is held by a resource that refresh reads (docker.Image reads nothing back)", () => {
+    const tag = find(run, "flask-image-tag");
+    expect(tag.inputs).toMatchObject({ imageId: find(run, "flask-image-local").outputs.imageId, tag: "flask:0.0.1-dev" });
   });
 
   test("nginx:1.13.7 and the app image built from app/ as flask:0.0.1-dev, not pushed", () => {
@@ -53,6 +68,7 @@ describe("dev stack: the tutorial's topology", () => {
       CODE_DIR,
       SOCKET_DIR: APP_SOCKET_DIR,
       APP_PORT: "5000",
+      GUNICORN_CONF,
       // The stack's labels on the image: its own build, found and removed by them.
       PROJECT_LABEL: "org.flask-proxy.project",
       PROJECT: "flask-proxy",
@@ -76,7 +92,7 @@ describe("dev stack: the tutorial's topology", () => {
     expect(c.envs).toContain("FLASK_APP=/code/main.py");
     expect(c.volumes).toEqual([{ hostPath: path.join(ROOT, "app"), containerPath: "/code", readOnly: true }]);
     expect(path.isAbsolute((c.volumes as Vol[])[0].hostPath)).toBe(true);
-    expect(c.networksAdvanced).toEqual([{ name: "flask-proxy-dev-net", aliases: ["flask-app"] }]);
+    expect(c.networksAdvanced).toEqual([{ name: "my-network-id", aliases: ["flask-app"] }]); // by ID (the mocks give each resource the ID <name>-id)
     expect(c.ports).toEqual([{ internal: 5000, external: 8080, ip: "127.0.0.1", protocol: "tcp" }]);
     // The built image's ID, so a rebuild replaces the container, and the container goes before the image.
     expect(c.image).toBe(find(run, "flask-image-local").outputs.imageId);
@@ -89,7 +105,7 @@ describe("dev stack: the tutorial's topology", () => {
       { hostPath: path.join(ROOT, "nginx", "dev.conf"), containerPath: "/etc/nginx/conf.d/default.conf", readOnly: true },
     ]);
     expect(n.inputs.ports).toEqual([{ internal: 80, external: 80, ip: "127.0.0.1", protocol: "tcp" }]);
-    expect(n.inputs.networksAdvanced).toEqual([{ name: "flask-proxy-dev-net" }]);
+    expect(n.inputs.networksAdvanced).toEqual([{ name: "my-network-id" }]);
     expect(n.inputs.image).toBe(find(run, "nginx-base-image").outputs.imageId);
     expect(n.dependsOn).toEqual(["flask-container"]);
   });
@@ -126,18 +142,20 @@ describe("prod stack: production-shaped", () => {
     const cfg = stackConfig("prod");
     expect(c.command).toEqual([
       "gunicorn",
-      "--bind",
-      "0.0.0.0:5000",
-      "--bind",
-      "unix:/srv/socket/gunicorn.sock",
+      "--config",
+      GUNICORN_CONF,
       "--workers",
       cfg["flask-proxy:gunicornWorkers"],
       "--threads",
       cfg["flask-proxy:gunicornThreads"],
       "--worker-tmp-dir",
       "/dev/shm",
+      "--graceful-timeout",
+      String(APP_GRACEFUL_TIMEOUT_S),
       "main:app",
     ]);
+    // The config file binds the socket in this directory (app/gunicorn.conf.py).
+    expect(c.envs).toContain(`${SOCKET_DIR_ENV}=${APP_SOCKET_DIR}`);
     // The only mount is the socket volume: no code from the host.
     expect(c.volumes).toEqual([{ volumeName: "flask-proxy-prod-flask-socket", containerPath: "/srv/socket", readOnly: false }]);
     expect(c.ports).toEqual([]);
@@ -164,8 +182,11 @@ describe("prod stack: production-shaped", () => {
     expect(n.ports).toEqual([{ internal: 80, external: 8000, ip: "127.0.0.1", protocol: "tcp" }]);
   });
 
-  test("both containers: restart policy, healthchecks, wait for healthy, hardening, limits", () => {
-    for (const name of ["flask-container", "nginx-container"]) {
+  test("both containers: restart policy, healthchecks, hardening, limits; nginx waits for health, the app's cutover gates on it", () => {
+    for (const [name, wait] of [
+      ["flask-container", false],
+      ["nginx-container", true],
+    ] as const) {
       const c = find(run, name).inputs as Record<string, unknown> & {
         healthcheck: { tests: string[] };
         capabilities: { drops: string[] };
@@ -173,7 +194,7 @@ describe("prod stack: production-shaped", () => {
       expect([name, c.restart, c.wait, c.readOnly, c.securityOpts, c.capabilities.drops]).toEqual([
         name,
         "unless-stopped",
-        true,
+        wait,
         true,
         ["no-new-privileges:true"],
         ["ALL"],
@@ -190,6 +211,24 @@ describe("prod stack: production-shaped", () => {
     });
   });
 
+  test("app releases: a generated name per generation, a health-gated cutover, then a drained stop", () => {
+    const app = find(run, "flask-container");
+    // No fixed name: the provider names each generation, so the new one runs beside the old.
+    expect(app.inputs.name).toBeUndefined();
+    expect([app.inputs.stopTimeout, app.inputs.destroyGraceSeconds]).toEqual([
+      APP_GRACEFUL_TIMEOUT_S + 5,
+      APP_GRACEFUL_TIMEOUT_S + 5,
+    ]);
+    const cutover = find(run, "flask-cutover");
+    expect(cutover.parent).toBe("flask");
+    expect(cutover.dependsOn).toEqual(["flask-container"]);
+    expect(cutover.inputs).toMatchObject({ healthGate: true, switchCommand: socketCutoverCommand(), settleS: 0 });
+    expect(cutover.inputs.containerId).toBe("flask-container-id"); // the mocks give each resource the ID <name>-id
+    // nginx starts after the cutover has linked the socket; nginx itself keeps its fixed name.
+    expect(find(run, "nginx-container").dependsOn.sort()).toEqual(["flask-container", "flask-cutover"]);
+    expect(find(run, "nginx-container").inputs.name).toBe("flask-proxy-prod-nginx");
+  });
+
   test("nginx and gunicorn meet at one socket: the volume gunicorn binds in is the one nginx mounts where its conf looks", () => {
     type Mount = { volumeName?: string; containerPath: string; readOnly: boolean };
     const vol = find(run, "flask-socket");
@@ -198,12 +237,13 @@ describe("prod stack: production-shaped", () => {
     expect(vol.inputs.labels).toEqual(expect.arrayContaining([{ label: "org.flask-proxy.stack", value: "prod" }]));
     const app = find(run, "flask-container").inputs;
     const appMount = (app.volumes as Mount[]).find((v) => v.volumeName === vol.outputs.name);
-    const bind = (app.command as string[])[(app.command as string[]).findIndex((a) => a.startsWith("unix:"))];
-    expect(bind).toBe(`unix:${appMount?.containerPath}/gunicorn.sock`);
+    // gunicorn binds in the mounted directory, and the cutover links SOCKET_FILE there.
+    expect(app.envs).toContain(`${SOCKET_DIR_ENV}=${appMount?.containerPath}`);
+    expect(find(run, "flask-cutover").inputs.switchCommand).toEqual(socketCutoverCommand(appMount?.containerPath));
     const nginxMount = (find(run, "nginx-container").inputs.volumes as Mount[]).find((v) => v.volumeName === vol.outputs.name);
     expect(nginxMount?.readOnly).toBe(true);
     const conf = (find(run, "nginx-image").inputs as { build: { args: Record<string, string> } }).build.args.DEFAULT_CONF;
-    expect(conf).toContain(`server unix:${nginxMount?.containerPath}/gunicorn.sock;`);
+    expect(conf).toContain(`server unix:${nginxMount?.containerPath}/${SOCKET_FILE};`);
     // No pinned address or subnet is needed to keep the upstream valid across app restarts.
     expect((find(run, "my-network").inputs as { ipamConfigs?: unknown }).ipamConfigs).toBeUndefined();
   });

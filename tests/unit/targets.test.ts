@@ -94,9 +94,10 @@ describe("replicas on one engine", () => {
   test("prod with 3 replicas: three containers behind one alias, each with its own socket volume, nginx after all", async () => {
     const run = await runProgram("prod", { overrides: { replicas: "3" } });
     const apps = ["flask-container", "flask-container-2", "flask-container-3"].map((n) => find(run, n).inputs);
-    expect(apps.map((a) => a.name)).toEqual(["flask-proxy-prod-flask", "flask-proxy-prod-flask-2", "flask-proxy-prod-flask-3"]);
+    // Named by the provider, a new name per generation (zero-downtime releases).
+    expect(apps.map((a) => a.name)).toEqual([undefined, undefined, undefined]);
     expect(apps.map((a) => (a.networksAdvanced as { aliases: string[] }[])[0])).toEqual(
-      [1, 2, 3].map(() => ({ name: "flask-proxy-prod-net", aliases: ["flask-app"] })),
+      [1, 2, 3].map(() => ({ name: "my-network-id", aliases: ["flask-app"] })),
     );
     const volumes = ["", "-2", "-3"].map((s) => `flask-proxy-prod-flask${s}-socket`);
     expect(apps.map((a) => a.volumes)).toEqual(
@@ -105,7 +106,14 @@ describe("replicas on one engine", () => {
     expect(find(run, "nginx-container").inputs.volumes).toEqual(
       volumes.map((v, i) => ({ volumeName: v, containerPath: `/srv/sockets/${i + 1}`, readOnly: true })),
     );
-    expect(find(run, "nginx-container").dependsOn.sort()).toEqual(["flask-container", "flask-container-2", "flask-container-3"]);
+    expect(find(run, "nginx-container").dependsOn.sort()).toEqual([
+      "flask-container",
+      "flask-container-2",
+      "flask-container-3",
+      "flask-cutover",
+      "flask-cutover-2",
+      "flask-cutover-3",
+    ]);
   });
 
   test("prod over TCP with keepalive and a subnet: replicas on pinned addresses", async () => {

@@ -1,4 +1,4 @@
-import { engineCpus } from "../../infra/workload";
+import { engineCapabilities, engineCpus } from "../../infra/workload";
 
 // The docker provider formats NanoCPUs its own way when it reads a container back; `cpus` forces a
 // replacement, so what the program sends must be that text (the live prod suite's second preview checks the
@@ -22,5 +22,17 @@ describe("CPU limits as the provider reads them back", () => {
       if (Number(engineCpus(cpus)) !== cpus) changed.push(`${cpus} → ${engineCpus(cpus)}`);
     }
     expect(changed).toEqual([]);
+  });
+});
+
+// Docker stores capabilities with the CAP_ prefix and the provider reads them back that way; written without
+// it, `pulumi refresh` finds a change (the live suites' refresh checks confirm the real engine agrees).
+describe("capabilities as the engine stores them", () => {
+  test("the CAP_ prefix is added once, in a stable order", () => {
+    expect(engineCapabilities(["SETUID", "CAP_CHOWN", "NET_BIND_SERVICE"])).toEqual([
+      "CAP_CHOWN",
+      "CAP_NET_BIND_SERVICE",
+      "CAP_SETUID",
+    ]);
   });
 });

@@ -1,0 +1,90 @@
+// The middle of a zero-downtime release on plain containers. A release boots the new container under a new
+// name beside the old one (create-before-delete), then this resource, per replica:
+//   1. health-gate: waits until the new container reports healthy, and fails `pulumi up` with the last
+//      healthcheck output if it turns unhealthy, exits or is not healthy in time (the old one keeps serving);
+//   2. switch: runs the switch command in it (e.g. moves nginx's socket link to the new container's socket);
+//   3. settle: waits while a proxy that resolves names by DNS picks up the new address.
+// Only then does Pulumi delete the replaced container, which drains it (SIGTERM, in-flight requests finish,
+// see destroyGraceSeconds in infra/workload.ts). Each step shows in `pulumi up` as this resource's update.
+import * as pulumi from "@pulumi/pulumi";
+import type * as docker from "@pulumi/docker";
+import { engineClient, execIn } from "./engine";
+
+export interface CutoverSpec {
+  /** Whether the container has a healthcheck to gate on; without one, running is enough. */
+  healthGate: boolean;
+  /** Run in the new container once it is healthy, to switch traffic to it. */
+  switchCommand?: string[];
+  /** Seconds to wait after the switch before the old container may go. */
+  settleS: number;
+  timeoutS: number;
+}
+
+interface CutoverInputs extends CutoverSpec {
+  containerId: string;
+  dockerHost?: string;
+}
+
+async function cutover(inputs: CutoverInputs): Promise<void> {
+  const client = engineClient(inputs.dockerHost);
+  const container = client.getContainer(inputs.containerId);
+  const deadline = Date.now() + inputs.timeoutS * 1000;
+  for (;;) {
+    const info = await container.inspect();
+    const name = info.Name.replace(/^\//, "");
+    const health = info.State.Health;
+    // The last line of the last check's output: the error, without the traceback above it.
+    const lastCheck = health?.Log?.at(-1)?.Output?.trim().split("\n").at(-1);
+    const why = lastCheck ? ` (last healthcheck: ${lastCheck})` : "";
+    if (!info.State.Running || info.RestartCount > 0) {
+      throw new Error(
+        `release of ${name}: the new container stopped (exit code ${info.State.ExitCode})${why}; the old one keeps serving`,
+      );
+    }
+    if (health?.Status === "unhealthy") {
+      throw new Error(`release of ${name}: the new container is unhealthy${why}; the old one keeps serving`);
+    }
+    if (!inputs.healthGate || health?.Status === "healthy") break;
+    if (Date.now() > deadline) {
+      throw new Error(`release of ${name}: not healthy after ${inputs.timeoutS} s${why}; the old one keeps serving`);
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  if (inputs.switchCommand) {
+    const r = await execIn(container, inputs.switchCommand);
+    if (r.exitCode !== 0) {
+      throw new Error(
+        `release: switching traffic to ${inputs.containerId.slice(0, 12)} failed (exit ${r.exitCode}): ${r.stderr.trim()}`,
+      );
+    }
+  }
+  await new Promise((r) => setTimeout(r, inputs.settleS * 1000));
+}
+
+const cutoverProvider: pulumi.dynamic.ResourceProvider = {
+  async create(inputs: CutoverInputs) {
+    await cutover(inputs);
+    return { id: inputs.containerId, outs: inputs };
+  },
+  async diff(_id: string, olds: CutoverInputs, news: CutoverInputs) {
+    const changes =
+      olds.containerId !== news.containerId || JSON.stringify(olds.switchCommand) !== JSON.stringify(news.switchCommand);
+    return { changes };
+  },
+  async update(_id: string, _olds: CutoverInputs, news: CutoverInputs) {
+    await cutover(news);
+    return { outs: news };
+  },
+};
+
+/** Gates on `container`'s health and switches traffic to it; runs again whenever the container is replaced. */
+export class Cutover extends pulumi.dynamic.Resource {
+  constructor(name: string, container: docker.Container, spec: CutoverSpec, opts: pulumi.CustomResourceOptions) {
+    super(
+      cutoverProvider,
+      name,
+      { containerId: container.id, dockerHost: new pulumi.Config("docker").get("host"), ...spec },
+      { ...opts, dependsOn: [container] },
+    );
+  }
+}

@@ -1,0 +1,75 @@
+import { spawnSync } from "child_process";
+import { ROOT } from "../../tools/stack-files";
+import { answersHello, upStack, versionsServing, within, type LiveStack } from "./live";
+
+// `pulumi up` interrupted for real: the CLI process gets SIGINT (Ctrl-C) or SIGKILL in the middle of a
+// release, and the stack must come back with one documented command at most.
+describe("interrupted updates of prod", () => {
+  let live: LiveStack;
+  let version = 1;
+  const nextVersion = () => `0.0.${++version}`;
+
+  /** `npm run recover -- --stack <name>`, as a user runs it (against this stack's own backend and project copy). */
+  const recover = async () => {
+    const r = spawnSync("npm", ["run", "-s", "recover", "--", "--stack", live.name, "--cwd", live.projectDir], {
+      cwd: ROOT,
+      env: await live.cliEnv(),
+      encoding: "utf8",
+      timeout: 180_000,
+    });
+    console.log(`npm run recover (${live.name}):\n${r.stdout}${r.stderr}`);
+    if (r.status !== 0) throw new Error(`npm run recover exited ${r.status}: ${r.stderr}`);
+    return r.stdout;
+  };
+
+  /** After `pulumi up`: the site serves the expected version, and the engine holds nothing the state does not know. */
+  const converged = async (v: string) => {
+    await live.up();
+    await within(10_000, answersHello(live.url), "serves after pulumi up");
+    expect(await versionsServing(live.url)).toEqual([v]);
+    expect(await live.unknownOnEngine()).toEqual([]);
+    expect(await live.preview()).toEqual([]);
+  };
+
+  beforeAll(async () => {
+    live = await upStack("prod", {}, "interrupt");
+  });
+  afterAll(async () => {
+    await live?.destroy();
+  });
+
+  test("on a healthy stack, recover changes nothing and says so", async () => {
+    const before = JSON.stringify(await live.readState());
+    expect(await recover()).toContain("nothing to recover");
+    expect(JSON.stringify(await live.readState())).toBe(before);
+  });
+
+  test("Ctrl-C (SIGINT) during a release: pulumi finishes what is in flight, and the next pulumi up converges", async () => {
+    const v = nextVersion();
+    const run = await live.interruptedUp({ appVersion: v }, /flask-container creating replacement/, "SIGINT");
+    expect(run.signalled).toBe(true);
+    console.log(`SIGINT during a release: pulumi up exited ${run.code}`);
+    await converged(v);
+  });
+
+  // The kill comes a moment after the step is announced, while the provider is at work on it.
+  test.each([
+    ["while the app image builds", /flask-image updating/, 0, {}],
+    ["while the app container is being replaced", /flask-container creating replacement/, 200, {}],
+    ["while nginx is being replaced", /nginx-container creating replacement/, 200, { nginxAccessLog: "on" }],
+  ])("SIGKILL %s: npm run recover, then pulumi up converges with nothing orphaned", async (_when, at, delayMs, change) => {
+    const v = nextVersion();
+    const run = await live.interruptedUp({ appVersion: v, ...change }, at, "SIGKILL", delayMs);
+    expect(run.signalled).toBe(true);
+    // The plugins outlive the CLI and finish what they had started, unknown to the state.
+    await new Promise((r) => setTimeout(r, 5000));
+    const orphaned = await live.unknownOnEngine();
+    console.log(
+      `SIGKILL ${_when}: on the engine, unknown to the state: ${orphaned.map((o) => `${o.kind} ${o.name}`).join(", ") || "nothing"}`,
+    );
+    const out = await recover();
+    expect(out).not.toContain("nothing to recover");
+    expect(await live.unknownOnEngine()).toEqual([]);
+    await converged(v);
+  });
+});

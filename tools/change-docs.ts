@@ -1,0 +1,249 @@
+// What changing each config key does to a running prod stack, read from real `pulumi preview`s, and what each
+// kind of change costs in failed requests, measured with a real `pulumi up` under load: the README's change
+// table. Needs the real CLI and a Docker Engine; brings up a private prod stack and destroys it afterwards.
+//   npm run docs:changes             previews for every key, one measured `pulumi up` per kind; writes README.md
+//   npm run docs:changes -- --check  previews only; fails if the README's table is out of date
+import * as fs from "fs";
+import { parseArgs } from "util";
+import { CONFIG_KEYS, SECRET_KEYS, type RawConfig } from "../infra/config";
+import { code } from "./config-docs";
+import { upStack, type LiveStack, type PreviewStep } from "./live-stack";
+import { failures, underLoad } from "./load";
+import { markdownTable, README_PATH, ReadmeRegion } from "./readme-region";
+import { projectFile, stackConfig } from "./stack-files";
+
+export const CHANGE_TABLE = new ReadmeRegion("change-table");
+const STACK_FILE = "prod";
+
+/** The value each key is changed to: another valid value, or one the program refuses (the table says why). */
+export const ALTERNATIVES: Record<keyof RawConfig, string | ((current: string) => string)> = {
+  nginxImage: "nginx:1.13.7",
+  pythonImage: "python:3.12",
+  appImageRepository: "registry.example:5000/flask",
+  appVersion: "0.0.2",
+  requirePinnedImages: (v) => String(v !== "true"),
+  appAlias: "flask-web",
+  appPort: "5001",
+  appServer: "flask-dev",
+  flaskReload: (v) => String(v !== "true"),
+  gunicornWorkers: "3",
+  gunicornThreads: "2",
+  appCodeMount: "app",
+  appHostPort: "8081",
+  httpPort: "8001",
+  bindAddress: "0.0.0.0",
+  nginxConfigFile: "nginx/dev.conf",
+  proxyHostHeader: "localhost",
+  forwardedHeaders: (v) => String(v !== "true"),
+  hardened: (v) => String(v !== "true"),
+  nginxAccessLog: "off",
+  nginxWorkerProcesses: "2",
+  upstreamKeepalive: "32",
+  upstreamTransport: "tcp",
+  networkSubnet: "172.30.77.0/24",
+  restartPolicy: "always",
+  healthchecks: (v) => String(v !== "true"),
+  waitForHealthy: (v) => String(v !== "true"),
+  appMemoryMb: "384",
+  nginxMemoryMb: "192",
+  appCpus: "1",
+  nginxCpus: "0.5",
+  appMaxProcesses: "256",
+  replicas: "2",
+  target: "swarm",
+  swarmEndpointMode: "vip",
+  swarmPublishMode: "ingress",
+  flaskSecretKey: "k".repeat(48),
+};
+
+/** Keys whose change moves nginx's published address: a load run on the old address cannot measure them. */
+const MOVES_THE_ADDRESS = new Set<string>(["httpPort"]);
+/** Measured first where a kind has several keys: changes that need nothing this machine lacks (a base image). */
+const MEASURE_FIRST = ["appVersion", "gunicornWorkers", "nginxAccessLog", "restartPolicy", "appMemoryMb", "nginxMemoryMb"];
+
+/** The parts of the stack a change can touch, in the order the table names them. */
+const ROLES: [RegExp, string][] = [
+  [/^my-network$/, "network"],
+  [/^flask-socket(-\d+)?$/, "socket volume"],
+  [/^flask-secret-key$/, "generated secret key"],
+  [/^flask-image$/, "app image"],
+  [/^flask-container(-\d+)?$/, "app container"],
+  [/^nginx-base-image$/, "nginx base image"],
+  [/^nginx-image$/, "nginx image"],
+  [/^nginx-container$/, "nginx container"],
+];
+
+/** What a step does to which part of the stack; undefined for bookkeeping resources (cutover, tags, holds). */
+const role = (name: string): string | undefined => ROLES.find(([re]) => re.test(name))?.[1];
+
+/** The kind of change a preview shows, e.g. "app image rebuilt, app container replaced beside the old one". */
+export function kindOf(steps: PreviewStep[]): string {
+  const effects = new Map<string, string>();
+  for (const [i, step] of steps.entries()) {
+    const what = role(step.name);
+    if (!what) continue;
+    let verb: string;
+    if (step.op === "create") verb = "created";
+    else if (step.op === "delete") verb = "deleted";
+    else if (step.op === "update") verb = what.endsWith("image") ? "rebuilt" : "updated in place";
+    else if (["replace", "create-replacement", "delete-replaced"].includes(step.op)) {
+      // Create-before-delete announces the new one first; delete-before-replace the removal.
+      const first = steps.find(
+        (s, j) => j <= i && s.name === step.name && ["create-replacement", "delete-replaced"].includes(s.op),
+      );
+      verb = what.endsWith("container")
+        ? first?.op === "delete-replaced"
+          ? "replaced, the old one deleted first"
+          : "replaced beside the old one"
+        : "replaced";
+    } else continue;
+    if (!effects.has(what)) effects.set(what, verb);
+  }
+  // In a fixed order: the engine announces parallel steps in whatever order they start.
+  const order = ROLES.map(([, r]) => r);
+  return (
+    [...effects]
+      .sort(([a], [b]) => order.indexOf(a) - order.indexOf(b))
+      .map(([what, verb]) => `${what} ${verb}`)
+      .join(", ") || "nothing"
+  );
+}
+
+interface KeyRow {
+  key: string;
+  from: string;
+  to: string;
+  /** The kind of change, or "refused: <reason>". */
+  effect: string;
+}
+
+/** The first problem a refused preview reports (the program's config check, or the CLI's own error). */
+function refusal(e: Error, projectDir: string): string {
+  // Paths in messages are the private project copy's; the table shows them relative to the project.
+  const lines = e.message
+    .split(projectDir + "/")
+    .join("")
+    .split("\n")
+    .map((l) => l.trim());
+  const problem =
+    lines.find((l) => l.startsWith("- flask-proxy:") || l.startsWith("- ")) ?? lines.find((l) => l.startsWith("error:"));
+  return `refused: ${(problem ?? "preview failed").replace(/^- /, "").replace(/^error: /, "")}`;
+}
+
+async function keyRows(live: LiveStack): Promise<KeyRow[]> {
+  const ns = projectFile().name;
+  const current = stackConfig(STACK_FILE);
+  const rows: KeyRow[] = [];
+  for (const key of CONFIG_KEYS) {
+    const from = current[`${ns}:${key}`] ?? "";
+    const alt = ALTERNATIVES[key];
+    const to = typeof alt === "function" ? alt(from) : alt;
+    let effect: string;
+    try {
+      effect = kindOf(await live.previewSteps({ [key]: to }));
+    } catch (e) {
+      effect = refusal(e as Error, live.projectDir);
+    }
+    console.log(`[changes] ${key}: ${SECRET_KEYS.has(key) ? "(secret)" : `${from} → ${to}`}: ${effect}`);
+    rows.push({ key, from, to, effect });
+  }
+  return rows;
+}
+
+interface Measured {
+  kind: string;
+  key: string;
+  requests: number;
+  failed: number;
+}
+
+/**
+ * One real `pulumi up` under load per kind (then back), counting every response. A change that cannot be
+ * applied here (a base image this machine lacks) is reverted, and the kind's next key is tried.
+ */
+async function measure(live: LiveStack, rows: KeyRow[]): Promise<Measured[]> {
+  const out: Measured[] = [];
+  const rank = (key: string) => (MEASURE_FIRST.includes(key) ? MEASURE_FIRST.indexOf(key) : MEASURE_FIRST.length);
+  const candidates = rows
+    .filter((r) => r.effect !== "nothing" && !r.effect.startsWith("refused") && !MOVES_THE_ADDRESS.has(r.key))
+    .sort((a, b) => rank(a.key) - rank(b.key));
+  for (const row of candidates) {
+    if (out.some((m) => m.kind === row.effect)) continue;
+    const { load, error } = await underLoad(live.url, () => live.up({ config: { [row.key]: row.to } }));
+    if (error) {
+      console.log(
+        `[changes] ${row.key} cannot be applied here (${error.message
+          .split("\n")
+          .find((l) => /error:/.test(l))
+          ?.trim()}); reverting`,
+      );
+      await live.up({ config: { [row.key]: row.from } });
+      continue;
+    }
+    const f = failures(load);
+    const failed = f.non2xx + f.errors + f.timeouts + f.resets;
+    console.log(`[changes] measured ${row.key} (${row.effect}): ${load.requests} responses, ${JSON.stringify(f)}`);
+    out.push({ kind: row.effect, key: row.key, requests: load.requests, failed });
+    await live.up({ config: { [row.key]: row.from } });
+  }
+  return out;
+}
+
+const shown = (key: string, value: string) => (SECRET_KEYS.has(key) ? "(a secret)" : code(value === "" ? '""' : value));
+
+export function renderChangeTable(rows: KeyRow[], measured: Measured[]): string {
+  const byKey = markdownTable(
+    ["key", "prod value", "changed to", "what `pulumi up` does"],
+    rows.map((r) => [code(r.key), shown(r.key, r.from), shown(r.key, r.to), r.effect]),
+  );
+  const kinds = [...new Set(rows.map((r) => r.effect).filter((k) => k !== "nothing" && !k.startsWith("refused")))];
+  const byKind = markdownTable(
+    ["kind of change", "measured with", "responses during `pulumi up`", "failed"],
+    kinds.map((kind) => {
+      const m = measured.find((x) => x.kind === kind);
+      if (!m) return [kind, "not measured (moves nginx's published port, or cannot be applied here)", "", ""];
+      return [kind, code(m.key), String(m.requests), String(m.failed)];
+    }),
+  );
+  return `${byKey}\n${byKind}`;
+}
+
+/** The measured rows as the README has them (for --check, which measures nothing). */
+function measuredInReadme(readme: string): Measured[] {
+  const text = CHANGE_TABLE.current(readme);
+  const tables = text.split("\n\n");
+  const lines = (tables[1] ?? "")
+    .split("\n")
+    .filter((l) => l.startsWith("|"))
+    .slice(2);
+  return lines.flatMap((l) => {
+    const cells = l
+      .split("|")
+      .slice(1, -1)
+      .map((c) => c.trim());
+    const key = /^`(.*)`$/.exec(cells[1] ?? "")?.[1];
+    return key ? [{ kind: cells[0], key, requests: Number(cells[2]), failed: Number(cells[3]) }] : [];
+  });
+}
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({ options: { check: { type: "boolean", default: false } }, strict: true });
+  const live = await upStack(STACK_FILE, {}, "changes");
+  try {
+    const rows = await keyRows(live);
+    const measured = values.check ? measuredInReadme(fs.readFileSync(README_PATH, "utf8")) : await measure(live, rows);
+    return CHANGE_TABLE.apply(renderChangeTable(rows, measured), values.check, "npm run docs:changes");
+  } finally {
+    await live.destroy();
+  }
+}
+
+if (require.main === module) {
+  main().then(
+    (code) => (process.exitCode = code),
+    (e: Error) => {
+      console.error(`[changes] ${e.message}`);
+      process.exitCode = 1;
+    },
+  );
+}
