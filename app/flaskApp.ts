@@ -119,11 +119,13 @@ export class FlaskApp extends pulumi.ComponentResource {
         stopGraceS: APP_GRACEFUL_TIMEOUT_S + 5,
         // Releases without a dropped request wherever two generations can run side by side: no host port
         // (dev publishes 8080, as the tutorial does) and no fixed address. nginx reaches the new container
-        // through the socket link its cutover moves, or finds it by the alias within its DNS cache time.
-        release:
-          app.hostPort || args.networkSubnet
-            ? undefined
-            : { switchCommand: sockets ? socketCutoverCommand() : undefined, settleS: sockets ? 0 : NGINX_DNS_CACHE_S + 1 },
+        // through the socket link its cutover moves (with fixed names too), or finds it by the alias within
+        // its DNS cache time.
+        release: {
+          sideBySide: !app.hostPort && !args.networkSubnet,
+          switchCommand: sockets ? socketCutoverCommand() : undefined,
+          settleS: sockets ? 0 : NGINX_DNS_CACHE_S + 1,
+        },
       },
       settings,
       { parent: this },

@@ -63,7 +63,8 @@ async function cutover(inputs: CutoverInputs): Promise<void> {
 
 const cutoverProvider: pulumi.dynamic.ResourceProvider = {
   async create(inputs: CutoverInputs) {
-    await cutover(inputs);
+    // No old container to wait for: settling is for replacements.
+    await cutover({ ...inputs, settleS: 0 });
     return { id: inputs.containerId, outs: inputs };
   },
   async diff(_id: string, olds: CutoverInputs, news: CutoverInputs) {

@@ -75,13 +75,13 @@ export interface WorkloadSpec {
   /** Seconds a stopped or deleted container gets to finish its requests before SIGKILL. */
   stopGraceS?: number;
   /**
-   * Containers only: releases that drop no request. A replacement boots under a new generated name beside
-   * the old container, is health-gated and switched to (infra/cutover.ts), and only then is the old one
-   * deleted, which drains it (stopGraceS). Without it, a container has its fixed name, and a replacement
-   * deletes the old one first. Needs replicas without a host port or a fixed address (two generations run
-   * at once).
+   * Containers only: how a replacement takes over (infra/cutover.ts). `sideBySide`: the new container boots
+   * under a new generated name beside the old one, is health-gated and switched to, and only then is the old
+   * one deleted, which drains it (stopGraceS): a release that drops no request. It needs replicas without a
+   * host port or a fixed address (two generations run at once). Otherwise each container keeps its fixed
+   * name and the old one is deleted first; a `switchCommand` still runs once the new one is healthy.
    */
-  release?: { switchCommand?: string[]; settleS: number };
+  release?: { sideBySide: boolean; switchCommand?: string[]; settleS: number };
 }
 
 const LOG = { driver: "json-file", options: { "max-size": "10m", "max-file": "3" } };
@@ -116,33 +116,35 @@ export function declareWorkload(
     return { resources: [service, rollout], containers: [], service };
   }
   const release = spec.release;
-  if (release && (spec.publish || spec.replicas.some((r) => r.address))) {
-    throw new Error(`${name}: zero-downtime releases need containers without a host port or a fixed address`);
+  const sideBySide = release?.sideBySide === true;
+  if (sideBySide && (spec.publish || spec.replicas.some((r) => r.address))) {
+    throw new Error(`${name}: side-by-side releases need containers without a host port or a fixed address`);
   }
   // Replica 1 keeps the unsuffixed resource name, so scaling 1 → N adds containers and replaces none.
   const containers = spec.replicas.map(
     (replica, i) =>
       new docker.Container(`${name}-container${replicaSuffix(i + 1)}`, containerArgs(spec, settings, replica), {
         ...opts,
-        // Releases: the new container is created (under a new generated name) before the old one goes.
+        // Side by side: the new container is created (under a new generated name) before the old one goes.
         // Fixed names: the old one must go first, and the provider asks for that only when a diff forces
         // the replacement, not for `pulumi up --replace`.
-        deleteBeforeReplace: !release,
+        deleteBeforeReplace: !sideBySide,
         // The provider's update applies restart, memory and CPU settings only; a changed healthcheck or
         // tmpfs would be reported as updated while the running container kept the old one.
         replaceOnChanges: ["healthcheck", "tmpfs"],
       }),
   );
-  if (!release) return { resources: containers, containers };
+  if (!hasCutover(spec)) return { resources: containers, containers };
   const cutovers = containers.map(
     (c, i) =>
       new Cutover(
         `${name}-cutover${replicaSuffix(i + 1)}`,
         c,
         {
-          healthGate: settings.healthchecks && spec.healthcheck !== undefined,
-          switchCommand: release.switchCommand,
-          settleS: release.settleS,
+          healthGate: settings.waitForHealthy && settings.healthchecks && spec.healthcheck !== undefined,
+          switchCommand: release?.switchCommand,
+          // Waiting for a proxy's DNS cache is only worth it while the old container still serves.
+          settleS: sideBySide ? (release?.settleS ?? 0) : 0,
           timeoutS: CUTOVER_TIMEOUT_S,
         },
         opts,
@@ -151,11 +153,15 @@ export function declareWorkload(
   return { resources: [...containers, ...cutovers], containers };
 }
 
+/** A cutover step runs for side-by-side releases, and wherever traffic must be switched to a new container. */
+const hasCutover = (spec: WorkloadSpec) =>
+  spec.release !== undefined && (spec.release.sideBySide || spec.release.switchCommand !== undefined);
+
 function containerArgs(spec: WorkloadSpec, settings: WorkloadSettings, replica: ReplicaSpec): docker.ContainerArgs {
   const hardened = settings.hardened;
   return {
-    // Releases leave the name to the provider, which generates a new one for each replacement.
-    name: spec.release ? undefined : replica.containerName,
+    // Side-by-side releases leave the name to the provider, which generates a new one for each replacement.
+    name: spec.release?.sideBySide ? undefined : replica.containerName,
     image: spec.image,
     command: spec.command,
     envs: spec.env,
@@ -171,10 +177,10 @@ function containerArgs(spec: WorkloadSpec, settings: WorkloadSettings, replica: 
       ...(replica.volumes ?? []).map((v) => ({ volumeName: v.volumeName, containerPath: v.target, readOnly: v.readOnly })),
     ],
     restart: settings.restartPolicy,
-    // `pulumi up` returns only once the healthcheck passes, so a broken release fails the update. A release's
-    // cutover gates on health itself, so that a failed one leaves nothing half-done in the state.
-    wait: settings.waitForHealthy && !spec.release,
-    waitTimeout: settings.waitForHealthy && !spec.release ? 90 : undefined,
+    // `pulumi up` returns only once the healthcheck passes, so a broken release fails the update. A cutover
+    // gates on health itself, so that a failed release leaves nothing half-done in the state.
+    wait: settings.waitForHealthy && !hasCutover(spec),
+    waitTimeout: settings.waitForHealthy && !hasCutover(spec) ? 90 : undefined,
     // SIGTERM, then time to finish in-flight requests: on `docker stop`, and when Pulumi deletes the container
     // (a replaced generation, or destroy). Without it the provider's delete kills at once.
     stopTimeout: spec.stopGraceS,

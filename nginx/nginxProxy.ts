@@ -1,12 +1,14 @@
 // nginx in front of the app: the pinned public image, its conf.d/default.conf, and the published port.
+import * as path from "path";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import type { AppUpstream } from "../app/facts";
 import type { StackConfig } from "../infra/config";
-import { objectName } from "../infra/naming";
+import { labelList, objectName } from "../infra/naming";
 import { buildImage, type BuiltImage } from "../infra/image";
 import { declareWorkload, localUrl, type Workload, type WorkloadSettings } from "../infra/workload";
 import { CONF_PATH, NGINX_HEALTH_PATH, nginxSocketDir, stackNginxConf } from "./conf";
+import { ConfFile, ConfReload } from "./reload";
 
 export interface NginxProxyArgs {
   /** The stack's config: nginx's own settings, and the stack-wide ones its conf is rendered with. */
@@ -23,7 +25,7 @@ export interface NginxProxyArgs {
 
 export class NginxProxy extends pulumi.ComponentResource {
   readonly baseImage: docker.RemoteImage;
-  /** The base image with the rendered config baked in; absent when the config is bind-mounted. */
+  /** The base image with the stack's settings (and, on swarm, the rendered conf); absent when the conf is bind-mounted. */
   readonly image?: BuiltImage;
   readonly workload: Workload;
   readonly url: pulumi.Output<string>;
@@ -36,9 +38,12 @@ export class NginxProxy extends pulumi.ComponentResource {
 
     // keepLocally: the base image may be shared with other stacks on the host; destroy leaves it.
     this.baseImage = new docker.RemoteImage(`${name}-base-image`, { name: nginx.baseImage, keepLocally: true }, { parent: this });
-    // Dev mounts the repo's file as the tutorial does. Otherwise the rendered text is baked into an image:
-    // it works against a remote Docker host and with a read-only root filesystem (nothing can be copied
-    // into such a container), and a config change replaces the container.
+    // Dev mounts the repo's file as the tutorial does. Otherwise the conf is rendered: on swarm it is baked into
+    // the image every node runs (a change rolls the service); on plain containers it is written into a volume
+    // nginx mounts read-only, and a change reloads the running nginx (nginx/reload.ts): the container, its
+    // published port and its listening socket stay, so no connection is refused.
+    const conf = stackNginxConf(cfg, args.upstream);
+    const reloadable = !nginx.configFile && settings.target === "containers";
     if (!nginx.configFile) {
       this.image = buildImage(
         `${name}-image`,
@@ -48,7 +53,7 @@ export class NginxProxy extends pulumi.ComponentResource {
           buildArgs: {
             NGINX_IMAGE: this.baseImage.name,
             CONF_PATH,
-            DEFAULT_CONF: stackNginxConf(cfg, args.upstream),
+            ...(reloadable ? {} : { DEFAULT_CONF: conf }),
             ...(nginx.workerProcesses ? { WORKER_PROCESSES: String(nginx.workerProcesses) } : {}),
           },
           project: cfg.project,
@@ -57,6 +62,19 @@ export class NginxProxy extends pulumi.ComponentResource {
         { parent: this },
       );
     }
+    const confDir = path.posix.dirname(CONF_PATH);
+    const confVolume = reloadable
+      ? new docker.Volume(`${name}-conf`, { name: `${containerName}-conf`, labels: labelList(settings.labels) }, { parent: this })
+      : undefined;
+    const confTarget = confVolume &&
+      this.image && {
+        volumeName: confVolume.name,
+        fileName: path.posix.basename(CONF_PATH),
+        image: this.image.id,
+        labels: settings.labels,
+        conf,
+      };
+    const confFile = confTarget ? new ConfFile(`${name}-conf-file`, confTarget, { parent: this }) : undefined;
 
     this.workload = declareWorkload(
       name,
@@ -74,14 +92,24 @@ export class NginxProxy extends pulumi.ComponentResource {
         replicas: [
           {
             containerName,
-            volumes: args.socketVolumes.map((volumeName, i) => ({ volumeName, target: nginxSocketDir(i + 1), readOnly: true })),
+            volumes: [
+              ...(confVolume ? [{ volumeName: confVolume.name, target: confDir, readOnly: true }] : []),
+              ...args.socketVolumes.map((volumeName, i) => ({ volumeName, target: nginxSocketDir(i + 1), readOnly: true })),
+            ],
           },
         ],
         serviceName: containerName,
       },
       settings,
-      { parent: this, dependsOn: args.backends },
+      { parent: this, dependsOn: [...args.backends, ...(confFile ? [confFile] : [])] },
     );
+    if (confTarget && confFile) {
+      new ConfReload(
+        `${name}-conf-reload`,
+        { ...confTarget, container: this.workload.containers[0], file: confFile },
+        { parent: this },
+      );
+    }
 
     this.url = pulumi.output(localUrl(settings.bindAddress, nginx.httpPort));
     this.registerOutputs({ url: this.url });

@@ -71,6 +71,7 @@ const ROLES: [RegExp, string][] = [
   [/^nginx-base-image$/, "nginx base image"],
   [/^nginx-image$/, "nginx image"],
   [/^nginx-container$/, "nginx container"],
+  [/^nginx-conf-reload$/, "nginx conf"],
 ];
 
 /** What a step does to which part of the stack; undefined for bookkeeping resources (cutover, tags, holds). */
@@ -85,7 +86,8 @@ export function kindOf(steps: PreviewStep[]): string {
     let verb: string;
     if (step.op === "create") verb = "created";
     else if (step.op === "delete") verb = "deleted";
-    else if (step.op === "update") verb = what.endsWith("image") ? "rebuilt" : "updated in place";
+    else if (step.op === "update")
+      verb = what.endsWith("image") ? "rebuilt" : what === "nginx conf" ? "reloaded into the running nginx" : "updated in place";
     else if (["replace", "create-replacement", "delete-replaced"].includes(step.op)) {
       // Create-before-delete announces the new one first; delete-before-replace the removal.
       const first = steps.find(
@@ -99,6 +101,8 @@ export function kindOf(steps: PreviewStep[]): string {
     } else continue;
     if (!effects.has(what)) effects.set(what, verb);
   }
+  // A new nginx container reads its conf when it starts: nothing is reloaded then.
+  if (effects.has("nginx container")) effects.delete("nginx conf");
   // In a fixed order: the engine announces parallel steps in whatever order they start.
   const order = ROLES.map(([, r]) => r);
   return (
@@ -181,9 +185,13 @@ async function measure(live: LiveStack, rows: KeyRow[]): Promise<Measured[]> {
       continue;
     }
     const f = failures(load);
-    const failed = f.non2xx + f.errors + f.timeouts + f.resets;
-    console.log(`[changes] measured ${row.key} (${row.effect}): ${load.requests} responses, ${JSON.stringify(f)}`);
-    out.push({ kind: row.effect, key: row.key, requests: load.requests, failed });
+    const failed = f.non2xx + f.errors + f.timeouts;
+    // Every request sent: answered (any status), refused or reset, or timed out.
+    const requests = load.requests + f.errors + f.timeouts;
+    console.log(
+      `[changes] measured ${row.key} (${row.effect}): ${load.requests} responses, ${JSON.stringify(f)}, ${load.retried} retried`,
+    );
+    out.push({ kind: row.effect, key: row.key, requests, failed });
     await live.up({ config: { [row.key]: row.from } });
   }
   return out;
@@ -198,25 +206,22 @@ export function renderChangeTable(rows: KeyRow[], measured: Measured[]): string 
   );
   const kinds = [...new Set(rows.map((r) => r.effect).filter((k) => k !== "nothing" && !k.startsWith("refused")))];
   const byKind = markdownTable(
-    ["kind of change", "measured with", "responses during `pulumi up`", "failed"],
+    ["kind of change", "measured with", "requests during `pulumi up`", "failed"],
     kinds.map((kind) => {
       const m = measured.find((x) => x.kind === kind);
       if (!m) return [kind, "not measured (moves nginx's published port, or cannot be applied here)", "", ""];
       return [kind, code(m.key), String(m.requests), String(m.failed)];
     }),
   );
-  return `${byKey}\n${byKind}`;
+  return `${byKey.trimEnd()}\n${byKind}`;
 }
 
-/** The measured rows as the README has them (for --check, which measures nothing). */
+/** The measured rows as the README has them (for --check, which measures nothing): the table after the first. */
 function measuredInReadme(readme: string): Measured[] {
-  const text = CHANGE_TABLE.current(readme);
-  const tables = text.split("\n\n");
-  const lines = (tables[1] ?? "")
-    .split("\n")
-    .filter((l) => l.startsWith("|"))
-    .slice(2);
-  return lines.flatMap((l) => {
+  const lines = CHANGE_TABLE.current(readme).split("\n");
+  const header = lines.findIndex((l) => l.startsWith("| kind of change |"));
+  if (header < 0) return [];
+  return lines.slice(header + 2).flatMap((l) => {
     const cells = l
       .split("|")
       .slice(1, -1)
@@ -226,13 +231,33 @@ function measuredInReadme(readme: string): Measured[] {
   });
 }
 
+/**
+ * The change table as previews give it now (measured rows taken from README.md) against README.md's: "" when
+ * they agree, otherwise where they first differ. Previews only: what the live suite runs.
+ */
+export async function changeTableDifference(): Promise<string> {
+  const live = await upStack(STACK_FILE, {}, "changes");
+  try {
+    const readme = fs.readFileSync(README_PATH, "utf8");
+    const table = renderChangeTable(await keyRows(live), measuredInReadme(readme));
+    return CHANGE_TABLE.current(readme) === table ? "" : CHANGE_TABLE.firstDifference(readme, table);
+  } finally {
+    await live.destroy();
+  }
+}
+
 async function main(): Promise<number> {
   const { values } = parseArgs({ options: { check: { type: "boolean", default: false } }, strict: true });
+  if (values.check) {
+    const difference = await changeTableDifference();
+    if (difference) console.error(`README.md's change-table is out of date: run npm run docs:changes\n${difference}`);
+    else console.log("README.md: change-table up to date");
+    return difference ? 1 : 0;
+  }
   const live = await upStack(STACK_FILE, {}, "changes");
   try {
     const rows = await keyRows(live);
-    const measured = values.check ? measuredInReadme(fs.readFileSync(README_PATH, "utf8")) : await measure(live, rows);
-    return CHANGE_TABLE.apply(renderChangeTable(rows, measured), values.check, "npm run docs:changes");
+    return CHANGE_TABLE.apply(renderChangeTable(rows, await measure(live, rows)), false, "npm run docs:changes");
   } finally {
     await live.destroy();
   }

@@ -15,6 +15,7 @@ import {
   type LocalWorkspaceOptions,
   type Stack,
 } from "@pulumi/pulumi/automation";
+import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
 import { unknownToState, type EngineObject, type StateResource } from "./engine-objects";
 import { projectFile, ROOT } from "./stack-files";
 
@@ -203,8 +204,8 @@ export class LiveStack {
 
   /**
    * `pulumi up` as a process of its own (as a user runs it), sent `signal` `delayMs` after its output matches
-   * `at`, and awaited until it exits. The CLI alone gets the signal, as from `kill`; its plugins go on as they
-   * would.
+   * `at`, and awaited until it exits (and 5 s more, while its plugins finish). The CLI alone gets the signal,
+   * as from `kill`.
    */
   async interruptedUp(
     config: Record<string, string>,
@@ -215,10 +216,12 @@ export class LiveStack {
   ): Promise<InterruptedUp> {
     await this.configure(config);
     const pulumi = await pulumiCli();
+    // Its own process group, so that the plugins it leaves running can be ended afterwards.
     const child = spawn(pulumi.command, ["up", "--yes", "--skip-preview", "--non-interactive", "--stack", this.name], {
       cwd: this.projectDir,
       env: await this.cliEnv(),
       stdio: ["ignore", "pipe", "pipe"],
+      detached: true,
     });
     let output = "";
     let signalled = false;
@@ -234,6 +237,14 @@ export class LiveStack {
     const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
     const code = await new Promise<number | null>((resolve) => child.on("exit", (c) => resolve(c)));
     clearTimeout(timer);
+    // The plugins outlive a killed CLI and finish the call they were in (so objects appear that the state does
+    // not know, as for a user); then they are ended, as the test's own processes.
+    await new Promise((r) => setTimeout(r, 5000));
+    try {
+      if (child.pid) process.kill(-child.pid, "SIGKILL");
+    } catch {
+      // the group is gone already
+    }
     return { signalled, code, output };
   }
 
@@ -243,13 +254,21 @@ export class LiveStack {
   }
 
   /**
-   * The steps `pulumi preview` would take with `config` set (every step but "same"); the stack's config is put
-   * back as it was afterwards, whether the preview succeeds or not.
+   * The steps `pulumi preview` would take with `config` set (every step but "same"). For many previews in a
+   * row: the config goes straight into the stack file (no CLI call to set and restore it) and the program is
+   * not type-checked by the CLI (the test command's \`tsc\` has done that). The stack file is put back byte
+   * for byte afterwards, whether the preview succeeds or not.
    */
   async previewSteps(config: Record<string, string>): Promise<PreviewStep[]> {
-    const before = await this.stack.getAllConfig();
+    const file = path.join(this.projectDir, `Pulumi.${this.name}.yaml`);
+    const original = fs.readFileSync(file, "utf8");
+    const ws = this.stack.workspace as LocalWorkspace;
     try {
-      await this.configure(config);
+      const doc = (parseYaml(original) as { config?: Record<string, unknown> } | null) ?? {};
+      const ns = projectFile().name;
+      doc.config = { ...doc.config, ...Object.fromEntries(Object.entries(config).map(([k, v]) => [`${ns}:${k}`, v])) };
+      fs.writeFileSync(file, stringifyYaml(doc));
+      ws.envVars.PULUMI_NODEJS_TRANSPILE_ONLY = "true";
       const events: EngineEvent[] = [];
       await this.stack.preview({ onEvent: (e) => events.push(e) });
       return events.flatMap((e) => {
@@ -258,11 +277,8 @@ export class LiveStack {
         return [{ name: nameOf(m.urn), op: m.op, diffs: m.diffs ?? [] }];
       });
     } finally {
-      const ns = projectFile().name;
-      for (const key of Object.keys(config).map((k) => `${ns}:${k}`)) {
-        if (key in before) await this.stack.setConfig(key, before[key]);
-        else await this.stack.removeConfig(key);
-      }
+      delete ws.envVars.PULUMI_NODEJS_TRANSPILE_ONLY;
+      fs.writeFileSync(file, original);
     }
   }
 

@@ -1,18 +1,71 @@
-// Steady HTTP load through nginx while something happens to the stack (a release, an interruption), with
-// every response counted: what the live tests and `npm run docs:changes` measure a change's cost with.
-// Traffic goes to 127.0.0.1 only, bounded in count and time.
-import autocannon from "autocannon";
+// Steady HTTP load through nginx while something happens to the stack (a release, an interruption, a config
+// change), with every response counted: what the live tests and `npm run docs:changes` measure a change's
+// cost with. Traffic goes to 127.0.0.1 only, bounded in count and time.
+//
+// The client is Node's own http module with a keep-alive agent, because it behaves as HTTP clients do where
+// autocannon does not: it honours `Connection: close` (nginx sends it on connections a reloading or exiting
+// worker is done with; autocannon writes its next request into that closing connection and counts the reset
+// as a failure), and a request whose reused keep-alive connection the server had closed before any byte of a
+// response is sent again on a fresh connection, as browsers do (RFC 9112 §9.3.1). Those retries are counted
+// apart; a refused connection, a reset mid-response, a timeout or a non-2xx status is a failure.
+import * as http from "http";
 
 /** Every response of a load run, counted. */
 export interface LoadCount {
-  sent: number;
-  /** Responses received. */
+  /** Requests answered (any status). */
   requests: number;
   ok: number;
   non2xx: number;
+  /** Connection errors: refused, reset mid-request on a fresh connection, or during a response. */
   errors: number;
   timeouts: number;
-  resets: number;
+  /** Requests sent again on a fresh connection because a reused keep-alive one had been closed first. */
+  retried: number;
+}
+
+export interface Reply {
+  status: number;
+  body: string;
+  headers: Headers;
+}
+
+/** GET on a loopback URL with a hard timeout. */
+export async function get(url: string, init: RequestInit = {}, timeoutMs = 3000): Promise<Reply> {
+  if (new URL(url).hostname !== "127.0.0.1") throw new Error(`not a loopback URL: ${url}`);
+  const res = await fetch(url, { ...init, signal: AbortSignal.timeout(timeoutMs) });
+  return { status: res.status, body: await res.text(), headers: res.headers };
+}
+
+const CONNECTIONS = 16;
+const MAX_REQUESTS = 600_000;
+const MAX_SECONDS = 180;
+const TIMEOUT_MS = 10_000;
+
+type Outcome = { status: number } | { error: "timeout" | "error" | "stale"; message: string };
+
+function once(agent: http.Agent, url: URL): Promise<Outcome> {
+  return new Promise((resolve) => {
+    let settled = false;
+    const settle = (o: Outcome) => {
+      if (!settled) resolve(o);
+      settled = true;
+    };
+    const req = http.get(url, { agent, timeout: TIMEOUT_MS }, (res) => {
+      res.on("data", () => undefined);
+      res.on("end", () => settle({ status: res.statusCode ?? 0 }));
+      // Cut off mid-response: the request was answered in part, so it is lost, not retried.
+      res.on("close", () => settle({ error: "error", message: "connection closed mid-response" }));
+    });
+    req.on("timeout", () => {
+      req.destroy();
+      settle({ error: "timeout", message: "no response in time" });
+    });
+    req.on("error", (e: NodeJS.ErrnoException) => {
+      // Closed by the server while idle in the pool: nothing of this request was answered.
+      const stale = req.reusedSocket && ["ECONNRESET", "EPIPE"].includes(e.code ?? "");
+      settle({ error: stale ? "stale" : "error", message: e.message });
+    });
+  });
 }
 
 /**
@@ -23,11 +76,30 @@ export async function underLoad<T>(
   url: string,
   during: () => Promise<T>,
 ): Promise<{ load: LoadCount; value?: T; error?: Error }> {
-  if (new URL(url).hostname !== "127.0.0.1") throw new Error(`not a loopback URL: ${url}`);
-  // nginx closes a client connection after keepalive_requests (1000) with "Connection: close", and autocannon
-  // writes its next request without waiting for that: reopening every 500 requests is what a client that
-  // honours the header does.
-  const run = autocannon({ url, connections: 16, amount: 600_000, duration: 180, timeout: 10, reconnectRate: 500 });
+  const target = new URL(url);
+  if (target.hostname !== "127.0.0.1") throw new Error(`not a loopback URL: ${url}`);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: CONNECTIONS });
+  const load: LoadCount = { requests: 0, ok: 0, non2xx: 0, errors: 0, timeouts: 0, retried: 0 };
+  const deadline = Date.now() + MAX_SECONDS * 1000;
+  let stop = false;
+  let sent = 0;
+  const worker = async () => {
+    while (!stop && sent < MAX_REQUESTS && Date.now() < deadline) {
+      sent++;
+      let outcome = await once(agent, target);
+      if ("error" in outcome && outcome.error === "stale") {
+        load.retried++;
+        outcome = await once(agent, target);
+      }
+      if ("status" in outcome) {
+        load.requests++;
+        if (outcome.status >= 200 && outcome.status < 300) load.ok++;
+        else load.non2xx++;
+      } else if (outcome.error === "timeout") load.timeouts++;
+      else load.errors++;
+    }
+  };
+  const workers = Array.from({ length: CONNECTIONS }, worker);
   await new Promise((r) => setTimeout(r, 1000));
   let value: T | undefined;
   let error: Error | undefined;
@@ -37,21 +109,13 @@ export async function underLoad<T>(
     error = e as Error;
   }
   await new Promise((r) => setTimeout(r, 1000));
-  (run as unknown as { stop(): void }).stop();
-  const r = await run;
-  const load = {
-    sent: r.requests.sent,
-    requests: r.requests.total,
-    ok: r["2xx"],
-    non2xx: r.non2xx,
-    errors: r.errors,
-    timeouts: r.timeouts,
-    resets: r.resets,
-  };
+  stop = true;
+  await Promise.all(workers);
+  agent.destroy();
   return { load, value, error };
 }
 
 /** The kinds of failure a load run counts; all zero means no request was lost. */
-export function failures(l: LoadCount): Pick<LoadCount, "non2xx" | "errors" | "timeouts" | "resets"> {
-  return { non2xx: l.non2xx, errors: l.errors, timeouts: l.timeouts, resets: l.resets };
+export function failures(l: LoadCount): Pick<LoadCount, "non2xx" | "errors" | "timeouts"> {
+  return { non2xx: l.non2xx, errors: l.errors, timeouts: l.timeouts };
 }

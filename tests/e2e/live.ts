@@ -4,25 +4,13 @@ import * as fs from "fs";
 import * as net from "net";
 import * as os from "os";
 import * as path from "path";
-import { ROOT } from "../../tools/stack-files";
 import type { LiveStack } from "../../tools/live-stack";
+import { get } from "../../tools/load";
+import { ROOT } from "../../tools/stack-files";
 
 export { docker, upStack, type LiveStack } from "../../tools/live-stack";
 export { execIn } from "../../infra/engine";
-export { failures, underLoad, type LoadCount } from "../../tools/load";
-
-export interface Reply {
-  status: number;
-  body: string;
-  headers: Headers;
-}
-
-/** GET on a loopback URL with a hard timeout. */
-export async function get(url: string, init: RequestInit = {}, timeoutMs = 3000): Promise<Reply> {
-  if (new URL(url).hostname !== "127.0.0.1") throw new Error(`not a loopback URL: ${url}`);
-  const res = await fetch(url, { ...init, signal: AbortSignal.timeout(timeoutMs) });
-  return { status: res.status, body: await res.text(), headers: res.headers };
-}
+export { failures, get, underLoad, type LoadCount, type Reply } from "../../tools/load";
 
 /** Polls until `probe` resolves truthy or the time is up; returns the elapsed milliseconds. */
 export async function within(ms: number, probe: () => Promise<boolean>, what: string): Promise<number> {

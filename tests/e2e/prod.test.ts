@@ -1,3 +1,4 @@
+import * as path from "path";
 import { APP_HEALTH_PATH, APP_SOCKET_DIR, APP_UID, CODE_DIR, SOCKET_FILE } from "../../app/facts";
 import { CONF_PATH, nginxSocketDir } from "../../nginx/conf";
 import { answersHello, at, recreateAppUnderNginx, upStack, execIn, get, within, type LiveStack } from "./live";
@@ -45,11 +46,12 @@ describe("prod stack on a real Docker Engine", () => {
     expect(prod.outputs.appUrl).toBe("(not published)");
   });
 
-  test("the config baked into the nginx image is the one rendered for prod", async () => {
+  test("the conf nginx reads (from its read-only conf volume) is the one rendered for prod", async () => {
     const nginx = prod.container("nginx-container");
     const { stdout: text } = await execIn(nginx, ["cat", CONF_PATH]);
-    const rendered = prod.resource("nginx-image").inputs?.build as { args: Record<string, string> };
-    expect(text).toBe(rendered.args.DEFAULT_CONF);
+    expect(text).toBe(prod.resource("nginx-conf-file").inputs?.conf);
+    const mount = (await nginx.inspect()).Mounts.find((m) => m.Destination === path.posix.dirname(CONF_PATH));
+    expect([mount?.Type, mount?.RW]).toEqual(["volume", false]);
     expect(text).toContain("proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;");
     // Its only upstream is the app's socket, so every 200 through nginx in this suite came over it.
     expect(text.match(/^\s*server \S+;/gm)).toEqual([`    server unix:${nginxSocketDir(1)}/${SOCKET_FILE};`]);

@@ -4,7 +4,7 @@ import * as path from "path";
 import { ROOT } from "../../tools/stack-files";
 import { answersHello, failures, get, underLoad, upStack, versionsServing, within, type LiveStack } from "./live";
 
-const NO_FAILURES = { non2xx: 0, errors: 0, timeouts: 0, resets: 0 };
+const NO_FAILURES = { non2xx: 0, errors: 0, timeouts: 0 };
 
 /** A copy of app/ whose health endpoint fails: a release that never becomes healthy. */
 function brokenApp(): string {
@@ -25,7 +25,10 @@ describe.each([1, 2])("releases of prod with %i app replica(s) under load", (rep
   const release = async (what: string, up: (v: string) => Promise<void>) => {
     const next = `0.0.${version + 1}`;
     const { load, error } = await underLoad(live.url, () => up(next));
-    console.log(`prod ×${replicas}, ${what}: ${load.requests} responses, ${JSON.stringify(failures(load))}`);
+    console.log(
+      `prod ×${replicas}, ${what}: ${load.requests} responses, ${JSON.stringify(failures(load))}, ` +
+        `${load.retried} sent again after a keep-alive connection closed`,
+    );
     return { load, error, next };
   };
 
@@ -90,6 +93,26 @@ describe.each([1, 2])("releases of prod with %i app replica(s) under load", (rep
     } finally {
       fs.rmSync(broken, { recursive: true, force: true });
     }
+  });
+
+  test("a change of nginx's rendered conf reloads the running nginx: no request lost, the same container", async () => {
+    const nginx = live.container("nginx-container");
+    const before = await nginx.inspect();
+    const logged = async () => (await nginx.logs({ stdout: true, stderr: true })).toString("latin1").split("GET / ").length;
+    const { load, error } = await release("nginx conf (access log unbuffered)", () =>
+      live.up({ config: { nginxAccessLog: "on" } }),
+    );
+    expect(error).toBeUndefined();
+    expect(load.ok).toBeGreaterThan(500);
+    expect(failures(load)).toEqual(NO_FAILURES);
+    const after = await nginx.inspect();
+    expect([after.Id, after.State.StartedAt]).toEqual([before.Id, before.State.StartedAt]);
+    // The reloaded conf is the one serving: each request is logged at once now (prod's buffered log would
+    // hold them for up to 5 s).
+    const lines = await logged();
+    for (let i = 0; i < 5; i++) expect((await get(live.url)).status).toBe(200);
+    await new Promise((r) => setTimeout(r, 500));
+    expect((await logged()) - lines).toBeGreaterThanOrEqual(5);
   });
 
   test("a second pulumi preview finds nothing to change after the releases", async () => {

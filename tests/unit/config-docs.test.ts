@@ -62,3 +62,19 @@ describe("the change table's kinds, from a preview's steps", () => {
     expect(kindOf([])).toBe("nothing");
   });
 });
+
+describe("nginx conf changes in the change table", () => {
+  const step = (name: string, op: string) => ({ name, op, diffs: [] });
+  test("a conf change alone is a reload; with a new nginx container it is not", () => {
+    expect(kindOf([step("nginx-conf-file", "update"), step("nginx-conf-reload", "update")])).toBe(
+      "nginx conf reloaded into the running nginx",
+    );
+    expect(
+      kindOf([
+        step("nginx-container", "delete-replaced"),
+        step("nginx-container", "create-replacement"),
+        step("nginx-conf-reload", "update"),
+      ]),
+    ).toBe("nginx container replaced, the old one deleted first");
+  });
+});

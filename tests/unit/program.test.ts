@@ -162,7 +162,7 @@ describe("prod stack: production-shaped", () => {
     expect(run.outputs.appUrl).toBe("(not published)");
   });
 
-  test("nginx: pinned image with the rendered config baked in (socket upstream, X-Forwarded-*), port 8000", () => {
+  test("nginx: pinned image, the rendered conf on a volume it reloads from (socket upstream, X-Forwarded-*), port 8000", () => {
     expect(find(run, "nginx-base-image").inputs.name).toBe("nginx:1.27.3");
     const img = find(run, "nginx-image").inputs as {
       imageName: string;
@@ -172,14 +172,31 @@ describe("prod stack: production-shaped", () => {
     expect(img.build.context).toBe(path.join(ROOT, "nginx"));
     expect(img.build.args.NGINX_IMAGE).toBe("nginx:1.27.3");
     expect(img.build.args.WORKER_PROCESSES).toBe(stackConfig("prod")["flask-proxy:nginxWorkerProcesses"]);
-    expect(img.build.args.DEFAULT_CONF).toContain("access_log /var/log/nginx/access.log combined buffer=64k flush=5s;");
-    expect(img.build.args.DEFAULT_CONF).toContain("server unix:/srv/sockets/1/gunicorn.sock;");
-    expect(img.build.args.DEFAULT_CONF).not.toMatch(/^\s*keepalive \d+;/m);
-    expect(img.build.args.DEFAULT_CONF).toContain("proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;");
-    const n = find(run, "nginx-container").inputs;
-    expect(n.image).toBe(find(run, "nginx-image-local").outputs.imageId);
-    expect(n.volumes).toEqual([{ volumeName: "flask-proxy-prod-flask-socket", containerPath: "/srv/sockets/1", readOnly: true }]);
-    expect(n.ports).toEqual([{ internal: 80, external: 8000, ip: "127.0.0.1", protocol: "tcp" }]);
+    // Not in the image: a conf change must not replace the container.
+    expect(img.build.args.DEFAULT_CONF).toBeUndefined();
+    const file = find(run, "nginx-conf-file").inputs as { conf: string; volumeName: string; fileName: string; image: string };
+    expect(file.conf).toContain("access_log /var/log/nginx/access.log combined buffer=64k flush=5s;");
+    expect(file.conf).toContain("server unix:/srv/sockets/1/gunicorn.sock;");
+    expect(file.conf).not.toMatch(/^\s*keepalive \d+;/m);
+    expect(file.conf).toContain("proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;");
+    expect([file.volumeName, file.fileName, file.image]).toEqual([
+      "flask-proxy-prod-nginx-conf",
+      "default.conf",
+      find(run, "nginx-image-local").outputs.imageId,
+    ]);
+    const n = find(run, "nginx-container");
+    expect(n.inputs.image).toBe(find(run, "nginx-image-local").outputs.imageId);
+    expect(n.inputs.volumes).toEqual([
+      { volumeName: "flask-proxy-prod-nginx-conf", containerPath: "/etc/nginx/conf.d", readOnly: true },
+      { volumeName: "flask-proxy-prod-flask-socket", containerPath: "/srv/sockets/1", readOnly: true },
+    ]);
+    // The file is written before nginx starts; a later change is reloaded into the running container.
+    expect(n.dependsOn).toContain("nginx-conf-file");
+    const reload = find(run, "nginx-conf-reload");
+    expect(reload.dependsOn.sort()).toEqual(["nginx-conf-file", "nginx-container"]);
+    expect(reload.inputs).toMatchObject({ containerId: "nginx-container-id", conf: file.conf, volumeName: file.volumeName });
+    const nInputs = n.inputs;
+    expect(nInputs.ports).toEqual([{ internal: 80, external: 8000, ip: "127.0.0.1", protocol: "tcp" }]);
   });
 
   test("both containers: restart policy, healthchecks, hardening, limits; nginx waits for health, the app's cutover gates on it", () => {
@@ -225,7 +242,7 @@ describe("prod stack: production-shaped", () => {
     expect(cutover.inputs).toMatchObject({ healthGate: true, switchCommand: socketCutoverCommand(), settleS: 0 });
     expect(cutover.inputs.containerId).toBe("flask-container-id"); // the mocks give each resource the ID <name>-id
     // nginx starts after the cutover has linked the socket; nginx itself keeps its fixed name.
-    expect(find(run, "nginx-container").dependsOn.sort()).toEqual(["flask-container", "flask-cutover"]);
+    expect(find(run, "nginx-container").dependsOn.sort()).toEqual(["flask-container", "flask-cutover", "nginx-conf-file"]);
     expect(find(run, "nginx-container").inputs.name).toBe("flask-proxy-prod-nginx");
   });
 
@@ -242,7 +259,7 @@ describe("prod stack: production-shaped", () => {
     expect(find(run, "flask-cutover").inputs.switchCommand).toEqual(socketCutoverCommand(appMount?.containerPath));
     const nginxMount = (find(run, "nginx-container").inputs.volumes as Mount[]).find((v) => v.volumeName === vol.outputs.name);
     expect(nginxMount?.readOnly).toBe(true);
-    const conf = (find(run, "nginx-image").inputs as { build: { args: Record<string, string> } }).build.args.DEFAULT_CONF;
+    const conf = (find(run, "nginx-conf-file").inputs as { conf: string }).conf;
     expect(conf).toContain(`server unix:${nginxMount?.containerPath}/${SOCKET_FILE};`);
     // No pinned address or subnet is needed to keep the upstream valid across app restarts.
     expect((find(run, "my-network").inputs as { ipamConfigs?: unknown }).ipamConfigs).toBeUndefined();

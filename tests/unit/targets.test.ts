@@ -103,9 +103,10 @@ describe("replicas on one engine", () => {
     expect(apps.map((a) => a.volumes)).toEqual(
       volumes.map((v) => [{ volumeName: v, containerPath: "/srv/socket", readOnly: false }]),
     );
-    expect(find(run, "nginx-container").inputs.volumes).toEqual(
-      volumes.map((v, i) => ({ volumeName: v, containerPath: `/srv/sockets/${i + 1}`, readOnly: true })),
-    );
+    expect(find(run, "nginx-container").inputs.volumes).toEqual([
+      { volumeName: "flask-proxy-prod-nginx-conf", containerPath: "/etc/nginx/conf.d", readOnly: true },
+      ...volumes.map((v, i) => ({ volumeName: v, containerPath: `/srv/sockets/${i + 1}`, readOnly: true })),
+    ]);
     expect(find(run, "nginx-container").dependsOn.sort()).toEqual([
       "flask-container",
       "flask-container-2",
@@ -113,6 +114,7 @@ describe("replicas on one engine", () => {
       "flask-cutover",
       "flask-cutover-2",
       "flask-cutover-3",
+      "nginx-conf-file",
     ]);
   });
 
@@ -126,7 +128,8 @@ describe("replicas on one engine", () => {
       "172.30.77.11",
     ]);
     expect(apps.map((a) => a.volumes)).toEqual([[], []]);
-    expect(run.resources.filter((r) => r.type === "docker:index/volume:Volume")).toEqual([]);
+    // No socket volumes; nginx's conf volume is the only one.
+    expect(run.resources.filter((r) => r.type === "docker:index/volume:Volume").map((r) => r.name)).toEqual(["nginx-conf"]);
   });
 
   test("one replica keeps the unsuffixed names, so scaling up replaces nothing", async () => {
@@ -145,5 +148,20 @@ describe("replicas on one engine", () => {
     expect(() => parseConfig(all, { stack: "dev", root: ROOT })).toThrow(
       /flask-proxy:appHostPort: cannot publish one host port for 2 replicas/,
     );
+  });
+});
+
+describe("releases where two generations cannot run at once", () => {
+  test("prod publishing the app's port: fixed name, deleted first, and the socket link still switched to the new container", async () => {
+    const run = await runProgram("prod", { overrides: { appHostPort: "8081" } });
+    expect(find(run, "flask-container").inputs.name).toBe("flask-proxy-prod-flask");
+    const cutover = find(run, "flask-cutover").inputs as { switchCommand?: string[]; settleS: number };
+    expect(cutover.switchCommand?.join(" ")).toContain("gunicorn.sock");
+    expect(cutover.settleS).toBe(0);
+  });
+
+  test("dev (TCP, port published): no cutover, the provider's own wait as before", async () => {
+    const run = await runProgram("dev");
+    expect(run.resources.filter((r) => r.name.startsWith("flask-cutover"))).toEqual([]);
   });
 });

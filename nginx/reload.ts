@@ -1,0 +1,124 @@
+// nginx's conf.d/default.conf on plain containers: a volume nginx mounts read-only, so that a change of the
+// rendered conf reloads the running nginx (its master keeps the listening socket; old workers finish their
+// requests) instead of replacing the container, which would refuse connections while the new one starts.
+//   ConfFile   writes the conf into the volume (before nginx starts, and on every change);
+//   ConfReload after a change: `nginx -t`, then `nginx -s reload` in the running container. A conf nginx
+//              refuses fails `pulumi up` with nginx's message, the previous file is put back, and nginx keeps
+//              serving with the config it had.
+import * as pulumi from "@pulumi/pulumi";
+import type * as docker from "@pulumi/docker";
+import { engineClient, execIn } from "../infra/engine";
+
+interface ConfTarget {
+  /** The volume holding the conf, and the file's name in it. */
+  volumeName: string;
+  fileName: string;
+  /** An image with a shell, to write the file from (the stack's nginx image: present wherever nginx runs). */
+  image: string;
+  labels: Record<string, string>;
+  dockerHost?: string;
+}
+
+interface FileInputs extends ConfTarget {
+  conf: string;
+}
+
+/** Writes `conf` into the volume from a short-lived container (labelled, so an interrupted run's is found). */
+async function writeConf(target: ConfTarget, conf: string): Promise<void> {
+  const client = engineClient(target.dockerHost);
+  const writer = await client.createContainer({
+    Image: target.image,
+    Entrypoint: ["sh", "-c", 'printf "%s" "$CONF" > "/conf/$FILE.next" && mv -f "/conf/$FILE.next" "/conf/$FILE"'],
+    Env: [`CONF=${conf}`, `FILE=${target.fileName}`],
+    Labels: target.labels,
+    HostConfig: { Binds: [`${target.volumeName}:/conf`], NetworkMode: "none" },
+  });
+  try {
+    await writer.start();
+    const { StatusCode } = (await writer.wait()) as { StatusCode: number };
+    if (StatusCode !== 0)
+      throw new Error(`writing ${target.fileName} into volume ${target.volumeName} failed (exit ${StatusCode})`);
+  } finally {
+    await writer.remove({ force: true });
+  }
+}
+
+const fileProvider: pulumi.dynamic.ResourceProvider = {
+  async create(inputs: FileInputs) {
+    await writeConf(inputs, inputs.conf);
+    return { id: `${inputs.volumeName}/${inputs.fileName}`, outs: inputs };
+  },
+  async diff(_id: string, olds: FileInputs, news: FileInputs) {
+    return {
+      changes: olds.conf !== news.conf || olds.volumeName !== news.volumeName,
+      replaces: olds.volumeName !== news.volumeName ? ["volumeName"] : [],
+    };
+  },
+  async update(_id: string, _olds: FileInputs, news: FileInputs) {
+    await writeConf(news, news.conf);
+    return { outs: news };
+  },
+  // The file goes with its volume.
+};
+
+/** Where the conf goes and what it says, as the program declares it. */
+export interface ConfArgs {
+  volumeName: pulumi.Input<string>;
+  fileName: string;
+  image: pulumi.Input<string>;
+  labels: Record<string, string>;
+  conf: string;
+}
+
+/** The rendered conf, written into the volume nginx mounts. */
+export class ConfFile extends pulumi.dynamic.Resource {
+  constructor(name: string, args: ConfArgs, opts: pulumi.CustomResourceOptions) {
+    super(fileProvider, name, { ...args, dockerHost: new pulumi.Config("docker").get("host") }, opts);
+  }
+}
+
+interface ReloadInputs extends ConfTarget {
+  containerId: string;
+  conf: string;
+}
+
+const reloadProvider: pulumi.dynamic.ResourceProvider = {
+  // A new container read the conf when it started: nothing to reload.
+  async create(inputs: ReloadInputs) {
+    return { id: inputs.containerId, outs: inputs };
+  },
+  async diff(_id: string, olds: ReloadInputs, news: ReloadInputs) {
+    return { changes: olds.conf !== news.conf || olds.containerId !== news.containerId };
+  },
+  async update(_id: string, olds: ReloadInputs, news: ReloadInputs) {
+    if (olds.containerId !== news.containerId) return { outs: news }; // a new container: it read the conf at start
+    const nginx = engineClient(news.dockerHost).getContainer(news.containerId);
+    const test = await execIn(nginx, ["nginx", "-t"]);
+    if (test.exitCode !== 0) {
+      await writeConf(news, olds.conf);
+      throw new Error(
+        `nginx refused the new conf, which was taken back (nginx keeps serving the old one): ${test.stderr.trim()}`,
+      );
+    }
+    const reload = await execIn(nginx, ["nginx", "-s", "reload"]);
+    if (reload.exitCode !== 0) throw new Error(`nginx -s reload failed: ${reload.stderr.trim()}`);
+    return { outs: news };
+  },
+};
+
+/** Reloads the running nginx whenever its conf changes. */
+export class ConfReload extends pulumi.dynamic.Resource {
+  constructor(
+    name: string,
+    args: ConfArgs & { container: docker.Container; file: ConfFile },
+    opts: pulumi.CustomResourceOptions,
+  ) {
+    const { container, file, ...target } = args;
+    super(
+      reloadProvider,
+      name,
+      { ...target, containerId: container.id, dockerHost: new pulumi.Config("docker").get("host") },
+      { ...opts, dependsOn: [container, file] },
+    );
+  }
+}
