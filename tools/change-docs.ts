@@ -1,21 +1,29 @@
-// What changing each config key does to a running prod stack, read from real `pulumi preview`s, and what each
-// kind of change costs in failed requests, measured with a real `pulumi up` under load: the README's change
-// table. Needs the real CLI and a Docker Engine; brings up a private prod stack and destroys it afterwards.
+// What changing each config key does to a running prod (and swarm) stack, read from real `pulumi preview`s, and
+// what each kind of change costs in failed requests, measured with a real `pulumi up` under load: the README's
+// change tables. Needs the real CLI and a Docker Engine; brings up private stacks and destroys them afterwards.
 //   npm run docs:changes             previews for every key, one measured `pulumi up` per kind; writes README.md
+//                                    (`-- --stack swarm` for one stack's table)
 //   npm run docs:changes -- --check  previews only; fails if the README's table is out of date
 import * as fs from "fs";
 import { parseArgs } from "util";
 import { CONFIG_KEYS, SECRET_KEYS, type RawConfig } from "../infra/config";
 import { code } from "./config-docs";
-import { upStack, type LiveStack, type PreviewStep } from "./live-stack";
+import { docker, upStack, type LiveStack, type PreviewStep } from "./live-stack";
 import { failures, underLoad } from "./load";
 import { markdownTable, README_PATH, ReadmeRegion } from "./readme-region";
 import { projectFile, stackConfig } from "./stack-files";
+import { enterSwarm } from "./swarm-mode";
 
-export const CHANGE_TABLE = new ReadmeRegion("change-table");
-const STACK_FILE = "prod";
+/** The stacks the table is made for, each on a private copy brought up for it, and its README region. */
+const TABLES = [
+  { stack: "prod", region: new ReadmeRegion("change-table") },
+  { stack: "swarm", region: new ReadmeRegion("swarm-change-table") },
+];
 
-/** The value each key is changed to: another valid value, or one the program refuses (the table says why). */
+/**
+ * The value each key is changed to, from the stack's own: another valid value, or one the program refuses
+ * (the table says why).
+ */
 export const ALTERNATIVES: Record<keyof RawConfig, string | ((current: string) => string)> = {
   nginxImage: "nginx:1.13.7",
   pythonImage: "python:3.12",
@@ -31,7 +39,7 @@ export const ALTERNATIVES: Record<keyof RawConfig, string | ((current: string) =
   appCodeMount: "app",
   appHostPort: "8081",
   httpPort: "8001",
-  bindAddress: "0.0.0.0",
+  bindAddress: (v) => (v === "0.0.0.0" ? "127.0.0.1" : "0.0.0.0"),
   nginxConfigFile: "nginx/dev.conf",
   proxyHostHeader: "localhost",
   forwardedHeaders: (v) => String(v !== "true"),
@@ -39,25 +47,28 @@ export const ALTERNATIVES: Record<keyof RawConfig, string | ((current: string) =
   nginxAccessLog: "off",
   nginxWorkerProcesses: "2",
   upstreamKeepalive: "32",
-  upstreamTransport: "tcp",
+  upstreamTransport: (v) => (v === "unix" ? "tcp" : "unix"),
   networkSubnet: "172.30.77.0/24",
   restartPolicy: "always",
   healthchecks: (v) => String(v !== "true"),
   waitForHealthy: (v) => String(v !== "true"),
   appMemoryMb: "384",
   nginxMemoryMb: "192",
-  appCpus: "1",
+  appCpus: (v) => (v === "1" ? "2" : "1"),
   nginxCpus: "0.5",
   appMaxProcesses: "256",
-  replicas: "2",
-  target: "swarm",
+  replicas: (v) => String(Number(v) + 1),
+  target: (v) => (v === "swarm" ? "containers" : "swarm"),
   swarmEndpointMode: "vip",
   swarmPublishMode: "ingress",
   flaskSecretKey: "k".repeat(48),
 };
 
-/** Keys whose change moves nginx's published address: a load run on the old address cannot measure them. */
-const MOVES_THE_ADDRESS = new Set<string>(["httpPort"]);
+/**
+ * Keys not measured under load: httpPort moves nginx's published address (a load run on the old one cannot
+ * count), and target moves the whole stack between backends.
+ */
+const NOT_MEASURED = new Set<string>(["httpPort", "target"]);
 /** Measured first where a kind has several keys: changes that need nothing this machine lacks (a base image). */
 const MEASURE_FIRST = ["appVersion", "gunicornWorkers", "nginxAccessLog", "restartPolicy", "appMemoryMb", "nginxMemoryMb"];
 
@@ -72,6 +83,8 @@ const ROLES: [RegExp, string][] = [
   [/^nginx-image$/, "nginx image"],
   [/^nginx-container$/, "nginx container"],
   [/^nginx-conf-reload$/, "nginx conf"],
+  [/^flask-service$/, "app service"],
+  [/^nginx-service$/, "nginx service"],
 ];
 
 /** What a step does to which part of the stack; undefined for bookkeeping resources (cutover, tags, holds). */
@@ -87,7 +100,13 @@ export function kindOf(steps: PreviewStep[]): string {
     if (step.op === "create") verb = "created";
     else if (step.op === "delete") verb = "deleted";
     else if (step.op === "update")
-      verb = what.endsWith("image") ? "rebuilt" : what === "nginx conf" ? "reloaded into the running nginx" : "updated in place";
+      verb = what.endsWith("image")
+        ? "rebuilt"
+        : what === "nginx conf"
+          ? "reloaded into the running nginx"
+          : what.endsWith("service")
+            ? "updated (a rolling update where its tasks change)"
+            : "updated in place";
     else if (["replace", "create-replacement", "delete-replaced"].includes(step.op)) {
       // Create-before-delete announces the new one first; delete-before-replace the removal.
       const first = steps.find(
@@ -134,9 +153,9 @@ function refusal(e: Error, projectDir: string): string {
   return `refused: ${(problem ?? "preview failed").replace(/^- /, "").replace(/^error: /, "")}`;
 }
 
-async function keyRows(live: LiveStack): Promise<KeyRow[]> {
+async function keyRows(live: LiveStack, stackFile: string): Promise<KeyRow[]> {
   const ns = projectFile().name;
-  const current = stackConfig(STACK_FILE);
+  const current = stackConfig(stackFile);
   const rows: KeyRow[] = [];
   for (const key of CONFIG_KEYS) {
     const from = current[`${ns}:${key}`] ?? "";
@@ -148,7 +167,7 @@ async function keyRows(live: LiveStack): Promise<KeyRow[]> {
     } catch (e) {
       effect = refusal(e as Error, live.projectDir);
     }
-    console.log(`[changes] ${key}: ${SECRET_KEYS.has(key) ? "(secret)" : `${from} → ${to}`}: ${effect}`);
+    console.log(`[changes] ${stackFile} ${key}: ${SECRET_KEYS.has(key) ? "(secret)" : `${from} → ${to}`}: ${effect}`);
     rows.push({ key, from, to, effect });
   }
   return rows;
@@ -169,7 +188,7 @@ async function measure(live: LiveStack, rows: KeyRow[]): Promise<Measured[]> {
   const out: Measured[] = [];
   const rank = (key: string) => (MEASURE_FIRST.includes(key) ? MEASURE_FIRST.indexOf(key) : MEASURE_FIRST.length);
   const candidates = rows
-    .filter((r) => r.effect !== "nothing" && !r.effect.startsWith("refused") && !MOVES_THE_ADDRESS.has(r.key))
+    .filter((r) => r.effect !== "nothing" && !r.effect.startsWith("refused") && !NOT_MEASURED.has(r.key))
     .sort((a, b) => rank(a.key) - rank(b.key));
   for (const row of candidates) {
     if (out.some((m) => m.kind === row.effect)) continue;
@@ -199,9 +218,9 @@ async function measure(live: LiveStack, rows: KeyRow[]): Promise<Measured[]> {
 
 const shown = (key: string, value: string) => (SECRET_KEYS.has(key) ? "(a secret)" : code(value === "" ? '""' : value));
 
-export function renderChangeTable(rows: KeyRow[], measured: Measured[]): string {
+export function renderChangeTable(stackFile: string, rows: KeyRow[], measured: Measured[]): string {
   const byKey = markdownTable(
-    ["key", "prod value", "changed to", "what `pulumi up` does"],
+    ["key", `${stackFile} value`, "changed to", "what `pulumi up` does"],
     rows.map((r) => [code(r.key), shown(r.key, r.from), shown(r.key, r.to), r.effect]),
   );
   const kinds = [...new Set(rows.map((r) => r.effect).filter((k) => k !== "nothing" && !k.startsWith("refused")))];
@@ -209,7 +228,8 @@ export function renderChangeTable(rows: KeyRow[], measured: Measured[]): string 
     ["kind of change", "measured with", "requests during `pulumi up`", "failed"],
     kinds.map((kind) => {
       const m = measured.find((x) => x.kind === kind);
-      if (!m) return [kind, "not measured (moves nginx's published port, or cannot be applied here)", "", ""];
+      if (!m)
+        return [kind, "not measured (moves nginx's published port or the stack's backend, or cannot be applied here)", "", ""];
       return [kind, code(m.key), String(m.requests), String(m.failed)];
     }),
   );
@@ -217,8 +237,8 @@ export function renderChangeTable(rows: KeyRow[], measured: Measured[]): string 
 }
 
 /** The measured rows as the README has them (for --check, which measures nothing): the table after the first. */
-function measuredInReadme(readme: string): Measured[] {
-  const lines = CHANGE_TABLE.current(readme).split("\n");
+function measuredInReadme(region: ReadmeRegion, readme: string): Measured[] {
+  const lines = region.current(readme).split("\n");
   const header = lines.findIndex((l) => l.startsWith("| kind of change |"));
   if (header < 0) return [];
   return lines.slice(header + 2).flatMap((l) => {
@@ -231,36 +251,64 @@ function measuredInReadme(readme: string): Measured[] {
   });
 }
 
-/**
- * The change table as previews give it now (measured rows taken from README.md) against README.md's: "" when
- * they agree, otherwise where they first differ. Previews only: what the live suite runs.
- */
-export async function changeTableDifference(): Promise<string> {
-  const live = await upStack(STACK_FILE, {}, "changes");
+/** Runs `fn` on a private copy of `stackFile`, brought up for it (on a single-node swarm for swarm stacks). */
+async function onStack<T>(stackFile: string, fn: (live: LiveStack) => Promise<T>): Promise<T> {
+  const leaveSwarm = stackConfig(stackFile)["flask-proxy:target"] === "swarm" ? await enterSwarm(docker) : undefined;
   try {
-    const readme = fs.readFileSync(README_PATH, "utf8");
-    const table = renderChangeTable(await keyRows(live), measuredInReadme(readme));
-    return CHANGE_TABLE.current(readme) === table ? "" : CHANGE_TABLE.firstDifference(readme, table);
+    const live = await upStack(stackFile, {}, `changes-${stackFile}`);
+    try {
+      return await fn(live);
+    } finally {
+      await live.destroy();
+    }
   } finally {
-    await live.destroy();
+    await leaveSwarm?.();
   }
 }
 
+/**
+ * The change tables as previews give them now (measured rows taken from README.md) against README.md's: ""
+ * when they agree, otherwise where they first differ. Previews only: what the live suite runs.
+ */
+export async function changeTableDifference(): Promise<string> {
+  const readme = fs.readFileSync(README_PATH, "utf8");
+  const differences: string[] = [];
+  for (const { stack, region } of TABLES) {
+    const table = await onStack(stack, async (live) =>
+      renderChangeTable(stack, await keyRows(live, stack), measuredInReadme(region, readme)),
+    );
+    if (region.current(readme) !== table) differences.push(`${region.name}:\n${region.firstDifference(readme, table)}`);
+  }
+  return differences.join("\n");
+}
+
 async function main(): Promise<number> {
-  const { values } = parseArgs({ options: { check: { type: "boolean", default: false } }, strict: true });
+  const { values } = parseArgs({
+    options: { check: { type: "boolean", default: false }, stack: { type: "string", multiple: true } },
+    strict: true,
+  });
+  const unknown = (values.stack ?? []).filter((name) => !TABLES.some((t) => t.stack === name));
+  if (unknown.length > 0) {
+    console.error(
+      `[changes] no change table for stack(s) ${unknown.join(", ")}; there are: ${TABLES.map((t) => t.stack).join(", ")}`,
+    );
+    return 2;
+  }
   if (values.check) {
     const difference = await changeTableDifference();
-    if (difference) console.error(`README.md's change-table is out of date: run npm run docs:changes\n${difference}`);
-    else console.log("README.md: change-table up to date");
+    if (difference) console.error(`README.md's change tables are out of date: run npm run docs:changes\n${difference}`);
+    else console.log("README.md: change tables up to date");
     return difference ? 1 : 0;
   }
-  const live = await upStack(STACK_FILE, {}, "changes");
-  try {
-    const rows = await keyRows(live);
-    return CHANGE_TABLE.apply(renderChangeTable(rows, await measure(live, rows)), false, "npm run docs:changes");
-  } finally {
-    await live.destroy();
+  let code = 0;
+  for (const { stack, region } of TABLES.filter((t) => !values.stack || values.stack.includes(t.stack))) {
+    const table = await onStack(stack, async (live) => {
+      const rows = await keyRows(live, stack);
+      return renderChangeTable(stack, rows, await measure(live, rows));
+    });
+    code ||= region.apply(table, false, "npm run docs:changes");
   }
+  return code;
 }
 
 if (require.main === module) {

@@ -1,30 +1,21 @@
 import autocannon from "autocannon";
 import { LABEL } from "../../infra/naming";
-import { ignoreNotFound, leftovers } from "../../tools/engine-objects";
+import { leftovers } from "../../tools/engine-objects";
+import { enterSwarm } from "../../tools/swarm-mode";
 import { upStack, docker, get, within, answersHello, type LiveStack } from "./live";
 
 // The swarm stack on a single-node swarm: the same components as services. This kernel has no IPVS, so
 // the stack uses dnsrr endpoints and host-mode ports (see Pulumi.swarm.yaml).
 describe("swarm stack on a single-node Docker Swarm", () => {
-  let startedSwarm = false;
-  let hadGwBridge = true;
+  let leaveSwarm: (() => Promise<void>) | undefined;
   let swarm: LiveStack | undefined;
 
   beforeAll(async () => {
-    const info = await docker.info();
-    if (info.Swarm?.LocalNodeState !== "active") {
-      hadGwBridge = (await docker.listNetworks({ filters: JSON.stringify({ name: ["docker_gwbridge"] }) })).length > 0;
-      await docker.swarmInit({ ListenAddr: "127.0.0.1:2377", AdvertiseAddr: "127.0.0.1" });
-      startedSwarm = true;
-    }
+    leaveSwarm = await enterSwarm(docker);
   });
   afterAll(async () => {
     await swarm?.destroy();
-    if (startedSwarm) await docker.swarmLeave({ force: true });
-    // swarm init creates docker_gwbridge and leaving keeps it: remove it when this test brought it.
-    if (startedSwarm && !hadGwBridge) {
-      await docker.getNetwork("docker_gwbridge").remove().catch(ignoreNotFound);
-    }
+    await leaveSwarm?.();
   });
 
   test("services converge and answer Hello world! through nginx on 127.0.0.1", async () => {
