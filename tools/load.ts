@@ -5,9 +5,10 @@
 // The client is Node's own http module with a keep-alive agent, because it behaves as HTTP clients do where
 // autocannon does not: it honours `Connection: close` (nginx sends it on connections a reloading or exiting
 // worker is done with; autocannon writes its next request into that closing connection and counts the reset
-// as a failure), and a request whose reused keep-alive connection the server had closed before any byte of a
-// response is sent again on a fresh connection, as browsers do (RFC 9112 §9.3.1). Those retries are counted
-// apart; a refused connection, a reset mid-response, a timeout or a non-2xx status is a failure.
+// as a failure), and a request whose connection the server closed before any byte of a response (an idle
+// keep-alive connection a reloading nginx closes) is sent once more on a new connection, as browsers do
+// (RFC 9112 §9.3.1). Those resends are counted apart; a refused connection, a second reset, a reset
+// mid-response, a timeout or a non-2xx status is a failure.
 import * as http from "http";
 
 /** Every response of a load run, counted. */
@@ -19,7 +20,7 @@ export interface LoadCount {
   /** Connection errors: refused, reset mid-request on a fresh connection, or during a response. */
   errors: number;
   timeouts: number;
-  /** Requests sent again on a fresh connection because a reused keep-alive one had been closed first. */
+  /** Requests sent once more on a new connection because the server closed theirs before answering. */
   retried: number;
 }
 
@@ -43,7 +44,8 @@ const TIMEOUT_MS = 10_000;
 
 type Outcome = { status: number } | { error: "timeout" | "error" | "stale"; message: string };
 
-function once(agent: http.Agent, url: URL): Promise<Outcome> {
+/** One GET; `agent: false` opens a connection of its own. */
+function once(agent: http.Agent | false, url: URL): Promise<Outcome> {
   return new Promise((resolve) => {
     let settled = false;
     const settle = (o: Outcome) => {
@@ -61,8 +63,9 @@ function once(agent: http.Agent, url: URL): Promise<Outcome> {
       settle({ error: "timeout", message: "no response in time" });
     });
     req.on("error", (e: NodeJS.ErrnoException) => {
-      // Closed by the server while idle in the pool: nothing of this request was answered.
-      const stale = req.reusedSocket && ["ECONNRESET", "EPIPE"].includes(e.code ?? "");
+      // Closed by the server before any byte of a response (an idle keep-alive connection, or one a stopping
+      // nginx worker had accepted but not read): nothing of this request was answered.
+      const stale = ["ECONNRESET", "EPIPE"].includes(e.code ?? "");
       settle({ error: stale ? "stale" : "error", message: e.message });
     });
   });
@@ -88,8 +91,10 @@ export async function underLoad<T>(
       sent++;
       let outcome = await once(agent, target);
       if ("error" in outcome && outcome.error === "stale") {
+        // Once, on a new connection: another idle one from the pool may be closing too.
         load.retried++;
-        outcome = await once(agent, target);
+        outcome = await once(false, target);
+        if ("error" in outcome && outcome.error === "stale") outcome = { error: "error", message: outcome.message };
       }
       if ("status" in outcome) {
         load.requests++;
