@@ -271,11 +271,7 @@ export class LiveStack {
       ws.envVars.PULUMI_NODEJS_TRANSPILE_ONLY = "true";
       const events: EngineEvent[] = [];
       await this.stack.preview({ onEvent: (e) => events.push(e) });
-      return events.flatMap((e) => {
-        const m = e.resourcePreEvent?.metadata;
-        if (!m || m.op === "same" || m.type === "pulumi:pulumi:Stack") return [];
-        return [{ name: nameOf(m.urn), op: m.op, diffs: m.diffs ?? [] }];
-      });
+      return stepsOf(events);
     } finally {
       delete ws.envVars.PULUMI_NODEJS_TRANSPILE_ONLY;
       fs.writeFileSync(file, original);
@@ -343,22 +339,27 @@ export class LiveStack {
 /** A resource's name: the last part of its URN. */
 const nameOf = (urn: string) => urn.slice(urn.lastIndexOf("::") + 2);
 
-/** "<name>: <op> (<properties>)" for each step of a preview that is not "same". */
-function changes(events: EngineEvent[]): string[] {
+/** The steps a preview announced, in order, but "same" ones and the reads `--refresh` does first. */
+function stepsOf(events: EngineEvent[]): PreviewStep[] {
   return events.flatMap((e) => {
     const m = e.resourcePreEvent?.metadata;
-    // "refresh": the read that `--refresh` does first, not a change
     if (!m || m.op === "same" || m.op === "refresh" || m.type === "pulumi:pulumi:Stack") return [];
-    return [`${nameOf(m.urn)}: ${m.op}${m.diffs?.length ? ` (${m.diffs.join(", ")})` : ""}`];
+    return [{ name: nameOf(m.urn), op: m.op, diffs: m.diffs ?? [] }];
   });
 }
+
+/** "<name>: <op> (<properties>)". */
+const shownStep = (s: PreviewStep) => `${s.name}: ${s.op}${s.diffs.length ? ` (${s.diffs.join(", ")})` : ""}`;
+
+/** "<name>: <op> (<properties>)" for each step of a preview that is not "same". */
+const changes = (events: EngineEvent[]): string[] => stepsOf(events).map(shownStep);
 
 /** "<name>: <op> (<properties>)" for each resource a refresh found different on the engine. */
 function refreshed(events: EngineEvent[]): string[] {
   return events.flatMap((e) => {
     const m = e.resOutputsEvent?.metadata;
     if (!m || m.type === "pulumi:pulumi:Stack" || ((m.op === "same" || m.op === "refresh") && !m.diffs?.length)) return [];
-    return [`${nameOf(m.urn)}: ${m.op}${m.diffs?.length ? ` (${m.diffs.join(", ")})` : ""}`];
+    return [shownStep({ name: nameOf(m.urn), op: m.op, diffs: m.diffs ?? [] })];
   });
 }
 
