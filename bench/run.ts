@@ -9,9 +9,9 @@ import * as path from "path";
 import { parseArgs } from "util";
 import { NGINX_HEALTH_PATH } from "../nginx/conf";
 import { docker, upStack } from "../tools/live-stack";
-import { get } from "../tools/load";
 import { ROOT, stackConfig } from "../tools/stack-files";
 import { svgChart } from "./chart";
+import { controlPlane, firstOk } from "./control-plane";
 import { freePort, prepareSeed, TUTORIAL_MAIN_PY, type ComposeSeed } from "./seed";
 import { combine, pairedRatio, type Measured } from "./stats";
 import { wrk, type LoadSettings } from "./wrk";
@@ -25,6 +25,9 @@ function readFlags() {
       warmup: { type: "string", default: "2" },
       connections: { type: "string", default: "32" },
       scaling: { type: "string", default: "1,2,4" },
+      suites: { type: "string", default: "data,control" },
+      "cp-rounds": { type: "string", default: "5" },
+      "cp-scaling": { type: "string", default: "1,4,16" },
       record: { type: "boolean", default: false },
     },
   });
@@ -33,15 +36,26 @@ function readFlags() {
     if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be a whole number ≥ ${min} (got ${JSON.stringify(v)})`);
     return n;
   };
+  const wholeList = (name: string, v: string | undefined) =>
+    (v ?? "")
+      .split(",")
+      .filter(Boolean)
+      .map((r) => whole(name, r, 1));
+  const suiteList = (v: string | undefined) => {
+    const suites = (v ?? "").split(",").filter(Boolean);
+    const unknown = suites.filter((x) => x !== "data" && x !== "control");
+    if (unknown.length || !suites.length) throw new Error(`--suites takes data and/or control (got ${JSON.stringify(v)})`);
+    return { data: suites.includes("data"), control: suites.includes("control") };
+  };
   return {
     rounds: whole("rounds", values.rounds, 1),
     durationS: whole("duration", values.duration, 1),
     warmupS: whole("warmup", values.warmup, 0),
     load: { connections: whole("connections", values.connections, 1), threads: 1 } satisfies LoadSettings,
-    scaling: (values.scaling ?? "")
-      .split(",")
-      .filter(Boolean)
-      .map((r) => whole("scaling", r, 1)),
+    scaling: wholeList("scaling", values.scaling),
+    suites: suiteList(values.suites),
+    cpRounds: whole("cp-rounds", values["cp-rounds"], 1),
+    cpScaling: wholeList("cp-scaling", values["cp-scaling"]),
     record: values.record === true,
   };
 }
@@ -64,21 +78,6 @@ function measure(name: string, url: string): Measured {
     `${name}: ${m.rps.toFixed(0)} req/s, p50 ${m.p50Ms.toFixed(2)} ms, p99 ${m.p99Ms.toFixed(2)} ms, errors ${m.errors}, non-2xx ${m.non2xx}`,
   );
   return m;
-}
-
-/** Milliseconds from `since` until the URL answers 200 (bounded). */
-async function firstOk(url: string, since: number): Promise<number> {
-  while (Date.now() - since < 60_000) {
-    if (
-      await get(url, {}, 1000).then(
-        (r) => r.status === 200,
-        () => false,
-      )
-    )
-      return Date.now() - since;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`${url} did not answer 200 within 60 s`);
 }
 
 /** Runs one step with a progress line; a failure names the step. */
@@ -120,13 +119,13 @@ interface Ratios {
   prodVsProdTutorialApp: number;
 }
 
-async function main(): Promise<void> {
-  const teardown: (() => Promise<void>)[] = [];
-  const stop = async () => {
-    for (let f = teardown.pop(); f; f = teardown.pop()) await f().catch((e: Error) => console.error(`teardown: ${e.message}`));
-  };
-  // Ctrl-C still removes what was created (the shell's trap destroys stacks left behind too).
-  process.once("SIGINT", () => void stop().finally(() => process.exit(130)));
+const teardown: (() => Promise<void>)[] = [];
+const stop = async () => {
+  for (let f = teardown.pop(); f; f = teardown.pop()) await f().catch((e: Error) => console.error(`teardown: ${e.message}`));
+};
+
+/** The data plane: requests per second through each topology. */
+async function dataPlane(): Promise<{ results: Record<string, unknown>; svg: string; clean: boolean }> {
   const tutorialCode = fs.mkdtempSync(path.join(os.tmpdir(), "flask-proxy-tutorial-app-"));
   fs.chmodSync(tutorialCode, 0o755);
   fs.writeFileSync(path.join(tutorialCode, "main.py"), TUTORIAL_MAIN_PY, { mode: 0o644 });
@@ -143,17 +142,17 @@ async function main(): Promise<void> {
     teardown.push(() => seed.remove());
     await step("seed: docker-compose build (the tutorial's Dockerfile)", () => seed.compose("build", "--quiet"));
     await step("seed: docker-compose up -d", () => seed.compose("up", "-d"));
-    firstOks.seed = await firstOk(seed.url, Date.now());
+    firstOks.seed = await firstOk(seed.url);
 
     const dev = await step("dev: creating the stack", () => upStack("dev"));
     teardown.push(() => dev.destroy());
-    firstOks.dev = await firstOk(dev.url, Date.now());
+    firstOks.dev = await firstOk(dev.url);
     // prod with the app port published on loopback: app-direct hits the same containers, so the only
     // difference between `prod` and `app-direct` is the nginx hop.
     const appDirectPort = await freePort();
     const prod = await step("prod: creating the stack", () => upStack("prod", { appHostPort: String(appDirectPort) }));
     teardown.push(() => prod.destroy());
-    firstOks.prod = await firstOk(prod.url, Date.now());
+    firstOks.prod = await firstOk(prod.url);
     // The prod stack serving the tutorial's main.py unchanged, mounted over the image's code. It has no
     // /healthz, so its healthchecks are off; nothing else of prod changes.
     const tutorial = await step("prod-tutorial-app: creating the stack", async () =>
@@ -164,7 +163,7 @@ async function main(): Promise<void> {
       ),
     );
     teardown.push(() => tutorial.destroy());
-    firstOks["prod-tutorial-app"] = await firstOk(tutorial.url, Date.now());
+    firstOks["prod-tutorial-app"] = await firstOk(tutorial.url);
 
     const targets: [string, string][] = [
       ["seed", seed.url],
@@ -189,7 +188,7 @@ async function main(): Promise<void> {
     for (const replicas of SCALING) {
       const d = await step(`prod ×${replicas}: creating the stack`, () => upStack("prod", { replicas: String(replicas) }));
       teardown.push(() => d.destroy());
-      await firstOk(d.url, Date.now());
+      await firstOk(d.url);
       scaling.push(measure(`prod ×${replicas}`, d.url));
       await step(`prod ×${replicas}: destroying`, stop);
     }
@@ -299,14 +298,130 @@ async function main(): Promise<void> {
     },
     measuredAt: new Date().toISOString(),
   };
-  fs.mkdirSync(OUT, { recursive: true });
   const title = `Requests/s, ${LOAD.connections} connections, ${DURATION_S} s each, median of ${ROUNDS} (higher is better)`;
+  const bars = scenarios.map((s) => ({
+    label: s.name,
+    value: s.rps,
+    text: `${Math.round(s.rps)} req/s`,
+    highlight: s.name === "prod",
+  }));
+  return { results, svg: svgChart(bars, title), clean };
+}
+
+/** The control plane beside docker-compose: tables, ratios, targets and where the time goes. */
+async function controlPlaneSuite(): Promise<{ results: Record<string, unknown>; svg: string }> {
+  const cp = await controlPlane({
+    rounds: flags.cpRounds,
+    scaling: flags.cpScaling,
+    progress,
+    teardown: (f) => teardown.push(f),
+  });
+  await step("control plane: removing what it made", stop);
+  const byName = new Map(cp.controlPlane.map((t) => [t.name, t]));
+  const composeOf = (name: string) =>
+    byName.get(
+      name.startsWith("pulumi-preview-noop") || name.startsWith("pulumi-up-noop")
+        ? "compose-noop"
+        : name.startsWith("pulumi-destroy")
+          ? "compose-down"
+          : name.startsWith("pulumi-change")
+            ? "compose-change"
+            : name.startsWith("pulumi-up")
+              ? "compose-up"
+              : "",
+    );
+  console.log(`\ncontrol plane: medians of ${flags.cpRounds} round(s) (compose and our stacks alternating), seconds`);
+  console.table(
+    cp.controlPlane.map((t) => ({
+      measurement: t.name,
+      "median s": (t.medianMs / 1000).toFixed(2),
+      "min s": (t.minMs / 1000).toFixed(2),
+      "max s": (t.maxMs / 1000).toFixed(2),
+      rounds: t.rounds,
+      "× compose": composeOf(t.name) ? (t.medianMs / composeOf(t.name)!.medianMs).toFixed(2) : "",
+    })),
+  );
+  console.table(
+    cp.targets.map((t) => ({
+      target: t.target,
+      "ratio (median of rounds)": t.ratio.toFixed(2),
+      range: `${t.minRatio.toFixed(2)}–${t.maxRatio.toFixed(2)}`,
+      met: t.met ? "met" : `MISSED by ${(t.ratio - t.limit).toFixed(2)}`,
+    })),
+  );
+  for (const b of cp.breakdown) {
+    console.log(`\nwhere the time goes: ${b.label}, ${(b.totalMs / 1000).toFixed(2)} s (Pulumi's OpenTelemetry trace)`);
+    console.table(b.phases);
+    console.table(b.plugins.map((p) => ({ "plugin start": p.plugin, "at ms": p.atMs, ms: p.ms })));
+    console.table(b.slowest.map((c) => ({ "slowest provider calls": c.call, "at ms": c.atMs, ms: c.ms })));
+    console.log(`state writes: ${b.stateWrites.count}, ${b.stateWrites.ms} ms in all`);
+  }
+  const shown = ["compose-up", "pulumi-up-dev", "pulumi-up-prod", "compose-noop", "pulumi-up-noop", "pulumi-preview-noop"]
+    .concat(["compose-change", "pulumi-change-dev", "compose-down", "pulumi-destroy-dev"])
+    .flatMap((n) => byName.get(n) ?? []);
+  const bars = shown.map((t) => ({
+    label: t.name,
+    value: t.medianMs / 1000,
+    range: [t.minMs / 1000, t.maxMs / 1000] as [number, number],
+    text: `${(t.medianMs / 1000).toFixed(2)} s`,
+    highlight: t.name.startsWith("compose"),
+  }));
+  const title = `Seconds per command, median of ${flags.cpRounds} with range (lower is better; dark: docker-compose)`;
+  return {
+    results: {
+      controlPlane: cp.controlPlane,
+      controlPlaneTargets: cp.targets,
+      controlPlaneBreakdown: cp.breakdown,
+      controlPlaneSettings: {
+        rounds: flags.cpRounds,
+        replicas: flags.cpScaling,
+        note:
+          "Each command as a user runs it: `pulumi up --yes --skip-preview`, `pulumi preview`, `pulumi destroy --yes " +
+          "--skip-preview` in the project folder; `docker-compose up -d` and `down` on the tutorial's files. An up is " +
+          "timed until nginx answers 200. compose-up starts with the tutorial's app image removed; pulumi destroy " +
+          "removes the image it built, so every pulumi-up-* builds it (from the engine's build cache). Ratios are " +
+          "taken per round, then the median over the rounds",
+      },
+      controlPlaneMeasuredAt: new Date().toISOString(),
+    },
+    svg: svgChart(bars, title, 170),
+  };
+}
+
+async function main(): Promise<void> {
+  // Ctrl-C still removes what was created (the shell's trap destroys stacks left behind too).
+  process.once("SIGINT", () => void stop().finally(() => process.exit(130)));
+  fs.mkdirSync(OUT, { recursive: true });
+  const written: string[] = [];
+  let results: Record<string, unknown> = {};
+  let clean = true;
+  try {
+    if (flags.suites.data) {
+      const data = await dataPlane();
+      results = { ...results, ...data.results };
+      clean = data.clean;
+      fs.writeFileSync(path.join(OUT, "results.svg"), data.svg);
+      written.push("results.svg");
+    }
+    if (flags.suites.control) {
+      const cp = await controlPlaneSuite();
+      results = { ...results, ...cp.results };
+      fs.writeFileSync(path.join(OUT, "control-plane.svg"), cp.svg);
+      written.push("control-plane.svg");
+    }
+  } finally {
+    await stop();
+  }
   fs.writeFileSync(path.join(OUT, "results.json"), `${JSON.stringify(results, null, 2)}\n`);
-  fs.writeFileSync(path.join(OUT, "results.svg"), svgChart(scenarios, title, "prod"));
-  progress(`wrote ${path.relative(ROOT, OUT)}/results.json and results.svg (CPU: ${results.machine.cpuModel})`);
+  written.push("results.json");
+  progress(`wrote ${written.map((f) => path.relative(ROOT, path.join(OUT, f))).join(", ")} (CPU: ${os.cpus()[0]?.model})`);
   if (flags.record) {
-    for (const f of ["results.json", "results.svg"]) fs.copyFileSync(path.join(OUT, f), path.join(ROOT, "bench", f));
-    progress("recorded them as bench/results.json and bench/results.svg");
+    // A run of one suite keeps the other's recorded figures (each carries its own measuredAt).
+    const recorded = path.join(ROOT, "bench", "results.json");
+    const before = fs.existsSync(recorded) ? (JSON.parse(fs.readFileSync(recorded, "utf8")) as Record<string, unknown>) : {};
+    fs.writeFileSync(recorded, `${JSON.stringify({ ...before, ...results }, null, 2)}\n`);
+    for (const f of written.filter((f) => f.endsWith(".svg"))) fs.copyFileSync(path.join(OUT, f), path.join(ROOT, "bench", f));
+    progress(`recorded them under bench/`);
   }
   if (!clean) throw new Error("a scenario saw errors or non-2xx answers (see the table)");
 }

@@ -34,7 +34,8 @@ const NGINX_CONF = `server {
 }
 `;
 
-const composeFile = (nginxPort: number, flaskPort: number) => `version: '3.1'
+/** flaskPort null: the scalable variant (`--scale flask=N`): no fixed container name, no host port for flask. */
+const composeFile = (nginxPort: number, flaskPort: number | null) => `version: '3.1'
 services:
     nginx:
         image: nginx:1.13.7
@@ -52,8 +53,7 @@ services:
             context: ./
             dockerfile: Dockerfile
         image: flask:0.0.1
-        container_name: flask
-        volumes:
+${flaskPort === null ? "" : "        container_name: flask\n"}        volumes:
             - ./:/code/
         environment:
             - FLASK_APP=/code/main.py
@@ -62,9 +62,7 @@ services:
             my-network:
                 aliases:
                     - flask-app
-        ports:
-            - 127.0.0.1:${flaskPort}:5000
-
+${flaskPort === null ? "" : `        ports:\n            - 127.0.0.1:${flaskPort}:5000\n`}
 networks:
     my-network:
 `;
@@ -91,11 +89,15 @@ export interface ComposeSeed {
   url: string;
   dir: string;
   compose(...args: string[]): Promise<string>;
+  /** Removes the built app image, so the next `up` builds it again (a cold start). */
+  removeImage(): Promise<void>;
+  /** Publishes nginx on another port (the compose file edited as a user would); returns the new URL. */
+  moveNginx(port: number): string;
   /** docker-compose down, then the built image and the folder: nothing of the seed is left. */
   remove(): Promise<void>;
 }
 
-export async function prepareSeed(): Promise<ComposeSeed> {
+export async function prepareSeed(opts: { scalable?: boolean } = {}): Promise<ComposeSeed> {
   // The tutorial's fixed names could be a user's own (someone who followed it): refuse rather than clobber.
   for (const [kind, name] of [
     ["image", SEED_IMAGE],
@@ -114,8 +116,9 @@ export async function prepareSeed(): Promise<ComposeSeed> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "flask-proxy-seed-"));
   fs.chmodSync(dir, 0o755);
   const nginxPort = await freePort();
-  const flaskPort = await freePort();
-  fs.writeFileSync(path.join(dir, "docker-compose.yml"), composeFile(nginxPort, flaskPort));
+  const flaskPort = opts.scalable ? null : await freePort();
+  const file = path.join(dir, "docker-compose.yml");
+  fs.writeFileSync(file, composeFile(nginxPort, flaskPort));
   fs.writeFileSync(path.join(dir, "Dockerfile"), DOCKERFILE);
   fs.writeFileSync(path.join(dir, "main.py"), TUTORIAL_MAIN_PY);
   fs.writeFileSync(path.join(dir, "nginx.conf"), NGINX_CONF);
@@ -127,14 +130,23 @@ export async function prepareSeed(): Promise<ComposeSeed> {
         maxBuffer: 16 << 20,
       })
     ).stdout;
+  const removeImage = async () => {
+    await run("docker", ["image", "rm", "--force", SEED_IMAGE]).catch(() => undefined);
+  };
   return {
     url: `http://127.0.0.1:${nginxPort}/`,
     dir,
     compose,
+    removeImage,
+    moveNginx(port: number) {
+      fs.writeFileSync(file, composeFile(port, flaskPort));
+      return `http://127.0.0.1:${port}/`;
+    },
     async remove() {
+      if (!fs.existsSync(dir)) return; // removed already
       try {
         await compose("down", "--volumes", "--remove-orphans", "--timeout", "5");
-        await run("docker", ["image", "rm", "--force", SEED_IMAGE]).catch(() => undefined);
+        await removeImage();
       } finally {
         fs.rmSync(dir, { recursive: true, force: true });
       }

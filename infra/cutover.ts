@@ -1,14 +1,20 @@
 // The middle of a zero-downtime release on plain containers. A release boots the new container under a new
 // name beside the old one (create-before-delete), then this resource, per replica:
-//   1. health-gate: waits until the new container reports healthy, and fails `pulumi up` with the last
-//      healthcheck output if it turns unhealthy, exits or is not healthy in time (the old one keeps serving);
+//   1. health-gate: waits until the new container's healthcheck passes, and fails `pulumi up` with the last
+//      healthcheck output if it turns unhealthy, exits or is not healthy in time (the old one keeps serving).
+//      Docker runs the first check only one interval after the start (the provider's API version has no
+//      start interval), so while it reports "starting" the gate runs the same check command itself;
 //   2. switch: runs the switch command in it (e.g. moves nginx's socket link to the new container's socket);
 //   3. settle: waits while a proxy that resolves names by DNS picks up the new address.
 // Only then does Pulumi delete the replaced container, which drains it (SIGTERM, in-flight requests finish,
 // see destroyGraceSeconds in infra/workload.ts). Each step shows in `pulumi up` as this resource's update.
 import * as pulumi from "@pulumi/pulumi";
 import type * as docker from "@pulumi/docker";
+import type Dockerode from "dockerode";
 import { engineClient, execIn } from "./engine";
+
+/** As the healthcheck's own timeout (infra/workload.ts). */
+const CHECK_TIMEOUT_MS = 3000;
 
 export interface CutoverSpec {
   /** Whether the container has a healthcheck to gate on; without one, running is enough. */
@@ -17,6 +23,8 @@ export interface CutoverSpec {
   switchCommand?: string[];
   /** Seconds to wait after the switch before the old container may go. */
   settleS: number;
+  /** Whether a replaced generation keeps serving while this one starts (side-by-side releases). */
+  oldServes: boolean;
   timeoutS: number;
 }
 
@@ -36,18 +44,18 @@ async function cutover(inputs: CutoverInputs): Promise<void> {
     // The last line of the last check's output: the error, without the traceback above it.
     const lastCheck = health?.Log?.at(-1)?.Output?.trim().split("\n").at(-1);
     const why = lastCheck ? ` (last healthcheck: ${lastCheck})` : "";
-    if (!info.State.Running || info.RestartCount > 0) {
-      throw new Error(
-        `release of ${name}: the new container stopped (exit code ${info.State.ExitCode})${why}; the old one keeps serving`,
+    // A release's failure leaves the old generation serving; a first start has none.
+    const fail = (what: string) =>
+      new Error(
+        inputs.oldServes
+          ? `release of ${name}: the new container ${what}${why}; the old one keeps serving`
+          : `${name}: the container ${what}${why}`,
       );
-    }
-    if (health?.Status === "unhealthy") {
-      throw new Error(`release of ${name}: the new container is unhealthy${why}; the old one keeps serving`);
-    }
+    if (!info.State.Running || info.RestartCount > 0) throw fail(`stopped (exit code ${info.State.ExitCode})`);
+    if (health?.Status === "unhealthy") throw fail("is unhealthy");
     if (!inputs.healthGate || health?.Status === "healthy") break;
-    if (Date.now() > deadline) {
-      throw new Error(`release of ${name}: not healthy after ${inputs.timeoutS} s${why}; the old one keeps serving`);
-    }
+    if (health?.Status === "starting" && (await passesCheck(container, info.Config.Healthcheck?.Test))) break;
+    if (Date.now() > deadline) throw fail(`is not healthy after ${inputs.timeoutS} s`);
     await new Promise((r) => setTimeout(r, 250));
   }
   if (inputs.switchCommand) {
@@ -59,6 +67,14 @@ async function cutover(inputs: CutoverInputs): Promise<void> {
     }
   }
   await new Promise((r) => setTimeout(r, inputs.settleS * 1000));
+}
+
+/** Whether the container's own healthcheck command (["CMD", ...] or ["CMD-SHELL", "..."]) exits 0 now. */
+async function passesCheck(container: Dockerode.Container, test: string[] | undefined): Promise<boolean> {
+  const cmd = test?.[0] === "CMD" ? test.slice(1) : test?.[0] === "CMD-SHELL" ? ["/bin/sh", "-c", test[1]] : undefined;
+  if (!cmd?.length) return false;
+  const r = await execIn(container, cmd, undefined, CHECK_TIMEOUT_MS).catch(() => undefined);
+  return r?.exitCode === 0;
 }
 
 const cutoverProvider: pulumi.dynamic.ResourceProvider = {

@@ -134,17 +134,21 @@ export function declareWorkload(
         replaceOnChanges: ["healthcheck", "tmpfs"],
       }),
   );
-  if (!hasCutover(spec)) return { resources: containers, containers };
+  const healthGate = settings.waitForHealthy && settings.healthchecks && spec.healthcheck !== undefined;
+  if (!hasCutover(spec, settings)) return { resources: containers, containers };
+  // Gate-only (no release steps): the same resource, named for what it does.
+  const step = hasReleaseSteps(spec) ? "cutover" : "health-gate";
   const cutovers = containers.map(
     (c, i) =>
       new Cutover(
-        `${name}-cutover${replicaSuffix(i + 1)}`,
+        `${name}-${step}${replicaSuffix(i + 1)}`,
         c,
         {
-          healthGate: settings.waitForHealthy && settings.healthchecks && spec.healthcheck !== undefined,
+          healthGate,
           switchCommand: release?.switchCommand,
           // Waiting for a proxy's DNS cache is only worth it while the old container still serves.
           settleS: sideBySide ? (release?.settleS ?? 0) : 0,
+          oldServes: sideBySide,
           timeoutS: CUTOVER_TIMEOUT_S,
         },
         opts,
@@ -153,9 +157,17 @@ export function declareWorkload(
   return { resources: [...containers, ...cutovers], containers };
 }
 
-/** A cutover step runs for side-by-side releases, and wherever traffic must be switched to a new container. */
-const hasCutover = (spec: WorkloadSpec) =>
+/** Release steps run for side-by-side releases, and wherever traffic must be switched to a new container. */
+const hasReleaseSteps = (spec: WorkloadSpec) =>
   spec.release !== undefined && (spec.release.sideBySide || spec.release.switchCommand !== undefined);
+
+/**
+ * A cutover resource runs for release steps, and as the health gate of every container with a healthcheck
+ * when `pulumi up` waits for health: it passes as soon as the check does, where the provider's own wait
+ * (`wait`) sees the first result only one healthcheck interval (5 s) after the start.
+ */
+const hasCutover = (spec: WorkloadSpec, settings: WorkloadSettings) =>
+  hasReleaseSteps(spec) || (settings.waitForHealthy && settings.healthchecks && spec.healthcheck !== undefined);
 
 function containerArgs(spec: WorkloadSpec, settings: WorkloadSettings, replica: ReplicaSpec): docker.ContainerArgs {
   const hardened = settings.hardened;
@@ -177,10 +189,10 @@ function containerArgs(spec: WorkloadSpec, settings: WorkloadSettings, replica: 
       ...(replica.volumes ?? []).map((v) => ({ volumeName: v.volumeName, containerPath: v.target, readOnly: v.readOnly })),
     ],
     restart: settings.restartPolicy,
-    // `pulumi up` returns only once the healthcheck passes, so a broken release fails the update. A cutover
-    // gates on health itself, so that a failed release leaves nothing half-done in the state.
-    wait: settings.waitForHealthy && !hasCutover(spec),
-    waitTimeout: settings.waitForHealthy && !hasCutover(spec) ? 90 : undefined,
+    // `pulumi up` returns only once the container runs (and its healthcheck passes: the cutover gates on
+    // that), so a broken release fails the update and leaves nothing half-done in the state.
+    wait: settings.waitForHealthy && !hasCutover(spec, settings),
+    waitTimeout: settings.waitForHealthy && !hasCutover(spec, settings) ? 90 : undefined,
     // SIGTERM, then time to finish in-flight requests: on `docker stop`, and when Pulumi deletes the container
     // (a replaced generation, or destroy). Without it the provider's delete kills at once.
     stopTimeout: spec.stopGraceS,

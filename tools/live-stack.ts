@@ -141,7 +141,8 @@ export class LiveStack {
     return found;
   }
 
-  private async configure(config: Record<string, string>): Promise<void> {
+  /** Sets config values (without the `flask-proxy:` namespace) on the stack. */
+  async configure(config: Record<string, string>): Promise<void> {
     const ns = projectFile().name;
     const entries = Object.entries(config).map(([k, value]) => [`${ns}:${k}`, { value }]);
     if (entries.length) await this.stack.setAllConfig(Object.fromEntries(entries));
@@ -248,6 +249,28 @@ export class LiveStack {
     return { signalled, code, output };
   }
 
+  /**
+   * The CLI run as a user runs it (`pulumi <args> --stack <name>` in the project, no Automation API in
+   * between), for timing. Resolves when the process exits 0; otherwise fails with its output.
+   */
+  async run(args: string[], timeoutMs = 600_000): Promise<string> {
+    const pulumi = await pulumiCli();
+    const child = spawn(pulumi.command, [...args, "--non-interactive", "--stack", this.name], {
+      cwd: this.projectDir,
+      env: await this.cliEnv(),
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let output = "";
+    const onData = (d: Buffer) => (output += d.toString("utf8"));
+    child.stdout.on("data", onData);
+    child.stderr.on("data", onData);
+    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+    const code = await new Promise<number | null>((resolve) => child.on("exit", (c) => resolve(c)));
+    clearTimeout(timer);
+    if (code !== 0) throw new Error(`pulumi ${args.join(" ")} (stack ${this.name}) exited ${code}:\n${output.slice(-4000)}`);
+    return output;
+  }
+
   /** The stack's labelled objects on the engine that its state does not know (none, after a good `up`). */
   async unknownOnEngine(): Promise<EngineObject[]> {
     return unknownToState(docker, this.name, await this.readState());
@@ -255,25 +278,21 @@ export class LiveStack {
 
   /**
    * The steps `pulumi preview` would take with `config` set (every step but "same"). For many previews in a
-   * row: the config goes straight into the stack file (no CLI call to set and restore it) and the program is
-   * not type-checked by the CLI (the test command's \`tsc\` has done that). The stack file is put back byte
-   * for byte afterwards, whether the preview succeeds or not.
+   * row: the config goes straight into the stack file (no CLI call to set and restore it). The stack file is
+   * put back byte for byte afterwards, whether the preview succeeds or not.
    */
   async previewSteps(config: Record<string, string>): Promise<PreviewStep[]> {
     const file = path.join(this.projectDir, `Pulumi.${this.name}.yaml`);
     const original = fs.readFileSync(file, "utf8");
-    const ws = this.stack.workspace as LocalWorkspace;
     try {
       const doc = (parseYaml(original) as { config?: Record<string, unknown> } | null) ?? {};
       const ns = projectFile().name;
       doc.config = { ...doc.config, ...Object.fromEntries(Object.entries(config).map(([k, v]) => [`${ns}:${k}`, v])) };
       fs.writeFileSync(file, stringifyYaml(doc));
-      ws.envVars.PULUMI_NODEJS_TRANSPILE_ONLY = "true";
       const events: EngineEvent[] = [];
       await this.stack.preview({ onEvent: (e) => events.push(e) });
       return stepsOf(events);
     } finally {
-      delete ws.envVars.PULUMI_NODEJS_TRANSPILE_ONLY;
       fs.writeFileSync(file, original);
     }
   }

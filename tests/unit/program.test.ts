@@ -199,10 +199,10 @@ describe("prod stack: production-shaped", () => {
     expect(nInputs.ports).toEqual([{ internal: 80, external: 8000, ip: "127.0.0.1", protocol: "tcp" }]);
   });
 
-  test("both containers: restart policy, healthchecks, hardening, limits; nginx waits for health, the app's cutover gates on it", () => {
+  test("both containers: restart policy, healthchecks, hardening, limits; a cutover resource gates each on its health", () => {
     for (const [name, wait] of [
       ["flask-container", false],
-      ["nginx-container", true],
+      ["nginx-container", false],
     ] as const) {
       const c = find(run, name).inputs as Record<string, unknown> & {
         healthcheck: { tests: string[] };
@@ -226,6 +226,11 @@ describe("prod stack: production-shaped", () => {
     expect(find(run, "flask-container").inputs.healthcheck).toMatchObject({
       tests: expect.arrayContaining([expect.stringContaining("/healthz")]),
     });
+    // nginx has no release steps: its gate only waits for health, and no old nginx serves meanwhile.
+    const gate = find(run, "nginx-health-gate");
+    expect(gate.dependsOn).toEqual(["nginx-container"]);
+    expect(gate.inputs).toMatchObject({ containerId: "nginx-container-id", healthGate: true, oldServes: false, settleS: 0 });
+    expect(gate.inputs.switchCommand).toBeUndefined();
   });
 
   test("app releases: a generated name per generation, a health-gated cutover, then a drained stop", () => {

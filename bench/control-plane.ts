@@ -1,0 +1,228 @@
+// The control plane beside docker-compose: how long `pulumi up`, `preview` and `destroy` take on our stacks
+// against `docker-compose up -d` and `down` on the tutorial's own files, in one run on one engine. Every
+// command runs as a user runs it (the CLI in the project folder, compose in the tutorial's), timed from its
+// start until it exits, or, for an `up`, until nginx answers 200 on the published port.
+import { performance } from "perf_hooks";
+import { LiveStack } from "../tools/live-stack";
+import { get } from "../tools/load";
+import { freePort, prepareSeed, type ComposeSeed } from "./seed";
+import { traceBreakdown, type Breakdown } from "./trace";
+
+export interface Timing {
+  name: string;
+  medianMs: number;
+  minMs: number;
+  maxMs: number;
+  rounds: number;
+}
+
+export interface ControlPlaneResults {
+  controlPlane: Timing[];
+  /** Each target's ratio (median over the rounds of the per-round ratio) and its range over the rounds. */
+  targets: { target: string; ratio: number; minRatio: number; maxRatio: number; limit: number; met: boolean }[];
+  breakdown: Breakdown[];
+}
+
+const UP = ["up", "--yes", "--skip-preview"];
+const DESTROY = ["destroy", "--yes", "--skip-preview"];
+
+/** Targets: our command ÷ compose's, per round, in the same round. */
+const TARGETS: { target: string; ours: string; compose: string; limit: number }[] = [
+  { target: "dev `pulumi up` to first 200 ≤ 1.5 × compose up", ours: "pulumi-up-dev", compose: "compose-up", limit: 1.5 },
+  { target: "prod `pulumi up` to first 200 ≤ 3 × compose up", ours: "pulumi-up-prod", compose: "compose-up", limit: 3 },
+  {
+    target: "no-change `pulumi preview` ≤ 2 × no-change compose up -d",
+    ours: "pulumi-preview-noop",
+    compose: "compose-noop",
+    limit: 2,
+  },
+  { target: "`pulumi destroy` ≤ 2 × compose down", ours: "pulumi-destroy-dev", compose: "compose-down", limit: 2 },
+];
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
+
+/** Milliseconds from `t0` until the URL answers 200 (polled every 20 ms, at most 60 s). */
+export async function firstOk(url: string, t0 = performance.now()): Promise<number> {
+  while (performance.now() - t0 < 60_000) {
+    const ok = await get(url, {}, 1000).then(
+      (r) => r.status === 200,
+      () => false,
+    );
+    if (ok) return performance.now() - t0;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error(`${url} did not answer 200 within 60 s`);
+}
+
+/** How long `f` takes; with `url`, until that answers 200 after `f` returned. */
+async function timed(f: () => Promise<unknown>, url?: string): Promise<number> {
+  const t0 = performance.now();
+  await f();
+  return url ? firstOk(url, t0) : performance.now() - t0;
+}
+
+class Samples {
+  private readonly byName = new Map<string, number[]>();
+  constructor(private readonly progress: (msg: string) => void) {}
+  add(name: string, ms: number): void {
+    this.byName.set(name, [...(this.byName.get(name) ?? []), ms]);
+    this.progress(`${name}: ${(ms / 1000).toFixed(2)} s`);
+  }
+  get(name: string): number[] {
+    const xs = this.byName.get(name);
+    if (!xs?.length) throw new Error(`no sample named ${name}`);
+    return xs;
+  }
+  timings(): Timing[] {
+    return [...this.byName].map(([name, xs]) => ({
+      name,
+      medianMs: Math.round(median(xs)),
+      minMs: Math.round(Math.min(...xs)),
+      maxMs: Math.round(Math.max(...xs)),
+      rounds: xs.length,
+    }));
+  }
+}
+
+/** A stack of ours on free loopback ports: `port` is nginx's. */
+interface OurStack {
+  live: LiveStack;
+  port: number;
+  url: () => string;
+}
+
+async function ourStack(file: string, name: string, extra: Record<string, string>): Promise<OurStack> {
+  const live = await LiveStack.create(file, name);
+  const port = await freePort();
+  await live.configure({ httpPort: String(port), ...extra });
+  return { live, port, url: () => `http://127.0.0.1:${port}/` };
+}
+
+export async function controlPlane(opts: {
+  rounds: number;
+  scaling: number[];
+  progress: (msg: string) => void;
+  /** Called with each thing to remove at the end, also when a step fails. */
+  teardown: (f: () => Promise<void>) => void;
+}): Promise<ControlPlaneResults> {
+  const { progress } = opts;
+  const samples = new Samples(progress);
+
+  const seed: ComposeSeed = await prepareSeed();
+  opts.teardown(() => seed.remove());
+  await seed.compose("build", "--quiet"); // builds the python:3 layers once, as a user who ran the tutorial has
+  // Named as their stack files: dev mounts a conf rendered for the stack named dev.
+  const dev = await ourStack("dev", "dev", { appHostPort: String(await freePort()) });
+  opts.teardown(() => dev.live.destroy());
+  const prod = await ourStack("prod", "prod", {});
+  opts.teardown(() => prod.live.destroy());
+  // One untimed run each: plugins, the build cache and the page cache warm, as on a user's second day.
+  for (const s of [dev, prod]) {
+    await s.live.run(UP);
+    await s.live.run(DESTROY);
+  }
+
+  const composeRound = async () => {
+    await seed.compose("down", "--timeout", "1");
+    await seed.removeImage();
+    samples.add("compose-up", await timed(() => seed.compose("up", "-d"), seed.url));
+    samples.add("compose-noop", await timed(() => seed.compose("up", "-d")));
+    const moved = seed.moveNginx(await freePort());
+    samples.add("compose-change", await timed(() => seed.compose("up", "-d"), moved));
+    samples.add("compose-down", await timed(() => seed.compose("down")));
+    seed.moveNginx(Number(new URL(seed.url).port));
+    samples.add("compose-up-cached", await timed(() => seed.compose("up", "-d"), seed.url));
+    await seed.compose("down", "--timeout", "1");
+  };
+  // `pulumi destroy` removes the image it built, so every `up` here builds it (from the build cache).
+  const devRound = async () => {
+    samples.add("pulumi-up-dev", await timed(() => dev.live.run(UP), dev.url()));
+    samples.add("pulumi-up-noop", await timed(() => dev.live.run(UP)));
+    samples.add("pulumi-preview-noop", await timed(() => dev.live.run(["preview"])));
+    const moved = await freePort();
+    await dev.live.configure({ httpPort: String(moved) });
+    samples.add("pulumi-change-dev", await timed(() => dev.live.run(UP), `http://127.0.0.1:${moved}/`));
+    samples.add("pulumi-destroy-dev", await timed(() => dev.live.run(DESTROY)));
+    await dev.live.configure({ httpPort: String(dev.port) });
+  };
+  const prodRound = async () => {
+    samples.add("pulumi-up-prod", await timed(() => prod.live.run(UP), prod.url()));
+    samples.add("pulumi-preview-noop-prod", await timed(() => prod.live.run(["preview"])));
+    samples.add("pulumi-destroy-prod", await timed(() => prod.live.run(DESTROY)));
+  };
+  const perRound: Record<string, number>[] = [];
+  for (let round = 1; round <= opts.rounds; round++) {
+    const order = [composeRound, devRound, prodRound];
+    progress(`control plane: round ${round} of ${opts.rounds} (${round % 2 ? "compose first" : "compose last"})`);
+    for (const f of round % 2 ? order : order.reverse()) await f();
+    perRound.push(
+      Object.fromEntries(TARGETS.map((t) => [t.target, samples.get(t.ours).at(-1)! / samples.get(t.compose).at(-1)!])),
+    );
+  }
+  const targets = TARGETS.map((t) => {
+    const ratios = perRound.map((r) => r[t.target]);
+    const ratio = median(ratios);
+    return {
+      target: t.target,
+      ratio,
+      minRatio: Math.min(...ratios),
+      maxRatio: Math.max(...ratios),
+      limit: t.limit,
+      met: ratio <= t.limit,
+    };
+  });
+
+  // Where the time goes: Pulumi's own OpenTelemetry trace of one cold `up` and one no-change `preview`.
+  const breakdown = [
+    await traceBreakdown(dev.live, "dev: pulumi up (cold)", UP),
+    await traceBreakdown(dev.live, "dev: pulumi preview (no change)", ["preview"]),
+  ];
+  await dev.live.run(DESTROY);
+  breakdown.push(await traceBreakdown(prod.live, "prod: pulumi up (cold)", UP));
+  breakdown.push(await traceBreakdown(prod.live, "prod: pulumi preview (no change)", ["preview"]));
+  await prod.live.run(DESTROY);
+
+  await scalingCurve(opts.scaling, samples, progress, seed);
+  return { controlPlane: samples.timings(), targets, breakdown };
+}
+
+/**
+ * How it grows with replicas: the prod stack with `replicas` N (create, no-change preview, a release of a new
+ * app version, destroy) beside compose's `--scale flask=N` (up, no-change up, recreating every container as its
+ * release, down), one round each.
+ */
+async function scalingCurve(counts: number[], samples: Samples, progress: (msg: string) => void, plain: ComposeSeed) {
+  if (!counts.length) return;
+  await plain.remove(); // the scalable variant uses the same compose project name
+  const seed = await prepareSeed({ scalable: true });
+  try {
+    for (const n of counts) {
+      progress(`control plane: ${n} replica(s)`);
+      const scale = ["--scale", `flask=${n}`];
+      samples.add(`compose-up-replicas-${n}`, await timed(() => seed.compose("up", "-d", ...scale), seed.url));
+      samples.add(`compose-noop-replicas-${n}`, await timed(() => seed.compose("up", "-d", ...scale)));
+      samples.add(
+        `compose-release-replicas-${n}`,
+        await timed(() => seed.compose("up", "-d", "--force-recreate", ...scale), seed.url),
+      );
+      samples.add(`compose-down-replicas-${n}`, await timed(() => seed.compose("down")));
+
+      const s = await ourStack("prod", `cp-scale-${n}`, { replicas: String(n) });
+      try {
+        samples.add(`pulumi-up-prod-replicas-${n}`, await timed(() => s.live.run(UP), s.url()));
+        samples.add(`pulumi-preview-noop-replicas-${n}`, await timed(() => s.live.run(["preview"])));
+        await s.live.configure({ appVersion: "0.0.2" });
+        samples.add(`pulumi-release-replicas-${n}`, await timed(() => s.live.run(UP)));
+        samples.add(`pulumi-destroy-prod-replicas-${n}`, await timed(() => s.live.run(DESTROY)));
+      } finally {
+        await s.live.destroy();
+      }
+    }
+  } finally {
+    await seed.remove();
+  }
+}
