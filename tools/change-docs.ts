@@ -61,6 +61,10 @@ export const ALTERNATIVES: Record<keyof RawConfig, string | ((current: string) =
   target: (v) => (v === "swarm" ? "containers" : "swarm"),
   swarmEndpointMode: "vip",
   swarmPublishMode: "ingress",
+  swarmEdgeLabel: "org.flask-proxy.edge",
+  swarmSecretKey: (v) => String(v !== "true"),
+  registry: "registry.example:5000",
+  registryCaFile: ".cluster/ca.crt",
   flaskSecretKey: "k".repeat(48),
 };
 

@@ -36,9 +36,13 @@ export const CLUSTER = {
   network: { name: `${PREFIX}-net`, subnet: "10.213.7.0/24" },
   image: `${PREFIX}-node:1`,
   registry: { name: `${PREFIX}-registry`, ip: "10.213.7.10", port: 5000, data: `${PREFIX}-registry-data`, pki: `${PREFIX}-pki` },
-  nodes: [1, 2, 3].map(
-    (n): ClusterNode => ({ name: `${PREFIX}-node-${n}`, hostname: `node-${n}`, ip: `10.213.7.1${n}`, manager: n === 1, edge: n === 1 }),
-  ),
+  nodes: [1, 2, 3].map((n): ClusterNode => ({
+    name: `${PREFIX}-node-${n}`,
+    hostname: `node-${n}`,
+    ip: `10.213.7.1${n}`,
+    manager: n === 1,
+    edge: n === 1,
+  })),
   /**
    * Address pools of the inner engines, apart from the nodes' network: with the defaults (172.17.0.0/16 …) a
    * worker's join was refused and a task's network attach failed with an address conflict.
@@ -266,7 +270,12 @@ async function formSwarm(edgeLabel: string): Promise<void> {
     const w = nodeEngine(node);
     if ((await swarmOf(w)).LocalNodeState === "active") continue;
     log(`${node.hostname} joins the swarm`);
-    await w.swarmJoin({ ListenAddr: `${node.ip}:2377`, AdvertiseAddr: node.ip, RemoteAddrs: [`${manager.ip}:2377`], JoinToken: token });
+    await w.swarmJoin({
+      ListenAddr: `${node.ip}:2377`,
+      AdvertiseAddr: node.ip,
+      RemoteAddrs: [`${manager.ip}:2377`],
+      JoinToken: token,
+    });
   }
   await until("all nodes ready", 60_000, async () => {
     const nodes = await m.listNodes();
@@ -277,7 +286,9 @@ async function formSwarm(edgeLabel: string): Promise<void> {
     const found = (await m.listNodes()).find((n) => n.Description?.Hostname === node.hostname);
     if (!found?.ID || !found.Spec) throw new Error(`no swarm node ${node.hostname}`);
     if (found.Spec.Labels?.[edgeLabel] === "true") continue;
-    await m.getNode(found.ID).update({ version: found.Version?.Index, ...found.Spec, Labels: { ...found.Spec.Labels, [edgeLabel]: "true" } });
+    await m
+      .getNode(found.ID)
+      .update({ version: found.Version?.Index, ...found.Spec, Labels: { ...found.Spec.Labels, [edgeLabel]: "true" } });
   }
 }
 
@@ -313,7 +324,8 @@ export async function clusterUp(): Promise<void> {
   const { httpPort, edgeLabel, baseImages } = stackSettings();
   await ensureImage();
   await ensureNetwork();
-  for (const v of [CLUSTER.registry.pki, CLUSTER.registry.data, ...CLUSTER.nodes.map((n) => `${n.name}-docker`)]) await ensureVolume(v);
+  for (const v of [CLUSTER.registry.pki, CLUSTER.registry.data, ...CLUSTER.nodes.map((n) => `${n.name}-docker`)])
+    await ensureVolume(v);
   await ensureContainer(registrySpec());
   for (const [i, node] of CLUSTER.nodes.entries()) await ensureContainer(nodeSpec(node, i + 1, httpPort));
   const ca = await caPem();
@@ -322,7 +334,8 @@ export async function clusterUp(): Promise<void> {
   await until("the registry answers over TLS", 60_000, async () =>
     (await registryRequest(registryAddress, "GET", "/v2/", ca)).status === 200 ? true : undefined,
   );
-  for (const node of CLUSTER.nodes) await until(`${node.name}'s engine`, 60_000, async () => ((await nodeEngine(node).ping()) ? true : undefined));
+  for (const node of CLUSTER.nodes)
+    await until(`${node.name}'s engine`, 60_000, async () => ((await nodeEngine(node).ping()) ? true : undefined));
   await trustRegistry(ca);
   await formSwarm(edgeLabel);
   await pushBaseImages(baseImages, ca);
@@ -341,7 +354,8 @@ export async function clusterDown(): Promise<void> {
   for (const v of (await hostDocker.listVolumes({ filters: labelFilter })).Volumes ?? []) {
     await hostDocker.getVolume(v.Name).remove().catch(ignoreNotFound);
   }
-  for (const n of await hostDocker.listNetworks({ filters: labelFilter })) await hostDocker.getNetwork(n.Id).remove().catch(ignoreNotFound);
+  for (const n of await hostDocker.listNetworks({ filters: labelFilter }))
+    await hostDocker.getNetwork(n.Id).remove().catch(ignoreNotFound);
   for (const i of await hostDocker.listImages({ filters: labelFilter })) {
     await hostDocker.getImage(i.Id).remove({ force: true }).catch(ignoreNotFound);
   }

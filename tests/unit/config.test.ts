@@ -52,6 +52,10 @@ const BAD: Record<keyof RawConfig, string[]> = {
   target: ["kubernetes"],
   swarmEndpointMode: ["ipvs"],
   swarmPublishMode: ["mesh"],
+  swarmEdgeLabel: ["Edge Node", "-x", "org.flask-proxy.edge"],
+  swarmSecretKey: ["yes", "true"],
+  registry: ["myuser", "https://registry.example", "registry.example/path"],
+  registryCaFile: ["does/not/exist.pem", "cluster/registry.yml"],
   flaskSecretKey: ["too-short"],
 };
 
