@@ -172,8 +172,24 @@ const onNetwork = (ip: string): Docker.ContainerCreateOptions["NetworkingConfig"
   EndpointsConfig: { [CLUSTER.network.name]: { IPAMConfig: { IPv4Address: ip } } },
 });
 
+/** @types/dockerode lacks the API's CgroupnsMode (API 1.41). */
+type NodeHostConfig = Docker.HostConfig & { CgroupnsMode: "host" | "private" };
+
 function nodeSpec(node: ClusterNode, n: number, httpPort: number): Docker.ContainerCreateOptions & { name: string } {
   const port = `${httpPort}/tcp`;
+  const hostConfig: NodeHostConfig = {
+    // What a nested dockerd needs here, short of --privileged (which this machine refuses).
+    CapAdd: ["SYS_ADMIN", "NET_ADMIN", "NET_RAW", "SYS_PTRACE", "MKNOD"],
+    SecurityOpt: ["seccomp=unconfined", "apparmor=unconfined"],
+    // The API's form of `--security-opt systempaths=unconfined`.
+    MaskedPaths: [],
+    ReadonlyPaths: [],
+    CgroupnsMode: "host",
+    Binds: ["/sys/fs/cgroup:/sys/fs/cgroup:rw"],
+    Mounts: [{ Type: "volume", Source: `${node.name}-docker`, Target: "/var/lib/docker" }],
+    // The edge node's host-mode nginx port, on the host's loopback only.
+    PortBindings: node.edge ? { [port]: [{ HostIp: "127.0.0.1", HostPort: String(httpPort) }] } : undefined,
+  };
   return {
     name: node.name,
     Hostname: node.hostname,
@@ -192,19 +208,7 @@ function nodeSpec(node: ClusterNode, n: number, httpPort: number): Docker.Contai
       `/${node.name}`,
     ],
     ExposedPorts: node.edge ? { [port]: {} } : undefined,
-    HostConfig: {
-      // What a nested dockerd needs here, short of --privileged (which this machine refuses).
-      CapAdd: ["SYS_ADMIN", "NET_ADMIN", "NET_RAW", "SYS_PTRACE", "MKNOD"],
-      SecurityOpt: ["seccomp=unconfined", "apparmor=unconfined"],
-      // The API's form of `--security-opt systempaths=unconfined`.
-      MaskedPaths: [],
-      ReadonlyPaths: [],
-      CgroupnsMode: "host",
-      Binds: ["/sys/fs/cgroup:/sys/fs/cgroup:rw"],
-      Mounts: [{ Type: "volume", Source: `${node.name}-docker`, Target: "/var/lib/docker" }],
-      // The edge node's host-mode nginx port, on the host's loopback only.
-      PortBindings: node.edge ? { [port]: [{ HostIp: "127.0.0.1", HostPort: String(httpPort) }] } : undefined,
-    },
+    HostConfig: hostConfig,
     NetworkingConfig: onNetwork(node.ip),
   };
 }
