@@ -73,6 +73,7 @@ export const configSchema = z.object({
   hardened: bool,
   nginxAccessLog: z.enum(["on", "buffered", "off"], { error: "must be on, buffered or off" }),
   nginxWorkerProcesses: int(0, 64),
+  upstreamReadTimeout: int(1, 3600),
   upstreamKeepalive: int(0, 1024),
   upstreamTransport: z.enum(["tcp", "unix"], { error: "must be tcp or unix" }),
   networkSubnet: z.union([z.literal(""), cidr]),
@@ -141,6 +142,8 @@ export interface StackConfig {
     forwardedHeaders: boolean;
     keepalive: number;
     accessLog: RawConfig["nginxAccessLog"];
+    /** Seconds nginx waits for the app's answer before trying the next replica (hardened only). */
+    readTimeoutS: number;
     limits: Limits;
     /** worker_processes baked into the image's nginx.conf; absent keeps the image's default (auto). */
     workerProcesses?: number;
@@ -399,6 +402,7 @@ function typed(c: RawConfig, project: string, ctx: LoadContext): StackConfig {
       forwardedHeaders: c.forwardedHeaders,
       keepalive: c.upstreamKeepalive,
       accessLog: c.nginxAccessLog,
+      readTimeoutS: c.upstreamReadTimeout,
       limits: { memoryMb: c.nginxMemoryMb || undefined, cpus: c.nginxCpus || undefined },
       workerProcesses: c.nginxWorkerProcesses || undefined,
     },

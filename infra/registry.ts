@@ -55,7 +55,9 @@ interface ManifestInputs {
 const manifestProvider: pulumi.dynamic.ResourceProvider = {
   async create(inputs: ManifestInputs) {
     const { address, repository, digest } = parseDigestRef(inputs.ref);
-    const r = await registryRequest(address, "HEAD", `/v2/${repository}/manifests/${digest}`, inputs.caPem);
+    const r = await registryRequest(address, "HEAD", `/v2/${repository}/manifests/${digest}`, inputs.caPem).catch((e: Error) => {
+      throw new Error(`${address}: ${e.message} (a registry with a private CA needs registryCaFile)`);
+    });
     if (r.status !== 200) throw new Error(`${inputs.ref}: the registry answers ${r.status}, not the pushed manifest`);
     return { id: inputs.ref, outs: inputs };
   },

@@ -46,6 +46,7 @@ export const ALTERNATIVES: Record<keyof RawConfig, string | ((current: string) =
   hardened: (v) => String(v !== "true"),
   nginxAccessLog: "off",
   nginxWorkerProcesses: "2",
+  upstreamReadTimeout: "10",
   upstreamKeepalive: "32",
   upstreamTransport: (v) => (v === "unix" ? "tcp" : "unix"),
   networkSubnet: "172.30.77.0/24",

@@ -345,7 +345,8 @@ export async function clusterUp(): Promise<void> {
   await pushBaseImages(baseImages, ca);
   log(
     `up in ${((Date.now() - started) / 1000).toFixed(1)} s: manager ${managerUrl}, registry ${registryAddress} ` +
-      `(CA ${path.relative(ROOT, CLUSTER.caFile)}), nginx on 127.0.0.1:${httpPort}`,
+      `(CA ${path.relative(ROOT, CLUSTER.caFile)}: \`pulumi config set registryCaFile ${path.relative(ROOT, CLUSTER.caFile)}\`), ` +
+      `nginx on 127.0.0.1:${httpPort}`,
   );
 }
 

@@ -67,7 +67,7 @@ describe("cluster stack on a three-node swarm with a TLS registry", () => {
   });
 
   test("pulumi up: app tasks on 3 different nodes, nginx on the edge, images by digest, the key as a swarm secret", async () => {
-    live = await upStack(CLUSTER_STACK, {});
+    live = await upStack(CLUSTER_STACK, { registryCaFile: CLUSTER.caFile });
     await within(60_000, answersHello(live.url), "nginx answers Hello world! through the edge node");
     const byId = await nodesById();
     const app = await runningTasks(appService());
