@@ -32,7 +32,16 @@ const network = new docker.Network("my-network", {
 });
 
 // services.flask: built from app/, alias flask-app on my-network (× replicas)
-const flask = new FlaskApp("flask", { app: cfg.app, project, stack, settings, network, networkSubnet: cfg.networkSubnet });
+const flask = new FlaskApp("flask", {
+  app: cfg.app,
+  project,
+  stack,
+  settings,
+  network,
+  networkSubnet: cfg.networkSubnet,
+  registry: cfg.registry,
+  secretAsFile: cfg.swarm.secretKey,
+});
 
 // services.nginx: depends_on flask, proxies to the alias (or the app's sockets), port 80
 const nginx = new NginxProxy("nginx", {

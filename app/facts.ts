@@ -6,6 +6,11 @@ import type { StackConfig } from "../infra/config";
 export const APP_HEALTH_PATH = "/healthz";
 /** Where the image keeps the code, and where dev bind-mounts it. */
 export const CODE_DIR = "/code";
+/** Env var naming the file the app reads its secret key from (a swarm secret); main.py reads the same name. */
+export const SECRET_KEY_FILE_ENV = "FLASK_SECRET_KEY_FILE";
+/** Swarm mounts a secret at /run/secrets/<file name>. */
+export const SECRET_KEY_FILE_NAME = "flask-secret-key";
+export const SECRETS_DIR = "/run/secrets";
 /** The unprivileged user the app runs as (created by the Dockerfile from this build arg). */
 export const APP_UID = 10001;
 /** upstreamTransport unix: each replica's socket volume, mounted here. */

@@ -5,7 +5,8 @@ import * as random from "@pulumi/random";
 import type { StackConfig } from "../infra/config";
 import { FIRST_APP_HOST, hostAddress, labelList, objectName, replicaSuffix } from "../infra/naming";
 import { buildImage, type BuiltImage } from "../infra/image";
-import { declareWorkload, type ReplicaSpec, type Workload, type WorkloadSettings } from "../infra/workload";
+import type { RegistrySettings } from "../infra/config";
+import { declareWorkload, type ReplicaSpec, type SecretMount, type Workload, type WorkloadSettings } from "../infra/workload";
 import { NGINX_DNS_CACHE_S } from "../nginx/conf";
 import {
   APP_GRACEFUL_TIMEOUT_S,
@@ -15,6 +16,9 @@ import {
   appUpstream,
   CODE_DIR,
   GUNICORN_CONF,
+  SECRET_KEY_FILE_ENV,
+  SECRET_KEY_FILE_NAME,
+  SECRETS_DIR,
   socketCutoverCommand,
   SOCKET_DIR_ENV,
   type AppUpstream,
@@ -28,6 +32,10 @@ export interface FlaskAppArgs {
   network: docker.Network;
   /** Pinned subnet of the network: replicas get fixed addresses in it. */
   networkSubnet?: string;
+  /** Push the image there and run it by digest. */
+  registry?: RegistrySettings;
+  /** Swarm: the secret key as a swarm secret file instead of an env var. */
+  secretAsFile?: boolean;
 }
 
 export class FlaskApp extends pulumi.ComponentResource {
@@ -57,6 +65,7 @@ export class FlaskApp extends pulumi.ComponentResource {
         },
         project: args.project,
         stack: args.stack,
+        registry: args.registry,
       },
       { parent: this },
     );
@@ -67,6 +76,23 @@ export class FlaskApp extends pulumi.ComponentResource {
         ? pulumi.secret(app.secretKey)
         : // The provider marks `result` secret; wrapping says so here too, whatever the provider does.
           pulumi.secret(new random.RandomPassword(`${name}-secret-key`, { length: 48, special: false }, { parent: this }).result);
+
+    // Swarm: a secret is kept encrypted in the managers' raft log and mounted only into the app's tasks, where
+    // an env var shows in every `docker service inspect`. Secrets cannot change, so a new key is a new secret
+    // (generated name) that the service rolls to.
+    const secrets: SecretMount[] = args.secretAsFile
+      ? [
+          {
+            secret: new docker.Secret(
+              `${name}-secret`,
+              { data: secretKey.apply((k) => Buffer.from(k, "utf8").toString("base64")), labels: labelList(settings.labels) },
+              { parent: this },
+            ),
+            fileName: SECRET_KEY_FILE_NAME,
+            uid: APP_UID,
+          },
+        ]
+      : [];
 
     this.upstream = appUpstream(app);
     const sockets = this.upstream.sockets > 0;
@@ -92,12 +118,15 @@ export class FlaskApp extends pulumi.ComponentResource {
     this.workload = declareWorkload(
       name,
       {
-        // The image's ID, so a rebuilt image replaces the containers (or rolls the service).
-        image: this.image.id,
+        // The image's ID (or its digest in the registry), so a rebuilt image replaces the containers (or rolls
+        // the service).
+        image: this.image.ref,
         command: serverCommand(app),
         env: [
           `FLASK_APP=${CODE_DIR}/main.py`,
-          pulumi.interpolate`FLASK_SECRET_KEY=${secretKey}`,
+          secrets.length > 0
+            ? `${SECRET_KEY_FILE_ENV}=${SECRETS_DIR}/${SECRET_KEY_FILE_NAME}`
+            : pulumi.interpolate`FLASK_SECRET_KEY=${secretKey}`,
           ...(sockets ? [`${SOCKET_DIR_ENV}=${APP_SOCKET_DIR}`] : []),
         ],
         network: args.network,
@@ -117,6 +146,7 @@ export class FlaskApp extends pulumi.ComponentResource {
         replicas,
         serviceName: replicas[0].containerName,
         stopGraceS: APP_GRACEFUL_TIMEOUT_S + 5,
+        secrets,
         // Releases without a dropped request wherever two generations can run side by side: no host port
         // (dev publishes 8080, as the tutorial does) and no fixed address. nginx reaches the new container
         // through the socket link its cutover moves (with fixed names too), or finds it by the alias within

@@ -6,8 +6,21 @@ from flask import Flask
 from flask.sessions import SecureCookieSessionInterface
 
 app = Flask(__name__)
-# Never hard-coded: the deployment passes it in; a random one per process is safe for this stateless app.
-app.config["SECRET_KEY"] = os.environ.get("FLASK_SECRET_KEY") or os.urandom(32)
+
+
+def secret_key():
+    """Never hard-coded: the deployment passes it in, as a file (a swarm secret) or an env var.
+
+    A random one per process is safe for this stateless app.
+    """
+    path = os.environ.get("FLASK_SECRET_KEY_FILE")
+    if path:
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip()
+    return os.environ.get("FLASK_SECRET_KEY") or os.urandom(32)
+
+
+app.config["SECRET_KEY"] = secret_key()
 
 
 class SessionInterface(SecureCookieSessionInterface):

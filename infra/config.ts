@@ -16,6 +16,9 @@ const DOCKER_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
 const IMAGE_REF =
   /^(?:[a-z0-9.-]+(?::[0-9]+)?\/)?[a-z0-9]+(?:[._-][a-z0-9]+)*(?:\/[a-z0-9]+(?:[._-][a-z0-9]+)*)*(?::[\w][\w.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$/;
 const DNS_LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
+// host[:port] of a registry: a dot, a port or localhost tells Docker it is a registry and not a Hub user.
+const REGISTRY = /^(?:(?:localhost|[a-z0-9-]+(?:\.[a-z0-9-]+)+)(?::\d{1,5})?|[a-z0-9-]+:\d{1,5})$/;
+const NODE_LABEL = /^[a-z0-9](?:[a-z0-9._-]{0,126}[a-z0-9])?$/;
 const IPV4 = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/;
 
 const text = z.string().trim();
@@ -70,6 +73,7 @@ export const configSchema = z.object({
   hardened: bool,
   nginxAccessLog: z.enum(["on", "buffered", "off"], { error: "must be on, buffered or off" }),
   nginxWorkerProcesses: int(0, 64),
+  upstreamReadTimeout: int(1, 3600),
   upstreamKeepalive: int(0, 1024),
   upstreamTransport: z.enum(["tcp", "unix"], { error: "must be tcp or unix" }),
   networkSubnet: z.union([z.literal(""), cidr]),
@@ -88,6 +92,10 @@ export const configSchema = z.object({
   target: z.enum(["containers", "swarm"], { error: "must be containers or swarm" }),
   swarmEndpointMode: z.enum(["dnsrr", "vip"], { error: "must be dnsrr or vip" }),
   swarmPublishMode: z.enum(["host", "ingress"], { error: "must be host or ingress" }),
+  swarmEdgeLabel: z.union([z.literal(""), text.regex(NODE_LABEL, "must be a node label key such as org.flask-proxy.edge")]),
+  swarmSecretKey: bool,
+  registry: z.union([z.literal(""), text.regex(REGISTRY, "must be a registry host[:port], e.g. registry.example.com:5000")]),
+  registryCaFile: text,
   /** Set with `pulumi config set --secret flaskSecretKey …`; generated and kept in state when absent. */
   flaskSecretKey: z.union([z.literal(""), text.min(32, "must be at least 32 characters")]).optional(),
 });
@@ -134,6 +142,8 @@ export interface StackConfig {
     forwardedHeaders: boolean;
     keepalive: number;
     accessLog: RawConfig["nginxAccessLog"];
+    /** Seconds nginx waits for the app's answer before trying the next replica (hardened only). */
+    readTimeoutS: number;
     limits: Limits;
     /** worker_processes baked into the image's nginx.conf; absent keeps the image's default (auto). */
     workerProcesses?: number;
@@ -143,11 +153,27 @@ export interface StackConfig {
   hardened: boolean;
   /** Plain containers on one engine, or services on a Docker Swarm. */
   target: RawConfig["target"];
-  swarm: { endpointMode: RawConfig["swarmEndpointMode"]; publishMode: RawConfig["swarmPublishMode"] };
+  swarm: {
+    endpointMode: RawConfig["swarmEndpointMode"];
+    publishMode: RawConfig["swarmPublishMode"];
+    /** Node label nginx's tasks are constrained to (`node.labels.<label> == true`). */
+    edgeLabel?: string;
+    /** Flask's secret key as a swarm secret file instead of an env var. */
+    secretKey: boolean;
+  };
+  /** Where the images are pushed, and run from by digest; absent: built on the engine, never pushed. */
+  registry?: RegistrySettings;
   bindAddress: string;
   restartPolicy: RawConfig["restartPolicy"];
   healthchecks: boolean;
   waitForHealthy: boolean;
+}
+
+export interface RegistrySettings {
+  /** host[:port] */
+  address: string;
+  /** The CA the registry's certificate comes from (PEM); empty: the system's CAs. */
+  caPem: string;
 }
 
 export class ConfigError extends Error {
@@ -266,6 +292,25 @@ const RULES: Rule[] = [
     (c) => c.upstreamKeepalive === 0,
     "needs fixed task addresses, which swarm does not give; use 0 (nginx re-resolves the alias)",
   ),
+  ...(["swarmEdgeLabel", "swarmSecretKey"] as const).map((key): Rule => ({
+    keys: ["target", key],
+    key,
+    ok: (c) => c.target === "swarm" || !c[key],
+    message: () => "only applies to target: swarm",
+  })),
+  {
+    keys: ["registryCaFile"],
+    key: "registryCaFile",
+    ok: (c, ctx) => c.registryCaFile === "" || isFile(resolveIn(ctx, c.registryCaFile)),
+    message: (c, ctx) =>
+      `${resolveIn(ctx, c.registryCaFile)} is not a file (on the stand-in cluster, \`npm run cluster:up\` writes it)`,
+  },
+  {
+    keys: ["registryCaFile", "registry"],
+    key: "registryCaFile",
+    ok: (c) => c.registryCaFile === "" || c.registry !== "",
+    message: () => "needs registry (it is the CA of the registry's certificate)",
+  },
   swarmOnly(
     "bindAddress",
     (c) => c.bindAddress === "0.0.0.0",
@@ -357,13 +402,22 @@ function typed(c: RawConfig, project: string, ctx: LoadContext): StackConfig {
       forwardedHeaders: c.forwardedHeaders,
       keepalive: c.upstreamKeepalive,
       accessLog: c.nginxAccessLog,
+      readTimeoutS: c.upstreamReadTimeout,
       limits: { memoryMb: c.nginxMemoryMb || undefined, cpus: c.nginxCpus || undefined },
       workerProcesses: c.nginxWorkerProcesses || undefined,
     },
     networkSubnet: c.networkSubnet || undefined,
     hardened: c.hardened,
     target: c.target,
-    swarm: { endpointMode: c.swarmEndpointMode, publishMode: c.swarmPublishMode },
+    swarm: {
+      endpointMode: c.swarmEndpointMode,
+      publishMode: c.swarmPublishMode,
+      edgeLabel: c.swarmEdgeLabel || undefined,
+      secretKey: c.swarmSecretKey,
+    },
+    registry: c.registry
+      ? { address: c.registry, caPem: c.registryCaFile ? fs.readFileSync(resolveIn(ctx, c.registryCaFile), "utf8") : "" }
+      : undefined,
     bindAddress: c.bindAddress,
     restartPolicy: c.restartPolicy,
     healthchecks: c.healthchecks,

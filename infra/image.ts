@@ -2,40 +2,60 @@
 import * as path from "path";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
+import type { RegistrySettings } from "./config";
 import { engineClient } from "./engine";
 import { labelBuildArgs } from "./naming";
+import { PushedManifest } from "./registry";
 
 export interface BuiltImage {
   image: docker.Image;
   /** The built image's ID: what containers run, so they go before the image on destroy. */
   id: pulumi.Output<string>;
+  /**
+   * What a workload runs: the image ID on the engine that built it or, with a registry, the pushed image by
+   * digest (`host/repo@sha256:…`), so every node runs the same bytes.
+   */
+  ref: pulumi.Output<string>;
 }
 
 export function buildImage(
   name: string,
-  args: { imageName: string; context: string; buildArgs: Record<string, pulumi.Input<string>>; project: string; stack: string },
+  args: {
+    imageName: string;
+    context: string;
+    buildArgs: Record<string, pulumi.Input<string>>;
+    project: string;
+    stack: string;
+    /** Push the build there (as `<address>/<imageName>`); absent: it stays on the engine. */
+    registry?: RegistrySettings;
+  },
   opts: pulumi.CustomResourceOptions,
 ): BuiltImage {
+  const registry = args.registry;
   const image = new docker.Image(
     name,
     {
-      imageName: args.imageName,
+      imageName: registry ? `${registry.address}/${args.imageName}` : args.imageName,
       build: {
         context: args.context,
         dockerfile: path.join(args.context, "Dockerfile"),
         args: { ...args.buildArgs, ...labelBuildArgs(args.project, args.stack) },
       },
-      skipPush: true,
+      skipPush: !registry,
     },
     opts,
   );
   // docker.Image never deletes what it built. A RemoteImage of the build's ID (found on the engine, never
   // pulled) does: on destroy, and for the previous build once a rebuild has replaced it. Without a push,
   // repoDigest is the image ID. Forced: swarm keeps its stopped tasks' containers, which would block the
-  // removal; the engine still refuses while a running container uses the image.
+  // removal; the engine still refuses while a running container uses the image. After a push, repoDigest is
+  // the registry's digest, which names the pushed image on the engine too.
   const local = new docker.RemoteImage(`${name}-local`, { name: image.repoDigest, keepLocally: false, forceRemove: true }, opts);
   new ImageTag(`${name}-tag`, { imageId: local.imageId, tag: image.imageName }, opts);
-  return { image, id: local.imageId };
+  if (!registry) return { image, id: local.imageId, ref: local.imageId };
+  // The registry keeps what was pushed until this goes: on destroy, or once a new build has replaced it.
+  const manifest = new PushedManifest(`${name}-manifest`, { ref: image.repoDigest, caPem: registry.caPem }, opts);
+  return { image, id: local.imageId, ref: pulumi.all([image.repoDigest, manifest.id]).apply(([ref]) => ref) };
 }
 
 interface TagInputs {

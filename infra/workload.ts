@@ -23,7 +23,7 @@ export interface WorkloadSettings {
   bindAddress: string;
   hardened: boolean;
   target: "containers" | "swarm";
-  swarm: { endpointMode: "dnsrr" | "vip"; publishMode: "host" | "ingress" };
+  swarm: { endpointMode: "dnsrr" | "vip"; publishMode: "host" | "ingress"; edgeLabel?: string };
 }
 
 export interface Tmpfs {
@@ -82,6 +82,18 @@ export interface WorkloadSpec {
    * name and the old one is deleted first; a `switchCommand` still runs once the new one is healthy.
    */
   release?: { sideBySide: boolean; switchCommand?: string[]; settleS: number };
+  /** Swarm only: placement constraints of the tasks, e.g. `node.labels.edge == true`. */
+  constraints?: string[];
+  /** Swarm only: swarm secrets mounted as files under /run/secrets. */
+  secrets?: SecretMount[];
+}
+
+export interface SecretMount {
+  secret: docker.Secret;
+  /** File name under /run/secrets. */
+  fileName: string;
+  /** Owner of the file (read-only to it alone). */
+  uid: number;
 }
 
 const LOG = { driver: "json-file", options: { "max-size": "10m", "max-file": "3" } };
@@ -276,12 +288,23 @@ function serviceArgs(spec: WorkloadSpec, settings: WorkloadSettings): docker.Ser
           })),
         ],
         healthcheck: settings.healthchecks && spec.healthcheck ? { tests: ["CMD", ...spec.healthcheck], ...HEALTH } : undefined,
+        secrets: spec.secrets?.length
+          ? spec.secrets.map((s) => ({
+              secretId: s.secret.id,
+              secretName: s.secret.name,
+              fileName: s.fileName,
+              fileUid: String(s.uid),
+              fileGid: String(s.uid),
+              fileMode: 0o400,
+            }))
+          : undefined,
         // Time for in-flight requests to finish before SIGKILL.
         stopGracePeriod: `${spec.stopGraceS ?? 10}s`,
       },
       // By ID, as the provider asks: `name` is deprecated there (no diff came of it here, but upstream warns of
       // constant replacements).
       networksAdvanceds: [{ id: spec.network.id, aliases: spec.aliases }],
+      placement: spec.constraints?.length ? { constraints: spec.constraints } : undefined,
       resources: {
         limits: {
           memoryBytes: spec.limits.memoryMb === undefined ? undefined : spec.limits.memoryMb * 1024 * 1024,

@@ -39,6 +39,11 @@ export interface NginxConfOptions {
   healthEndpoint: boolean;
   /** on: the image's default (a write per request); buffered: one write per 64 KB; off: none. */
   accessLog: "on" | "buffered" | "off";
+  /**
+   * Hardened: seconds to wait for the app's answer before the next replica is tried. A request in flight to a
+   * node that is lost gets no reset, only silence: this is how long it waits before it is retried. Default 30.
+   */
+  readTimeoutS?: number;
   /** The stack the file was rendered for; written into the header comment. */
   stack: string;
 }
@@ -142,7 +147,7 @@ export function renderNginxConf(o: NginxConfOptions): string {
     lines.push(
       "        proxy_connect_timeout 2s;",
       "        proxy_send_timeout 30s;",
-      "        proxy_read_timeout 30s;",
+      `        proxy_read_timeout ${o.readTimeoutS ?? 30}s;`,
       "        # A refused or reset connection is retried on the next server or a fresh connection.",
       "        proxy_next_upstream error timeout http_502 http_503;",
       "        proxy_next_upstream_tries 3;",
@@ -165,6 +170,7 @@ export function stackNginxConf(cfg: StackConfig, upstream: AppUpstream = appUpst
     hardened: cfg.hardened,
     healthEndpoint: cfg.healthchecks,
     accessLog: cfg.nginx.accessLog,
+    readTimeoutS: cfg.nginx.readTimeoutS,
   });
 }
 

@@ -58,6 +58,7 @@ export class NginxProxy extends pulumi.ComponentResource {
           },
           project: cfg.project,
           stack: cfg.stack,
+          registry: cfg.registry,
         },
         { parent: this },
       );
@@ -79,7 +80,7 @@ export class NginxProxy extends pulumi.ComponentResource {
     this.workload = declareWorkload(
       name,
       {
-        image: this.image ? this.image.id : this.baseImage.imageId,
+        image: this.image ? this.image.ref : this.baseImage.imageId,
         network: args.network,
         publish: { internal: 80, external: nginx.httpPort },
         binds: nginx.configFile ? [{ source: nginx.configFile, target: CONF_PATH }] : [],
@@ -99,6 +100,8 @@ export class NginxProxy extends pulumi.ComponentResource {
           },
         ],
         serviceName: containerName,
+        // The edge: nodes that take the public traffic (their host port is nginx's).
+        constraints: settings.swarm.edgeLabel ? [`node.labels.${settings.swarm.edgeLabel} == true`] : undefined,
       },
       settings,
       { parent: this, dependsOn: [...args.backends, ...(confFile ? [confFile] : [])] },

@@ -46,6 +46,7 @@ export const ALTERNATIVES: Record<keyof RawConfig, string | ((current: string) =
   hardened: (v) => String(v !== "true"),
   nginxAccessLog: "off",
   nginxWorkerProcesses: "2",
+  upstreamReadTimeout: "10",
   upstreamKeepalive: "32",
   upstreamTransport: (v) => (v === "unix" ? "tcp" : "unix"),
   networkSubnet: "172.30.77.0/24",
@@ -61,6 +62,10 @@ export const ALTERNATIVES: Record<keyof RawConfig, string | ((current: string) =
   target: (v) => (v === "swarm" ? "containers" : "swarm"),
   swarmEndpointMode: "vip",
   swarmPublishMode: "ingress",
+  swarmEdgeLabel: "org.flask-proxy.edge",
+  swarmSecretKey: (v) => String(v !== "true"),
+  registry: "registry.example:5000",
+  registryCaFile: ".cluster/ca.crt",
   flaskSecretKey: "k".repeat(48),
 };
 

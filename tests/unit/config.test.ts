@@ -37,6 +37,7 @@ const BAD: Record<keyof RawConfig, string[]> = {
   hardened: ["TRUE!"],
   nginxAccessLog: ["syslog"],
   nginxWorkerProcesses: ["-1", "65", "auto"],
+  upstreamReadTimeout: ["0", "3s"],
   upstreamKeepalive: ["-1", "5000"],
   upstreamTransport: ["udp", "UNIX", ""],
   networkSubnet: ["10.0.0.0", "10.0.0.0/8", "300.1.1.0/24"],
@@ -52,6 +53,10 @@ const BAD: Record<keyof RawConfig, string[]> = {
   target: ["kubernetes"],
   swarmEndpointMode: ["ipvs"],
   swarmPublishMode: ["mesh"],
+  swarmEdgeLabel: ["Edge Node", "-x", "org.flask-proxy.edge"],
+  swarmSecretKey: ["yes", "true"],
+  registry: ["myuser", "https://registry.example", "registry.example/path"],
+  registryCaFile: ["does/not/exist.pem", "cluster/registry.yml"],
   flaskSecretKey: ["too-short"],
 };
 

@@ -1,0 +1,207 @@
+import type Docker from "dockerode";
+import { SECRET_KEY_FILE_ENV, SECRET_KEY_FILE_NAME, SECRETS_DIR } from "../../app/facts";
+import { LABEL } from "../../infra/naming";
+import { parseDigestRef, registryRequest } from "../../infra/registry";
+import {
+  CLUSTER,
+  CLUSTER_STACK,
+  clusterDown,
+  clusterLeftovers,
+  clusterUp,
+  hostDocker,
+  managerEngine,
+  nodeEngine,
+  registryAddress,
+  type ClusterNode,
+} from "../../tools/cluster";
+import { stackConfig } from "../../tools/stack-files";
+import { answersHello, execIn, failures, get, underLoad, upStack, versionsServing, within, type LiveStack } from "./live";
+
+// The cluster stack (Pulumi.cluster.yaml) on a real three-node swarm with a TLS registry, made on this machine by
+// tools/cluster.ts (`npm run cluster:up`): nested engines, so the loss of a node is a container killed. The
+// tests run in order, each on what the one before left; the last takes everything down again.
+const stackLabel = `${LABEL.stack}=${CLUSTER_STACK}`;
+const ca = () => require("fs").readFileSync(CLUSTER.caFile, "utf8") as string; // eslint-disable-line @typescript-eslint/no-require-imports
+
+type Task = { ID: string; NodeID: string; Status?: { State?: string; ContainerStatus?: { ContainerID?: string } } };
+/** The service's tasks that should run and do. */
+async function runningTasks(service: string): Promise<Task[]> {
+  const tasks = (await managerEngine().listTasks({
+    filters: JSON.stringify({ service: [service], "desired-state": ["running"] }),
+  })) as Task[];
+  return tasks.filter((t) => t.Status?.State === "running");
+}
+
+/** Swarm node ID → the cluster node (container) it is. */
+async function nodesById(): Promise<Map<string, ClusterNode>> {
+  const nodes = await managerEngine().listNodes();
+  return new Map(
+    nodes.flatMap((n) => {
+      const c = CLUSTER.nodes.find((x) => x.hostname === n.Description?.Hostname);
+      return c && n.ID ? [[n.ID, c] as const] : [];
+    }),
+  );
+}
+
+/** Every digest reference the stack's state holds for the images it pushed. */
+function pushedRefs(live: LiveStack): string[] {
+  return ["flask-image-manifest", "nginx-image-manifest"].map((n) => String(live.resource(n).outputs?.ref));
+}
+
+describe("cluster stack on a three-node swarm with a TLS registry", () => {
+  let live: LiveStack | undefined;
+  const appService = () => String(live!.outputs.appWorkload);
+  const desired = Number(stackConfig(CLUSTER_STACK)["flask-proxy:replicas"]);
+  const pushed = new Set<string>();
+  // A worker that is not the edge: losing it must not take nginx with it.
+  const victim = CLUSTER.nodes.find((n) => !n.manager && !n.edge)!;
+
+  beforeAll(async () => {
+    const t = Date.now();
+    await clusterUp();
+    console.log(`cluster:up took ${((Date.now() - t) / 1000).toFixed(1)} s`);
+  });
+  afterAll(async () => {
+    await live?.destroy().catch((e: Error) => console.error(`destroy after failure: ${e.message}`));
+    await clusterDown();
+  });
+
+  test("pulumi up: app tasks on 3 different nodes, nginx on the edge, images by digest, the key as a swarm secret", async () => {
+    live = await upStack(CLUSTER_STACK, { registryCaFile: CLUSTER.caFile });
+    await within(60_000, answersHello(live.url), "nginx answers Hello world! through the edge node");
+    const byId = await nodesById();
+    const app = await runningTasks(appService());
+    expect(app).toHaveLength(desired);
+    expect(new Set(app.map((t) => byId.get(t.NodeID)?.hostname)).size).toBe(CLUSTER.nodes.length);
+    const nginx = await runningTasks(String(live.outputs.nginxWorkload));
+    expect(nginx.map((t) => byId.get(t.NodeID)?.edge)).toEqual([true]);
+
+    for (const ref of pushedRefs(live)) {
+      expect(ref).toMatch(new RegExp(`^${registryAddress.replace(/\./g, "\\.")}/[a-z0-9/_.-]+@sha256:[a-f0-9]{64}$`));
+      pushed.add(ref);
+    }
+    const spec = (await managerEngine().getService(appService()).inspect()).Spec.TaskTemplate.ContainerSpec;
+    expect(pushed.has(spec.Image)).toBe(true);
+    // No key in the service's env (anyone with API access reads that); a file only the app's user can read.
+    expect((spec.Env as string[]).filter((e) => e.startsWith("FLASK_SECRET_KEY="))).toEqual([]);
+    expect(spec.Env).toContain(`${SECRET_KEY_FILE_ENV}=${SECRETS_DIR}/${SECRET_KEY_FILE_NAME}`);
+    expect(spec.Secrets).toHaveLength(1);
+    // Every node runs the same bytes: each task's container runs the image of the pushed digest.
+    for (const t of app) {
+      const engine = nodeEngine(byId.get(t.NodeID)!);
+      const c = engine.getContainer(t.Status!.ContainerStatus!.ContainerID!);
+      const image = await engine.getImage((await c.inspect()).Image).inspect();
+      expect(image.RepoDigests).toContain(spec.Image);
+      const key = await execIn(c, ["sh", "-c", `wc -c < ${SECRETS_DIR}/${SECRET_KEY_FILE_NAME}`]);
+      expect(Number(key.stdout.trim())).toBeGreaterThanOrEqual(32);
+    }
+  });
+
+  test("a second pulumi preview finds nothing to change", async () => {
+    expect(await live!.preview()).toEqual([]);
+  });
+
+  test("a rolling release under steady load fails no request; the replaced images leave the registry", async () => {
+    const before = pushedRefs(live!);
+    const { load, error } = await underLoad(live!.url, () => live!.up({ config: { appVersion: "0.0.2" } }));
+    console.log(`cluster rolling release under load: ${JSON.stringify(load)}`);
+    expect(error).toBeUndefined();
+    expect(load.requests).toBeGreaterThan(100);
+    expect(failures(load)).toEqual({ non2xx: 0, errors: 0, timeouts: 0 });
+    expect(await versionsServing(live!.url)).toEqual(["0.0.2"]);
+    const after = pushedRefs(live!);
+    for (const ref of after) pushed.add(ref);
+    const replaced = before.filter((r) => !after.includes(r));
+    expect(replaced.length).toBeGreaterThan(0); // the app image at least
+    for (const ref of replaced) {
+      const { address, repository, digest } = parseDigestRef(ref);
+      expect((await registryRequest(address, "HEAD", `/v2/${repository}/manifests/${digest}`, ca())).status).toBe(404);
+    }
+  });
+
+  test("a worker node killed under steady load: requests counted, every task runs again on the survivors", async () => {
+    const byId = await nodesById();
+    const victimId = [...byId].find(([, n]) => n.name === victim.name)![0];
+    expect((await runningTasks(appService())).some((t) => t.NodeID === victimId)).toBe(true);
+    let rescheduledMs = -1;
+    const { load, error } = await underLoad(live!.url, async () => {
+      const killed = Date.now();
+      await hostDocker.getContainer(victim.name).kill();
+      await within(
+        120_000,
+        async () => {
+          const tasks = await runningTasks(appService());
+          return tasks.length === desired && tasks.every((t) => t.NodeID !== victimId);
+        },
+        `${desired} app tasks running on the surviving nodes`,
+      );
+      rescheduledMs = Date.now() - killed;
+      // nginx's DNS cache (5 s) and a little more: requests keep flowing after the reschedule too.
+      await new Promise((r) => setTimeout(r, 8000));
+    });
+    console.log(
+      `cluster worker ${victim.hostname} killed under load: ${JSON.stringify(load)}; ` +
+        `all ${desired} app tasks running again on the survivors after ${(rescheduledMs / 1000).toFixed(1)} s`,
+    );
+    expect(error).toBeUndefined();
+    expect(load.requests).toBeGreaterThan(100);
+    expect(failures(load)).toEqual({ non2xx: 0, errors: 0, timeouts: 0 });
+  });
+
+  test("the node back: the service keeps serving, and pulumi up converges with nothing left to change", async () => {
+    const { load, error } = await underLoad(live!.url, async () => {
+      const back = Date.now();
+      await hostDocker.getContainer(victim.name).start();
+      await within(
+        120_000,
+        async () => {
+          const n = (await managerEngine().listNodes()).find((x) => x.Description?.Hostname === victim.hostname);
+          return n?.Status?.State === "ready";
+        },
+        `${victim.hostname} ready again`,
+      );
+      console.log(`cluster ${victim.hostname} ready again ${((Date.now() - back) / 1000).toFixed(1)} s after its start`);
+      await live!.up();
+    });
+    console.log(`cluster node back, then pulumi up, under load: ${JSON.stringify(load)}`);
+    expect(error).toBeUndefined();
+    expect(failures(load)).toEqual({ non2xx: 0, errors: 0, timeouts: 0 });
+    expect(await live!.preview()).toEqual([]);
+    expect((await get(live!.url)).body).toBe("Hello world!");
+  });
+
+  test("pulumi destroy, then cluster:down, leave nothing on any node, in the registry, or on the host", async () => {
+    await live!.destroy();
+    live = undefined;
+    const filters = JSON.stringify({ label: [stackLabel] });
+    for (const node of CLUSTER.nodes) {
+      const engine: Docker = nodeEngine(node);
+      const left = {
+        node: node.hostname,
+        services: node.manager ? (await engine.listServices({ filters })).map((s) => s.Spec?.Name) : [],
+        secrets: node.manager
+          ? ((await engine.listSecrets({ filters })) as { Spec?: { Name?: string } }[]).map((s) => s.Spec?.Name)
+          : [],
+        networks: (await engine.listNetworks({ filters })).map((n) => n.Name),
+        containers: (await engine.listContainers({ all: true, filters })).map((c) => c.Names.join(",")),
+        volumes: ((await engine.listVolumes({ filters })).Volumes ?? []).map((v) => v.Name),
+      };
+      expect(left).toEqual({ node: node.hostname, services: [], secrets: [], networks: [], containers: [], volumes: [] });
+    }
+    // Every manifest the test pushed is gone, and no tag of the stack's repositories is left.
+    expect(pushed.size).toBeGreaterThanOrEqual(3);
+    for (const ref of pushed) {
+      const { address, repository, digest } = parseDigestRef(ref);
+      expect([ref, (await registryRequest(address, "HEAD", `/v2/${repository}/manifests/${digest}`, ca())).status]).toEqual([
+        ref,
+        404,
+      ]);
+      const tags = await registryRequest(address, "GET", `/v2/${repository}/tags/list`, ca());
+      expect([repository, tags.status === 200 ? ((JSON.parse(tags.body) as { tags?: string[] | null }).tags ?? []) : []]).toEqual(
+        [repository, []],
+      );
+    }
+    await clusterDown();
+    expect(await clusterLeftovers()).toEqual([]);
+  });
+});
