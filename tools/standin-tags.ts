@@ -6,6 +6,9 @@ import { ROOT, stackConfig, stackNames } from "./stack-files";
 const tags = new Set<string>();
 for (const stack of stackNames()) {
   const cfg = parseConfig(stackConfig(stack), { stack, root: ROOT });
+  // A stack with a registry pulls its base images from there (`npm run cluster:up` pushes the other stacks'
+  // stand-ins to it), never from the host engine.
+  if (cfg.registry) continue;
   tags.add(cfg.nginx.baseImage).add(cfg.app.baseImage);
 }
 console.log([...tags].join("\n"));
