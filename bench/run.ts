@@ -124,6 +124,18 @@ const stop = async () => {
   for (let f = teardown.pop(); f; f = teardown.pop()) await f().catch((e: Error) => console.error(`teardown: ${e.message}`));
 };
 
+/** What a run was measured on. */
+async function machine() {
+  return {
+    cpus: os.cpus().length,
+    cpuModel: os.cpus()[0]?.model,
+    memGiB: Math.round(os.totalmem() / 2 ** 30),
+    kernel: os.release(),
+    dockerVersion: (await docker.version()).Version,
+    node: process.version,
+  };
+}
+
 /** The data plane: requests per second through each topology. */
 async function dataPlane(): Promise<{ results: Record<string, unknown>; svg: string; clean: boolean }> {
   const tutorialCode = fs.mkdtempSync(path.join(os.tmpdir(), "flask-proxy-tutorial-app-"));
@@ -269,14 +281,9 @@ async function dataPlane(): Promise<{ results: Record<string, unknown>; svg: str
       r.map(({ name, rps, p50Ms, p99Ms, errors, non2xx }) => ({ name, rps: Math.round(rps), p50Ms, p99Ms, errors, non2xx })),
     ),
     machine: {
-      cpus: os.cpus().length,
-      cpuModel: os.cpus()[0]?.model,
-      memGiB: Math.round(os.totalmem() / 2 ** 30),
-      kernel: os.release(),
-      dockerVersion: (await docker.version()).Version,
+      ...(await machine()),
       // true: published ports went through docker-proxy (the engine's userland proxy) as well.
       dockerProxyInPath: dockerProxy,
-      node: process.version,
     },
     settings: {
       generator: `wrk, ${LOAD.threads} thread`,
@@ -318,18 +325,18 @@ async function controlPlaneSuite(): Promise<{ results: Record<string, unknown>; 
   });
   await step("control plane: removing what it made", stop);
   const byName = new Map(cp.controlPlane.map((t) => [t.name, t]));
-  const composeOf = (name: string) =>
-    byName.get(
-      name.startsWith("pulumi-preview-noop") || name.startsWith("pulumi-up-noop")
-        ? "compose-noop"
-        : name.startsWith("pulumi-destroy")
-          ? "compose-down"
-          : name.startsWith("pulumi-change")
-            ? "compose-change"
-            : name.startsWith("pulumi-up")
-              ? "compose-up"
-              : "",
-    );
+  // What each of our measurements compares with: compose's command of the same kind (and replica count).
+  const kinds: [RegExp, string][] = [
+    [/^pulumi-(preview|up)-noop/, "noop"],
+    [/^pulumi-destroy/, "down"],
+    [/^pulumi-change/, "change"],
+    [/^pulumi-release/, "release"],
+    [/^pulumi-up/, "up"],
+  ];
+  const composeOf = (name: string) => {
+    const kind = kinds.find(([re]) => re.test(name))?.[1];
+    return kind ? byName.get(`compose-${kind}${/-replicas-\d+$/.exec(name)?.[0] ?? ""}`) : undefined;
+  };
   console.log(`\ncontrol plane: medians of ${flags.cpRounds} round(s) (compose and our stacks alternating), seconds`);
   console.table(
     cp.controlPlane.map((t) => ({
@@ -382,6 +389,7 @@ async function controlPlaneSuite(): Promise<{ results: Record<string, unknown>; 
           "removes the image it built, so every pulumi-up-* builds it (from the engine's build cache). Ratios are " +
           "taken per round, then the median over the rounds",
       },
+      controlPlaneMachine: await machine(),
       controlPlaneMeasuredAt: new Date().toISOString(),
     },
     svg: svgChart(bars, title, 170),
