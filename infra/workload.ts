@@ -146,7 +146,6 @@ export function declareWorkload(
         replaceOnChanges: ["healthcheck", "tmpfs"],
       }),
   );
-  const healthGate = settings.waitForHealthy && settings.healthchecks && spec.healthcheck !== undefined;
   if (!hasCutover(spec, settings)) return { resources: containers, containers };
   // Gate-only (no release steps): the same resource, named for what it does.
   const step = hasReleaseSteps(spec) ? "cutover" : "health-gate";
@@ -156,7 +155,7 @@ export function declareWorkload(
         `${name}-${step}${replicaSuffix(i + 1)}`,
         c,
         {
-          healthGate,
+          healthGate: gatesOnHealth(spec, settings),
           switchCommand: release?.switchCommand,
           // Waiting for a proxy's DNS cache is only worth it while the old container still serves.
           settleS: sideBySide ? (release?.settleS ?? 0) : 0,
@@ -178,8 +177,11 @@ const hasReleaseSteps = (spec: WorkloadSpec) =>
  * when `pulumi up` waits for health: it passes as soon as the check does, where the provider's own wait
  * (`wait`) sees the first result only one healthcheck interval (5 s) after the start.
  */
-const hasCutover = (spec: WorkloadSpec, settings: WorkloadSettings) =>
-  hasReleaseSteps(spec) || (settings.waitForHealthy && settings.healthchecks && spec.healthcheck !== undefined);
+const hasCutover = (spec: WorkloadSpec, settings: WorkloadSettings) => hasReleaseSteps(spec) || gatesOnHealth(spec, settings);
+
+/** Whether `pulumi up` waits for this workload's healthcheck to pass. */
+const gatesOnHealth = (spec: WorkloadSpec, settings: WorkloadSettings) =>
+  settings.waitForHealthy && settings.healthchecks && spec.healthcheck !== undefined;
 
 function containerArgs(spec: WorkloadSpec, settings: WorkloadSettings, replica: ReplicaSpec): docker.ContainerArgs {
   const hardened = settings.hardened;
