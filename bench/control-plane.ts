@@ -2,10 +2,10 @@
 // against `docker-compose up -d` and `down` on the tutorial's own files, in one run on one engine. Every
 // command runs as a user runs it (the CLI in the project folder, compose in the tutorial's), timed from its
 // start until it exits, or, for an `up`, until nginx answers 200 on the published port.
-import { performance } from "perf_hooks";
 import { LiveStack } from "../tools/live-stack";
-import { get } from "../tools/load";
+import { get, within } from "../tools/load";
 import { freePort, prepareSeed, type ComposeSeed } from "./seed";
+import { median } from "./stats";
 import { traceBreakdown, type Breakdown } from "./trace";
 
 export interface Timing {
@@ -39,30 +39,15 @@ const TARGETS: { target: string; ours: string; compose: string; limit: number }[
   { target: "`pulumi destroy` ≤ 2 × compose down", ours: "pulumi-destroy-dev", compose: "compose-down", limit: 2 },
 ];
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-};
-
 /** Milliseconds from `t0` until the URL answers 200 (polled every 20 ms, at most 60 s). */
-export async function firstOk(url: string, t0 = performance.now()): Promise<number> {
-  while (performance.now() - t0 < 60_000) {
-    const ok = await get(url, {}, 1000).then(
-      (r) => r.status === 200,
-      () => false,
-    );
-    if (ok) return performance.now() - t0;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  throw new Error(`${url} did not answer 200 within 60 s`);
-}
+export const firstOk = (url: string, t0 = Date.now()): Promise<number> =>
+  within(60_000, async () => (await get(url, {}, 1000)).status === 200, `${url} answering 200`, { since: t0, everyMs: 20 });
 
 /** How long `f` takes; with `url`, until that answers 200 after `f` returned. */
 async function timed(f: () => Promise<unknown>, url?: string): Promise<number> {
-  const t0 = performance.now();
+  const t0 = Date.now();
   await f();
-  return url ? firstOk(url, t0) : performance.now() - t0;
+  return url ? firstOk(url, t0) : Date.now() - t0;
 }
 
 class Samples {

@@ -11,6 +11,7 @@ import Docker from "dockerode";
 import { execIn } from "../infra/engine";
 import { registryRequest } from "../infra/registry";
 import { ignoreNotFound } from "./engine-objects";
+import { within } from "./load";
 import { ROOT, stackConfig } from "./stack-files";
 
 const PREFIX = "flask-proxy-cluster";
@@ -59,7 +60,8 @@ const manager = CLUSTER.nodes.find((n) => n.manager)!;
 export const managerUrl = `tcp://${manager.ip}:${ENGINE_PORT}`;
 
 const log = (s: string) => process.stderr.write(`[cluster] ${s}\n`);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** How often the setup steps look again. */
+const POLL = { everyMs: 500 };
 
 // A fresh connection per call (see tools/live-stack.ts): node engines go away and come back in the tests.
 const freshAgent = () => new http.Agent({ keepAlive: false });
@@ -83,21 +85,6 @@ function stackSettings() {
     edgeLabel,
     baseImages: [c["flask-proxy:nginxImage"], c["flask-proxy:pythonImage"]],
   };
-}
-
-async function until<T>(what: string, ms: number, probe: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + ms;
-  let last = "";
-  while (Date.now() < deadline) {
-    try {
-      const v = await probe();
-      if (v !== undefined) return v;
-    } catch (e) {
-      last = (e as Error).message;
-    }
-    await sleep(500);
-  }
-  throw new Error(`${what}: not within ${ms / 1000} s${last ? ` (${last})` : ""}`);
 }
 
 /** Follows a build, pull or push stream to its end; an error line in it fails. */
@@ -235,10 +222,18 @@ function registrySpec(): Docker.ContainerCreateOptions & { name: string } {
 /** The CA's certificate, once the registry has made it. */
 async function caPem(): Promise<string> {
   const c = hostDocker.getContainer(CLUSTER.registry.name);
-  return until("the registry's CA", 60_000, async () => {
-    const r = await execIn(c, ["cat", "/pki/ca.crt"]);
-    return r.exitCode === 0 && r.stdout.includes("BEGIN CERTIFICATE") ? r.stdout : undefined;
-  });
+  let pem = "";
+  await within(
+    60_000,
+    async () => {
+      const r = await execIn(c, ["cat", "/pki/ca.crt"]);
+      if (r.exitCode === 0 && r.stdout.includes("BEGIN CERTIFICATE")) pem = r.stdout;
+      return pem !== "";
+    },
+    "the registry's CA",
+    POLL,
+  );
+  return pem;
 }
 
 /** Every node's engine trusts the registry's CA for its address (certs.d needs no restart). */
@@ -248,10 +243,12 @@ async function trustRegistry(ca: string): Promise<void> {
     const c = hostDocker.getContainer(node.name);
     const exec = await c.exec({ Cmd: ["sh", "-c", `mkdir -p ${dir} && printf '%s' "$CA" > ${dir}/ca.crt`], Env: [`CA=${ca}`] });
     await exec.start({});
-    await until(`${node.name} trusts the registry`, 10_000, async () => {
-      const r = await execIn(c, ["cat", `${dir}/ca.crt`]);
-      return r.stdout === ca ? true : undefined;
-    });
+    await within(
+      10_000,
+      async () => (await execIn(c, ["cat", `${dir}/ca.crt`])).stdout === ca,
+      `${node.name} trusts the registry`,
+      POLL,
+    );
   }
 }
 
@@ -281,11 +278,12 @@ async function formSwarm(edgeLabel: string): Promise<void> {
       JoinToken: token,
     });
   }
-  await until("all nodes ready", 60_000, async () => {
-    const nodes = await m.listNodes();
-    const ready = nodes.filter((n) => n.Status?.State === "ready").length;
-    return ready === CLUSTER.nodes.length ? true : undefined;
-  });
+  await within(
+    60_000,
+    async () => (await m.listNodes()).filter((n) => n.Status?.State === "ready").length === CLUSTER.nodes.length,
+    "all nodes ready",
+    POLL,
+  );
   for (const node of CLUSTER.nodes.filter((n) => n.edge)) {
     const found = (await m.listNodes()).find((n) => n.Description?.Hostname === node.hostname);
     if (!found?.ID || !found.Spec) throw new Error(`no swarm node ${node.hostname}`);
@@ -335,11 +333,14 @@ export async function clusterUp(): Promise<void> {
   const ca = await caPem();
   fs.mkdirSync(path.dirname(CLUSTER.caFile), { recursive: true });
   fs.writeFileSync(CLUSTER.caFile, ca);
-  await until("the registry answers over TLS", 60_000, async () =>
-    (await registryRequest(registryAddress, "GET", "/v2/", ca)).status === 200 ? true : undefined,
+  await within(
+    60_000,
+    async () => (await registryRequest(registryAddress, "GET", "/v2/", ca)).status === 200,
+    "the registry answers over TLS",
+    POLL,
   );
   for (const node of CLUSTER.nodes)
-    await until(`${node.name}'s engine`, 60_000, async () => ((await nodeEngine(node).ping()) ? true : undefined));
+    await within(60_000, async () => Boolean(await nodeEngine(node).ping()), `${node.name}'s engine`, POLL);
   await trustRegistry(ca);
   await formSwarm(edgeLabel);
   await pushBaseImages(baseImages, ca);

@@ -2,7 +2,7 @@
 // bench. Nothing here creates a Docker object itself: every container, network, volume and image comes from
 // `pulumi up`, and goes with `pulumi destroy`. Where the toolchain is missing, `pulumiCli()` fails with the
 // reason `npm run setup:pulumi` gives.
-import { spawn, spawnSync } from "child_process";
+import { spawn, spawnSync, type ChildProcess } from "child_process";
 import * as fs from "fs";
 import * as http from "http";
 import * as os from "os";
@@ -216,33 +216,22 @@ export class LiveStack {
     timeoutMs = 240_000,
   ): Promise<InterruptedUp> {
     await this.configure(config);
-    const pulumi = await pulumiCli();
-    // Its own process group, so that the plugins it leaves running can be ended afterwards.
-    const child = spawn(pulumi.command, ["up", "--yes", "--skip-preview", "--non-interactive", "--stack", this.name], {
-      cwd: this.projectDir,
-      env: await this.cliEnv(),
-      stdio: ["ignore", "pipe", "pipe"],
-      detached: true,
-    });
-    let output = "";
     let signalled = false;
-    const onData = (d: Buffer) => {
-      output += d.toString("utf8");
-      if (!signalled && at.test(output)) {
-        signalled = true;
-        setTimeout(() => child.kill(signal), delayMs);
-      }
-    };
-    child.stdout.on("data", onData);
-    child.stderr.on("data", onData);
-    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-    const code = await new Promise<number | null>((resolve) => child.on("exit", (c) => resolve(c)));
-    clearTimeout(timer);
+    // Its own process group, so that the plugins it leaves running can be ended afterwards.
+    const { code, output, pid } = await this.spawnCli(["up", "--yes", "--skip-preview"], timeoutMs, {
+      detached: true,
+      watch: (soFar, child) => {
+        if (!signalled && at.test(soFar)) {
+          signalled = true;
+          setTimeout(() => child.kill(signal), delayMs);
+        }
+      },
+    });
     // The plugins outlive a killed CLI and finish the call they were in (so objects appear that the state does
     // not know, as for a user); then they are ended, as the test's own processes.
     await new Promise((r) => setTimeout(r, 5000));
     try {
-      if (child.pid) process.kill(-child.pid, "SIGKILL");
+      if (pid) process.kill(-pid, "SIGKILL");
     } catch {
       // the group is gone already
     }
@@ -254,21 +243,38 @@ export class LiveStack {
    * between), for timing. Resolves when the process exits 0; otherwise fails with its output.
    */
   async run(args: string[], timeoutMs = 600_000): Promise<string> {
+    const { code, output } = await this.spawnCli(args, timeoutMs);
+    if (code !== 0) throw new Error(`pulumi ${args.join(" ")} (stack ${this.name}) exited ${code}:\n${output.slice(-4000)}`);
+    return output;
+  }
+
+  /**
+   * `pulumi <args> --non-interactive --stack <name>` as a process of its own in the project, killed after
+   * `timeoutMs`; `watch` sees the output so far (stdout and stderr) as it grows. Resolves when it exits.
+   */
+  private async spawnCli(
+    args: string[],
+    timeoutMs: number,
+    opts: { detached?: boolean; watch?: (output: string, child: ChildProcess) => void } = {},
+  ): Promise<{ code: number | null; output: string; pid?: number }> {
     const pulumi = await pulumiCli();
     const child = spawn(pulumi.command, [...args, "--non-interactive", "--stack", this.name], {
       cwd: this.projectDir,
       env: await this.cliEnv(),
       stdio: ["ignore", "pipe", "pipe"],
+      detached: opts.detached,
     });
     let output = "";
-    const onData = (d: Buffer) => (output += d.toString("utf8"));
+    const onData = (d: Buffer) => {
+      output += d.toString("utf8");
+      opts.watch?.(output, child);
+    };
     child.stdout.on("data", onData);
     child.stderr.on("data", onData);
     const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
     const code = await new Promise<number | null>((resolve) => child.on("exit", (c) => resolve(c)));
     clearTimeout(timer);
-    if (code !== 0) throw new Error(`pulumi ${args.join(" ")} (stack ${this.name}) exited ${code}:\n${output.slice(-4000)}`);
-    return output;
+    return { code, output, pid: child.pid };
   }
 
   /** The stack's labelled objects on the engine that its state does not know (none, after a good `up`). */

@@ -124,3 +124,26 @@ export async function underLoad<T>(
 export function failures(l: LoadCount): Pick<LoadCount, "non2xx" | "errors" | "timeouts"> {
   return { non2xx: l.non2xx, errors: l.errors, timeouts: l.timeouts };
 }
+
+/**
+ * Polls until `probe` resolves truthy (a probe that throws counts as not yet) or `ms` have passed since
+ * `since` (default: now); returns the milliseconds from `since`.
+ */
+export async function within(
+  ms: number,
+  probe: () => Promise<boolean>,
+  what: string,
+  opts: { since?: number; everyMs?: number } = {},
+): Promise<number> {
+  const start = opts.since ?? Date.now();
+  let last = "";
+  while (Date.now() - start < ms) {
+    try {
+      if (await probe()) return Date.now() - start;
+    } catch (e) {
+      last = (e as Error).message;
+    }
+    await new Promise((r) => setTimeout(r, opts.everyMs ?? 100));
+  }
+  throw new Error(`${what}: not within ${ms} ms${last ? ` (last error: ${last})` : ""}`);
+}

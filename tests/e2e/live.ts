@@ -5,27 +5,12 @@ import * as net from "net";
 import * as os from "os";
 import * as path from "path";
 import type { LiveStack } from "../../tools/live-stack";
-import { get } from "../../tools/load";
+import { get, within } from "../../tools/load";
 import { ROOT } from "../../tools/stack-files";
 
 export { docker, upStack, type LiveStack } from "../../tools/live-stack";
 export { execIn } from "../../infra/engine";
-export { failures, get, underLoad, type LoadCount, type Reply } from "../../tools/load";
-
-/** Polls until `probe` resolves truthy or the time is up; returns the elapsed milliseconds. */
-export async function within(ms: number, probe: () => Promise<boolean>, what: string): Promise<number> {
-  const start = Date.now();
-  let last = "";
-  while (Date.now() - start < ms) {
-    try {
-      if (await probe()) return Date.now() - start;
-    } catch (e) {
-      last = (e as Error).message;
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`${what}: not within ${ms} ms${last ? ` (last error: ${last})` : ""}`);
-}
+export { failures, get, underLoad, within, type LoadCount, type Reply } from "../../tools/load";
 
 export const answersHello = (url: string) => async () => {
   const r = await get(url, {}, 1000);
