@@ -2,8 +2,8 @@
 // against `docker-compose up -d` and `down` on the tutorial's own files, in one run on one engine. Every
 // command runs as a user runs it (the CLI in the project folder, compose in the tutorial's), timed from its
 // start until it exits, or, for an `up`, until nginx answers 200 on the published port.
-import { LiveStack } from "../tools/live-stack";
-import { get, within } from "../tools/load";
+import { LiveStack } from "../harness/live-stack";
+import { get, within } from "../harness/load";
 import { freePort, prepareSeed, type ComposeSeed } from "./seed";
 import { median } from "./stats";
 import { traceBreakdown, type Breakdown } from "./trace";

@@ -3,7 +3,7 @@
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import type { LiveStack } from "../tools/live-stack";
+import type { LiveStack } from "../harness/live-stack";
 
 export interface Breakdown {
   label: string;

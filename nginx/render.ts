@@ -3,7 +3,7 @@
 import * as fs from "fs";
 import * as path from "path";
 import { ConfigError, parseConfig, PROJECT } from "../infra/config";
-import { ROOT, StackFileError, stackConfig, stackNames } from "../tools/stack-files";
+import { ROOT, StackFileError, stackConfig, stackNames } from "../infra/stack-files";
 import { stackNginxConf } from "./conf";
 
 let failed = false;

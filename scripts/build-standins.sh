@@ -2,7 +2,7 @@
 # Builds local stand-ins for the public images the stacks name, because no registry is reachable here.
 # One Debian bookworm rootfs (nginx-light + python3-flask + gunicorn) is imported once as a base; each
 # requested tag is a two-line build on top of it that sets the entrypoint the official image would have.
-# Usage: build-standins.sh [TAG ...]   (default: the tags the committed stacks use, from tools/standin-tags.ts)
+# Usage: build-standins.sh [TAG ...]   (default: the tags the committed stacks use, from harness/standin-tags.ts)
 # Tags already present are skipped, so a warm run costs a few docker API calls.
 set -euo pipefail
 log() { printf '[standins] %s\n' "$*" >&2; }
@@ -12,8 +12,8 @@ BASE_TAG="standin/bookworm-base:1"
 CACHE_DIR="${STANDIN_CACHE_DIR:-/var/cache/pulumi-nginx-flask-standin}"
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 if [ $# -eq 0 ]; then
-  mapfile -t stack_tags < <(cd "$(dirname "$0")/.." && TS_NODE_TRANSPILE_ONLY=1 node -r ts-node/register tools/standin-tags.ts)
-  [ ${#stack_tags[@]} -gt 0 ] || die "tools/standin-tags.ts named no images (run npm ci first?)"
+  mapfile -t stack_tags < <(cd "$(dirname "$0")/.." && TS_NODE_TRANSPILE_ONLY=1 node -r ts-node/register harness/standin-tags.ts)
+  [ ${#stack_tags[@]} -gt 0 ] || die "harness/standin-tags.ts named no images (run npm ci first?)"
   set -- "${stack_tags[@]}"
 fi
 

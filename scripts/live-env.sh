@@ -5,7 +5,7 @@ export TS_NODE_TRANSPILE_ONLY=1  # helper scripts only; jest type-checks the tes
 
 bash scripts/setup-engine.sh  # the engine, and stand-ins for the images the stacks name
 
-cleanup() { node -r ts-node/register tools/cleanup.ts || true; }
+cleanup() { node -r ts-node/register harness/cleanup.ts || true; }
 trap cleanup EXIT
 trap 'cleanup; exit 130' INT TERM
 cleanup  # leftovers of an interrupted run

@@ -10,9 +10,9 @@ import * as path from "path";
 import Docker from "dockerode";
 import { execIn } from "../infra/engine";
 import { registryRequest } from "../infra/registry";
-import { ignoreNotFound } from "./engine-objects";
-import { within } from "./load";
-import { ROOT, stackConfig } from "./stack-files";
+import { ignoreNotFound } from "../infra/engine-objects";
+import { within } from "../harness/load";
+import { ROOT, stackConfig } from "../infra/stack-files";
 
 const PREFIX = "flask-proxy-cluster";
 /** The stack file the cluster is made for: its published port, edge label and base images come from there. */
@@ -63,7 +63,7 @@ const log = (s: string) => process.stderr.write(`[cluster] ${s}\n`);
 /** How often the setup steps look again. */
 const POLL = { everyMs: 500 };
 
-// A fresh connection per call (see tools/live-stack.ts): node engines go away and come back in the tests.
+// A fresh connection per call (see harness/live-stack.ts): node engines go away and come back in the tests.
 const freshAgent = () => new http.Agent({ keepAlive: false });
 export const hostDocker = new Docker({ agent: freshAgent() } as Docker.DockerOptions);
 /** The engine inside a node, over TCP on the cluster network. */

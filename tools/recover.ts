@@ -19,8 +19,8 @@ import { fileURLToPath } from "url";
 import { parseArgs } from "util";
 import Docker from "dockerode";
 import { LocalWorkspace, type Stack } from "@pulumi/pulumi/automation";
-import { ignoreNotFound, stackLabel, unknownToState, type EngineObject, type StateResource } from "./engine-objects";
-import { ROOT } from "./stack-files";
+import { ignoreNotFound, stackLabel, unknownToState, type EngineObject, type StateResource } from "../infra/engine-objects";
+import { ROOT } from "../infra/stack-files";
 
 interface PendingOperation {
   resource: StateResource;

@@ -1,4 +1,4 @@
-import { changeTableDifference } from "../../tools/change-docs";
+import { changeTableDifference } from "../../docgen/change-docs";
 
 // The README's change tables say what changing each key does to running prod and swarm stacks; real previews must
 // still say the same (npm run docs:changes regenerates it, measuring each kind of change under load).

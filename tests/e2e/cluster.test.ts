@@ -14,7 +14,7 @@ import {
   registryAddress,
   type ClusterNode,
 } from "../../tools/cluster";
-import { stackConfig } from "../../tools/stack-files";
+import { stackConfig } from "../../infra/stack-files";
 import { answersHello, execIn, failures, get, underLoad, upStack, versionsServing, within, type LiveStack } from "./live";
 
 // The cluster stack (Pulumi.cluster.yaml) on a real three-node swarm with a TLS registry, made on this machine by

@@ -1,5 +1,5 @@
 import { spawnSync } from "child_process";
-import { ROOT } from "../../tools/stack-files";
+import { ROOT } from "../../infra/stack-files";
 import { answersHello, upStack, versionsServing, within, type LiveStack } from "./live";
 
 // `pulumi up` interrupted for real: the CLI process gets SIGINT (Ctrl-C) or SIGKILL in the middle of a

@@ -1,16 +1,16 @@
-// Shared pieces of the live suite: stacks brought up by the real `pulumi` CLI (tools/live-stack.ts), HTTP to
+// Shared pieces of the live suite: stacks brought up by the real `pulumi` CLI (harness/live-stack.ts), HTTP to
 // the published ports on 127.0.0.1 only, and commands run in the stacks' containers.
 import * as fs from "fs";
 import * as net from "net";
 import * as os from "os";
 import * as path from "path";
-import type { LiveStack } from "../../tools/live-stack";
-import { get, within } from "../../tools/load";
-import { ROOT } from "../../tools/stack-files";
+import type { LiveStack } from "../../harness/live-stack";
+import { get, within } from "../../harness/load";
+import { ROOT } from "../../infra/stack-files";
 
-export { docker, upStack, type LiveStack } from "../../tools/live-stack";
+export { docker, upStack, type LiveStack } from "../../harness/live-stack";
 export { execIn } from "../../infra/engine";
-export { failures, get, underLoad, within, type LoadCount, type Reply } from "../../tools/load";
+export { failures, get, underLoad, within, type LoadCount, type Reply } from "../../harness/load";
 
 export const answersHello = (url: string) => async () => {
   const r = await get(url, {}, 1000);

@@ -1,7 +1,7 @@
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { ROOT } from "../../tools/stack-files";
+import { ROOT } from "../../infra/stack-files";
 import { answersHello, failures, get, underLoad, upStack, versionsServing, within, type LiveStack } from "./live";
 
 const NO_FAILURES = { non2xx: 0, errors: 0, timeouts: 0 };

@@ -1,7 +1,7 @@
 import autocannon from "autocannon";
 import { LABEL } from "../../infra/naming";
-import { leftovers } from "../../tools/engine-objects";
-import { enterSwarm } from "../../tools/swarm-mode";
+import { leftovers } from "../../infra/engine-objects";
+import { enterSwarm } from "../../harness/swarm-mode";
 import { upStack, docker, get, within, answersHello, type LiveStack } from "./live";
 
 // The swarm stack on a single-node swarm: the same components as services. This kernel has no IPVS, so

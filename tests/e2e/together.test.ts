@@ -1,5 +1,5 @@
 import { LABEL } from "../../infra/naming";
-import { leftovers } from "../../tools/engine-objects";
+import { leftovers } from "../../infra/engine-objects";
 import { upStack, docker, get, type LiveStack } from "./live";
 
 // dev and prod side by side on one engine, then destroyed: stack-scoped names and ports must not collide,

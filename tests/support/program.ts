@@ -4,7 +4,7 @@
 import * as crypto from "crypto";
 import * as path from "path";
 import type * as PulumiModule from "@pulumi/pulumi";
-import { projectFile, ROOT, stackConfig, stackNames } from "../../tools/stack-files";
+import { projectFile, ROOT, stackConfig, stackNames } from "../../infra/stack-files";
 
 export { ROOT, stackConfig, stackNames };
 

@@ -1,9 +1,9 @@
 // The config reference lives in Pulumi.yaml; the README's table is generated from it (npm run docs:config).
 import * as fs from "fs";
 import { CONFIG_KEYS } from "../../infra/config";
-import { kindOf } from "../../tools/change-docs";
-import { currentTable, declarations, README_PATH, renderConfigTable } from "../../tools/config-docs";
-import { projectFile } from "../../tools/stack-files";
+import { kindOf } from "../../docgen/change-docs";
+import { currentTable, declarations, README_PATH, renderConfigTable } from "../../docgen/config-docs";
+import { projectFile } from "../../infra/stack-files";
 
 describe("config docs", () => {
   test("README.md's config table is the one generated from Pulumi.yaml and the stack files", () => {

@@ -5,7 +5,7 @@ import * as path from "path";
 import { SOCKET_FILE } from "../../app/facts";
 import { parseConfig, type StackConfig } from "../../infra/config";
 import { checkMountedConf, NGINX_HEALTH_PATH, nginxSocketDir, stackNginxConf } from "../../nginx/conf";
-import { ROOT, stackConfig, stackNames } from "../../tools/stack-files";
+import { ROOT, stackConfig, stackNames } from "../../infra/stack-files";
 
 const parse = (stack: string, overrides: Record<string, string> = {}): StackConfig =>
   parseConfig(stackConfig(stack, overrides), { stack, root: ROOT });

@@ -1,12 +1,12 @@
 // Generates the README's configuration table from Pulumi.yaml (type, default, description) and the stack
 // files, so the reference cannot drift from what the CLI applies. `--check` only compares (for tests/CI).
-//   node -r ts-node/register tools/config-docs.ts [--check]
+//   node -r ts-node/register docgen/config-docs.ts [--check]
 import { parse as parseYaml } from "yaml";
 // Secret keys: Pulumi.yaml declares them as plain strings with an empty default (no `secret: true`), so the
 // table learns from the program which ones the program generates when unset.
 import { SECRET_KEYS } from "../infra/config";
 import { markdownTable, ReadmeRegion } from "./readme-region";
-import { projectFile, stackFileConfig, stackNames } from "./stack-files";
+import { projectFile, stackFileConfig, stackNames } from "../infra/stack-files";
 
 export { README_PATH } from "./readme-region";
 export const CONFIG_TABLE = new ReadmeRegion("config-table");

@@ -16,8 +16,8 @@ import {
   type Stack,
 } from "@pulumi/pulumi/automation";
 import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
-import { unknownToState, type EngineObject, type StateResource } from "./engine-objects";
-import { projectFile, ROOT } from "./stack-files";
+import { unknownToState, type EngineObject, type StateResource } from "../infra/engine-objects";
+import { projectFile, ROOT } from "../infra/stack-files";
 
 // A fresh connection per API call. Node 20's default agent keeps idle sockets for reuse; after minutes
 // without API calls (a bench's measuring rounds) a reused one had been closed by the engine: write EPIPE.
@@ -352,7 +352,7 @@ export class LiveStack {
 
   /**
    * `pulumi destroy`, then the stack and its folder removed. A failed destroy keeps the folder: the test run's
-   * exit (tools/cleanup.ts) destroys the stack again from that state.
+   * exit (harness/cleanup.ts) destroys the stack again from that state.
    */
   async destroy(): Promise<void> {
     await this.stack.destroy({ onOutput: verbose(`${this.name} destroy`) });

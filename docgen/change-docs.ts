@@ -8,11 +8,11 @@ import * as fs from "fs";
 import { parseArgs } from "util";
 import { CONFIG_KEYS, SECRET_KEYS, type RawConfig } from "../infra/config";
 import { code } from "./config-docs";
-import { docker, upStack, type LiveStack, type PreviewStep } from "./live-stack";
-import { failures, underLoad } from "./load";
+import { docker, upStack, type LiveStack, type PreviewStep } from "../harness/live-stack";
+import { failures, underLoad } from "../harness/load";
 import { markdownTable, README_PATH, ReadmeRegion } from "./readme-region";
-import { projectFile, stackConfig } from "./stack-files";
-import { enterSwarm } from "./swarm-mode";
+import { projectFile, stackConfig } from "../infra/stack-files";
+import { enterSwarm } from "../harness/swarm-mode";
 
 /** The stacks the table is made for, each on a private copy brought up for it, and its README region. */
 const TABLES = [

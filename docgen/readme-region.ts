@@ -1,9 +1,9 @@
 // A generated region of README.md, between `<!-- NAME:start -->` and `<!-- NAME:end -->`: read, compared and
-// replaced by the generators (tools/config-docs.ts, tools/change-docs.ts), so the README cannot drift from
+// replaced by the generators (docgen/config-docs.ts, docgen/change-docs.ts), so the README cannot drift from
 // what they produce.
 import * as fs from "fs";
 import * as path from "path";
-import { ROOT } from "./stack-files";
+import { ROOT } from "../infra/stack-files";
 
 export const README_PATH = path.join(ROOT, "README.md");
 

@@ -2,7 +2,7 @@
 // after `pulumi destroy` nothing may be left, and after any `pulumi up` (or `npm run recover`) nothing may be
 // on the engine that the state does not know.
 import Docker from "dockerode";
-import { LABEL } from "../infra/naming";
+import { LABEL } from "./naming";
 
 /** For removals where only "already gone" is fine (404); anything else, "in use" included, is an error. */
 export function ignoreNotFound(e: { statusCode?: number }): void {

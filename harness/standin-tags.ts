@@ -1,7 +1,7 @@
 // Prints the public image names the committed stacks use, one per line: the stand-ins the live tests and
 // the bench need (scripts/build-standins.sh builds them when no registry can be reached).
 import { parseConfig } from "../infra/config";
-import { ROOT, stackConfig, stackNames } from "./stack-files";
+import { ROOT, stackConfig, stackNames } from "../infra/stack-files";
 
 const tags = new Set<string>();
 for (const stack of stackNames()) {

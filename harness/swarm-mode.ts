@@ -1,7 +1,7 @@
 // A single-node Docker Swarm on this engine for as long as a caller needs one (the swarm test, the swarm change
 // table), left again afterwards with what joining created, unless the engine was in a swarm already.
 import type Docker from "dockerode";
-import { ignoreNotFound } from "./engine-objects";
+import { ignoreNotFound } from "../infra/engine-objects";
 
 /** Joins a swarm if the engine is in none; returns what undoes exactly that. */
 export async function enterSwarm(docker: Docker): Promise<() => Promise<void>> {
