@@ -7,6 +7,8 @@ export const ROOT = path.resolve(__dirname, "..");
 
 export interface ProjectFile {
   name: string;
+  /** Where state lives unless PULUMI_BACKEND_URL says otherwise. */
+  backend?: { url?: string };
   config?: Record<string, { type?: string; default?: unknown }>;
 }
 
