@@ -4,7 +4,9 @@
 // start until it exits, or, for an `up`, until nginx answers 200 on the published port.
 import { LiveStack } from "../harness/live-stack";
 import { get, within } from "../harness/load";
-import { freePort, prepareSeed, type ComposeSeed } from "./seed";
+import { freePort } from "../harness/ports";
+import { named } from "./run-results";
+import { prepareSeed, type ComposeSeed } from "./seed";
 import { median } from "./stats";
 import { traceBreakdown, type Breakdown } from "./trace";
 
@@ -52,10 +54,17 @@ async function timed(f: () => Promise<unknown>, url?: string): Promise<number> {
 
 class Samples {
   private readonly byName = new Map<string, number[]>();
-  constructor(private readonly progress: (msg: string) => void) {}
-  add(name: string, ms: number): void {
+  constructor(
+    private readonly progress: (msg: string) => void,
+    /** Called after every sample, to keep it on disk. */
+    private readonly added: () => void,
+  ) {}
+  /** Times `f` (see `timed`) as the measurement `name`; a failure names the measurement. */
+  async time(name: string, f: () => Promise<unknown>, url?: string): Promise<void> {
+    const ms = await named(`control plane: ${name}`, () => timed(f, url));
     this.byName.set(name, [...(this.byName.get(name) ?? []), ms]);
     this.progress(`${name}: ${(ms / 1000).toFixed(2)} s`);
+    this.added();
   }
   get(name: string): number[] {
     const xs = this.byName.get(name);
@@ -93,51 +102,68 @@ export async function controlPlane(opts: {
   progress: (msg: string) => void;
   /** Called with each thing to remove at the end, also when a step fails. */
   teardown: (f: () => Promise<void>) => void;
+  /** Called with the figures so far after every measurement, and what is still to come. */
+  measured?: (sofar: Partial<ControlPlaneResults>, missing: string) => void;
 }): Promise<ControlPlaneResults> {
   const { progress } = opts;
-  const samples = new Samples(progress);
+  const sofar: Partial<ControlPlaneResults> = {};
+  let roundsDone = 0;
+  let scalingDone = 0;
+  const missing = () =>
+    [
+      roundsDone < opts.rounds ? `${opts.rounds - roundsDone} of ${opts.rounds} rounds, targets` : "",
+      sofar.breakdown ? "" : "trace breakdown",
+      scalingDone < opts.scaling.length ? `replicas ${opts.scaling.slice(scalingDone).join(", ")}` : "",
+    ]
+      .filter(Boolean)
+      .join("; ");
+  const report = () => opts.measured?.({ ...sofar, controlPlane: samples.timings() }, missing());
+  const samples = new Samples(progress, report);
 
-  const seed: ComposeSeed = await prepareSeed();
+  const seed: ComposeSeed = await named("control plane: preparing the seed", () => prepareSeed());
   opts.teardown(() => seed.remove());
-  await seed.compose("build", "--quiet"); // builds the python:3 layers once, as a user who ran the tutorial has
+  // Builds the python:3 layers once, as a user who ran the tutorial has.
+  await named("control plane: docker-compose build", () => seed.compose("build", "--quiet"));
   // Named as their stack files: dev mounts a conf rendered for the stack named dev.
-  const dev = await ourStack("dev", "dev", { appHostPort: String(await freePort()) });
+  const dev = await named("control plane: creating the dev stack", async () =>
+    ourStack("dev", "dev", { appHostPort: String(await freePort()) }),
+  );
   opts.teardown(() => dev.live.destroy());
-  const prod = await ourStack("prod", "prod", {});
+  const prod = await named("control plane: creating the prod stack", () => ourStack("prod", "prod", {}));
   opts.teardown(() => prod.live.destroy());
   // One untimed run each: plugins, the build cache and the page cache warm, as on a user's second day.
   for (const s of [dev, prod]) {
-    await s.live.run(UP);
-    await s.live.run(DESTROY);
+    await named(`control plane: warm-up up of ${s.live.name}`, () => s.live.run(UP));
+    await named(`control plane: warm-up destroy of ${s.live.name}`, () => s.live.run(DESTROY));
   }
 
   const composeRound = async () => {
     await seed.compose("down", "--timeout", "1");
     await seed.removeImage();
-    samples.add("compose-up", await timed(() => seed.compose("up", "-d"), seed.url));
-    samples.add("compose-noop", await timed(() => seed.compose("up", "-d")));
+    await samples.time("compose-up", () => seed.compose("up", "-d"), seed.url);
+    await samples.time("compose-noop", () => seed.compose("up", "-d"));
     const moved = seed.moveNginx(await freePort());
-    samples.add("compose-change", await timed(() => seed.compose("up", "-d"), moved));
-    samples.add("compose-down", await timed(() => seed.compose("down")));
+    await samples.time("compose-change", () => seed.compose("up", "-d"), moved);
+    await samples.time("compose-down", () => seed.compose("down"));
     seed.moveNginx(Number(new URL(seed.url).port));
-    samples.add("compose-up-cached", await timed(() => seed.compose("up", "-d"), seed.url));
+    await samples.time("compose-up-cached", () => seed.compose("up", "-d"), seed.url);
     await seed.compose("down", "--timeout", "1");
   };
   // `pulumi destroy` removes the image it built, so every `up` here builds it (from the build cache).
   const devRound = async () => {
-    samples.add("pulumi-up-dev", await timed(() => dev.live.run(UP), dev.url()));
-    samples.add("pulumi-up-noop", await timed(() => dev.live.run(UP)));
-    samples.add("pulumi-preview-noop", await timed(() => dev.live.run(["preview"])));
+    await samples.time("pulumi-up-dev", () => dev.live.run(UP), dev.url());
+    await samples.time("pulumi-up-noop", () => dev.live.run(UP));
+    await samples.time("pulumi-preview-noop", () => dev.live.run(["preview"]));
     const moved = await freePort();
     await dev.live.configure({ httpPort: String(moved) });
-    samples.add("pulumi-change-dev", await timed(() => dev.live.run(UP), `http://127.0.0.1:${moved}/`));
-    samples.add("pulumi-destroy-dev", await timed(() => dev.live.run(DESTROY)));
+    await samples.time("pulumi-change-dev", () => dev.live.run(UP), `http://127.0.0.1:${moved}/`);
+    await samples.time("pulumi-destroy-dev", () => dev.live.run(DESTROY));
     await dev.live.configure({ httpPort: String(dev.port) });
   };
   const prodRound = async () => {
-    samples.add("pulumi-up-prod", await timed(() => prod.live.run(UP), prod.url()));
-    samples.add("pulumi-preview-noop-prod", await timed(() => prod.live.run(["preview"])));
-    samples.add("pulumi-destroy-prod", await timed(() => prod.live.run(DESTROY)));
+    await samples.time("pulumi-up-prod", () => prod.live.run(UP), prod.url());
+    await samples.time("pulumi-preview-noop-prod", () => prod.live.run(["preview"]));
+    await samples.time("pulumi-destroy-prod", () => prod.live.run(DESTROY));
   };
   const perRound: Record<string, number>[] = [];
   for (let round = 1; round <= opts.rounds; round++) {
@@ -147,6 +173,7 @@ export async function controlPlane(opts: {
     perRound.push(
       Object.fromEntries(TARGETS.map((t) => [t.target, samples.get(t.ours).at(-1)! / samples.get(t.compose).at(-1)!])),
     );
+    roundsDone = round;
   }
   const targets = TARGETS.map((t) => {
     const ratios = perRound.map((r) => r[t.target]);
@@ -161,17 +188,24 @@ export async function controlPlane(opts: {
     };
   });
 
-  // Where the time goes: Pulumi's own OpenTelemetry trace of one cold `up` and one no-change `preview`.
-  const breakdown = [
-    await traceBreakdown(dev.live, "dev: pulumi up (cold)", UP),
-    await traceBreakdown(dev.live, "dev: pulumi preview (no change)", ["preview"]),
-  ];
-  await dev.live.run(DESTROY);
-  breakdown.push(await traceBreakdown(prod.live, "prod: pulumi up (cold)", UP));
-  breakdown.push(await traceBreakdown(prod.live, "prod: pulumi preview (no change)", ["preview"]));
-  await prod.live.run(DESTROY);
+  sofar.targets = targets;
+  report();
 
-  await scalingCurve(opts.scaling, samples, progress, seed);
+  // Where the time goes: Pulumi's own OpenTelemetry trace of one cold `up` and one no-change `preview`.
+  const traced = (live: LiveStack, label: string, args: string[]) =>
+    named(`control plane: trace of ${label}`, () => traceBreakdown(live, label, args));
+  const breakdown = [
+    await traced(dev.live, "dev: pulumi up (cold)", UP),
+    await traced(dev.live, "dev: pulumi preview (no change)", ["preview"]),
+  ];
+  await named("control plane: destroying dev after its trace", () => dev.live.run(DESTROY));
+  breakdown.push(await traced(prod.live, "prod: pulumi up (cold)", UP));
+  breakdown.push(await traced(prod.live, "prod: pulumi preview (no change)", ["preview"]));
+  await named("control plane: destroying prod after its trace", () => prod.live.run(DESTROY));
+  sofar.breakdown = breakdown;
+  report();
+
+  await scalingCurve(opts.scaling, samples, progress, seed, () => scalingDone++);
   return { controlPlane: samples.timings(), targets, breakdown };
 }
 
@@ -180,32 +214,38 @@ export async function controlPlane(opts: {
  * app version, destroy) beside compose's `--scale flask=N` (up, no-change up, recreating every container as its
  * release, down), one round each.
  */
-async function scalingCurve(counts: number[], samples: Samples, progress: (msg: string) => void, plain: ComposeSeed) {
+async function scalingCurve(
+  counts: number[],
+  samples: Samples,
+  progress: (msg: string) => void,
+  plain: ComposeSeed,
+  countDone: () => void,
+) {
   if (!counts.length) return;
   await plain.remove(); // the scalable variant uses the same compose project name
-  const seed = await prepareSeed({ scalable: true });
+  const seed = await named("control plane: preparing the scalable seed", () => prepareSeed({ scalable: true }));
   try {
     for (const n of counts) {
       progress(`control plane: ${n} replica(s)`);
       const scale = ["--scale", `flask=${n}`];
-      samples.add(`compose-up-replicas-${n}`, await timed(() => seed.compose("up", "-d", ...scale), seed.url));
-      samples.add(`compose-noop-replicas-${n}`, await timed(() => seed.compose("up", "-d", ...scale)));
-      samples.add(
-        `compose-release-replicas-${n}`,
-        await timed(() => seed.compose("up", "-d", "--force-recreate", ...scale), seed.url),
-      );
-      samples.add(`compose-down-replicas-${n}`, await timed(() => seed.compose("down")));
+      await samples.time(`compose-up-replicas-${n}`, () => seed.compose("up", "-d", ...scale), seed.url);
+      await samples.time(`compose-noop-replicas-${n}`, () => seed.compose("up", "-d", ...scale));
+      await samples.time(`compose-release-replicas-${n}`, () => seed.compose("up", "-d", "--force-recreate", ...scale), seed.url);
+      await samples.time(`compose-down-replicas-${n}`, () => seed.compose("down"));
 
-      const s = await ourStack("prod", `cp-scale-${n}`, { replicas: String(n) });
+      const s = await named(`control plane: creating cp-scale-${n}`, () =>
+        ourStack("prod", `cp-scale-${n}`, { replicas: String(n) }),
+      );
       try {
-        samples.add(`pulumi-up-prod-replicas-${n}`, await timed(() => s.live.run(UP), s.url()));
-        samples.add(`pulumi-preview-noop-replicas-${n}`, await timed(() => s.live.run(["preview"])));
+        await samples.time(`pulumi-up-prod-replicas-${n}`, () => s.live.run(UP), s.url());
+        await samples.time(`pulumi-preview-noop-replicas-${n}`, () => s.live.run(["preview"]));
         await s.live.configure({ appVersion: "0.0.2" });
-        samples.add(`pulumi-release-replicas-${n}`, await timed(() => s.live.run(UP)));
-        samples.add(`pulumi-destroy-prod-replicas-${n}`, await timed(() => s.live.run(DESTROY)));
+        await samples.time(`pulumi-release-replicas-${n}`, () => s.live.run(UP));
+        await samples.time(`pulumi-destroy-prod-replicas-${n}`, () => s.live.run(DESTROY));
       } finally {
         await s.live.destroy();
       }
+      countDone();
     }
   } finally {
     await seed.remove();

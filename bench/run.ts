@@ -1,7 +1,8 @@
 // npm run bench: the tutorial's topology (run by docker-compose from its own files) against our stacks,
 // measured side by side in one run on one engine. Not a test: it asserts no timings; it fails only when a
-// step fails or a scenario saw errors. Writes bench/out/results.json and results.svg; --record also copies
-// them to bench/results.json and bench/results.svg, which the README shows.
+// step fails or a scenario saw errors. Writes bench/out/results.json after every step (a failing step keeps
+// what was measured before it, and the file names that step) and each suite's chart when it completes;
+// --record also copies the complete suites' figures and charts to bench/, which the README shows.
 //   npm run bench -- [--rounds 6] [--duration 10] [--warmup 2] [--connections 32] [--scaling 1,2,4] [--record]
 import * as fs from "fs";
 import * as os from "os";
@@ -9,10 +10,12 @@ import * as path from "path";
 import { parseArgs } from "util";
 import { NGINX_HEALTH_PATH } from "../nginx/conf";
 import { docker, upStack } from "../harness/live-stack";
+import { freePort } from "../harness/ports";
 import { ROOT, stackConfig } from "../infra/stack-files";
 import { svgChart } from "./chart";
-import { controlPlane, firstOk } from "./control-plane";
-import { freePort, prepareSeed, TUTORIAL_MAIN_PY, type ComposeSeed } from "./seed";
+import { controlPlane, firstOk, type ControlPlaneResults } from "./control-plane";
+import { named, runSuites, RunResults, StepError, type Suite } from "./run-results";
+import { prepareSeed, TUTORIAL_MAIN_PY, type ComposeSeed } from "./seed";
 import { combine, pairedRatio, type Measured } from "./stats";
 import { wrk, type LoadSettings } from "./wrk";
 
@@ -72,8 +75,13 @@ const OUT = path.join(ROOT, "bench", "out");
 const progress = (msg: string) => console.log(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}`);
 
 function measure(name: string, url: string): Measured {
-  if (WARMUP_S > 0) wrk(url, WARMUP_S, LOAD); // discarded
-  const m = { name, ...wrk(url, DURATION_S, LOAD) };
+  let m: Measured;
+  try {
+    if (WARMUP_S > 0) wrk(url, WARMUP_S, LOAD); // discarded
+    m = { name, ...wrk(url, DURATION_S, LOAD) };
+  } catch (e) {
+    throw new StepError(`${name}: measuring`, e);
+  }
   progress(
     `${name}: ${m.rps.toFixed(0)} req/s, p50 ${m.p50Ms.toFixed(2)} ms, p99 ${m.p99Ms.toFixed(2)} ms, errors ${m.errors}, non-2xx ${m.non2xx}`,
   );
@@ -81,13 +89,9 @@ function measure(name: string, url: string): Measured {
 }
 
 /** Runs one step with a progress line; a failure names the step. */
-async function step<T>(what: string, f: () => Promise<T>): Promise<T> {
+function step<T>(what: string, f: () => Promise<T>): Promise<T> {
   progress(what);
-  try {
-    return await f();
-  } catch (e) {
-    throw new Error(`${what}: ${(e as Error).message}`, { cause: e });
-  }
+  return named(what, f);
 }
 
 /** docker-proxy in the path (userland-proxy on) adds a userspace copy that clients on other hosts never take. */
@@ -136,78 +140,19 @@ async function machine() {
   };
 }
 
-/** The data plane: requests per second through each topology. */
-async function dataPlane(): Promise<{ results: Record<string, unknown>; svg: string; clean: boolean }> {
-  const tutorialCode = fs.mkdtempSync(path.join(os.tmpdir(), "flask-proxy-tutorial-app-"));
-  fs.chmodSync(tutorialCode, 0o755);
-  fs.writeFileSync(path.join(tutorialCode, "main.py"), TUTORIAL_MAIN_PY, { mode: 0o644 });
-  teardown.push(async () => fs.rmSync(tutorialCode, { recursive: true, force: true }));
+type Machine = Awaited<ReturnType<typeof machine>>;
 
-  const rounds: Measured[][] = [];
-  const scaling: Measured[] = [];
-  const firstOks: Record<string, number> = {};
-  let dockerProxy = false;
-  try {
-    // Every topology runs at once (idle ones cost nothing), so rounds can alternate between them. "first
-    // 200" counts from the moment each is created (and, where declared, health-waited) until nginx answers.
-    const seed: ComposeSeed = await step("seed: preparing the tutorial's files", () => prepareSeed());
-    teardown.push(() => seed.remove());
-    await step("seed: docker-compose build (the tutorial's Dockerfile)", () => seed.compose("build", "--quiet"));
-    await step("seed: docker-compose up -d", () => seed.compose("up", "-d"));
-    firstOks.seed = await firstOk(seed.url);
+/** What the data plane measured: scenario medians over the rounds so far, ratios, targets, scaling. */
+interface DataPlaneRun {
+  rounds: Measured[][];
+  scaling: Measured[];
+  firstOks: Record<string, number>;
+  dockerProxy: boolean;
+  machine: Machine;
+}
 
-    const dev = await step("dev: creating the stack", () => upStack("dev"));
-    teardown.push(() => dev.destroy());
-    firstOks.dev = await firstOk(dev.url);
-    // prod with the app port published on loopback: app-direct hits the same containers, so the only
-    // difference between `prod` and `app-direct` is the nginx hop.
-    const appDirectPort = await freePort();
-    const prod = await step("prod: creating the stack", () => upStack("prod", { appHostPort: String(appDirectPort) }));
-    teardown.push(() => prod.destroy());
-    firstOks.prod = await firstOk(prod.url);
-    // The prod stack serving the tutorial's main.py unchanged, mounted over the image's code. It has no
-    // /healthz, so its healthchecks are off; nothing else of prod changes.
-    const tutorial = await step("prod-tutorial-app: creating the stack", async () =>
-      upStack(
-        "prod",
-        { httpPort: String(await freePort()), appCodeMount: tutorialCode, healthchecks: "false", waitForHealthy: "false" },
-        "prod-tutorial-app",
-      ),
-    );
-    teardown.push(() => tutorial.destroy());
-    firstOks["prod-tutorial-app"] = await firstOk(tutorial.url);
-
-    const targets: [string, string][] = [
-      ["seed", seed.url],
-      ["dev", dev.url],
-      ["prod", prod.url],
-      ["prod-tutorial-app", tutorial.url],
-      [APP_DIRECT, `http://127.0.0.1:${appDirectPort}/`],
-      ["nginx-static", new URL(NGINX_HEALTH_PATH, prod.url).toString()],
-    ];
-    dockerProxy = dockerProxyRunning();
-    if (dockerProxy) {
-      progress("NOTE: this engine runs docker-proxy (userland-proxy on): every request also passes through it; see README.");
-    }
-    for (let round = 1; round <= ROUNDS; round++) {
-      progress(`round ${round} of ${ROUNDS} (${round % 2 === 1 ? "forwards" : "backwards"})`);
-      const order = round % 2 === 1 ? targets : [...targets].reverse();
-      rounds.push(order.map(([name, url]) => measure(name, url)));
-    }
-    await step("tearing down the measured topologies", stop);
-
-    // Scaling curve: the prod stack with more app replicas behind the one alias.
-    for (const replicas of SCALING) {
-      const d = await step(`prod ×${replicas}: creating the stack`, () => upStack("prod", { replicas: String(replicas) }));
-      teardown.push(() => d.destroy());
-      await firstOk(d.url);
-      scaling.push(measure(`prod ×${replicas}`, d.url));
-      await step(`prod ×${replicas}: destroying`, stop);
-    }
-  } finally {
-    await stop();
-  }
-
+function dataFigures(run: DataPlaneRun) {
+  const { rounds, scaling, firstOks } = run;
   const scenarios = rounds[0].map(({ name }) => combine(name, rounds));
   const ratios: Ratios = {
     prodVsAppDirect: pairedRatio(rounds, "prod", APP_DIRECT, "rps"),
@@ -221,36 +166,6 @@ async function dataPlane(): Promise<{ results: Record<string, unknown>; svg: str
     ...Object.fromEntries(Object.entries(TARGETS).map(([k, f]) => [k, f(ratios)])),
     "zero errors and non-2xx": clean,
   };
-
-  console.log(`\nmedians of ${ROUNDS} round(s); ratios over each pair of rounds (forwards, backwards), then the median`);
-  console.table(
-    scenarios.map((s) => ({
-      scenario: s.name,
-      "req/s": Math.round(s.rps),
-      "p50 ms": s.p50Ms.toFixed(2),
-      "p99 ms": s.p99Ms.toFixed(2),
-      errors: s.errors,
-      "non-2xx": s.non2xx,
-      "× seed": pairedRatio(rounds, s.name, "seed", "rps").toFixed(2),
-      "× app-direct": pairedRatio(rounds, s.name, APP_DIRECT, "rps").toFixed(2),
-      "p99 ÷ app-direct": pairedRatio(rounds, s.name, APP_DIRECT, "p99Ms").toFixed(2),
-      "first 200 ms": firstOks[s.name] ?? "",
-    })),
-  );
-  console.table(Object.entries(ratios).map(([ratio, value]) => ({ ratio, value: value.toFixed(3) })));
-  console.table(Object.entries(targetsMet).map(([target, met]) => ({ target, met: met ? "met" : "MISSED" })));
-  if (scaling.length) {
-    console.table(
-      scaling.map((s, i) => ({
-        replicas: SCALING[i],
-        "req/s": Math.round(s.rps),
-        "p99 ms": s.p99Ms.toFixed(2),
-        errors: s.errors,
-        "× 1 replica": (s.rps / scaling[0].rps).toFixed(2),
-      })),
-    );
-  }
-
   const round3 = (n: number) => Math.round(n * 1000) / 1000;
   const results = {
     scenarios: scenarios.map(({ name, rps, p50Ms, p99Ms, errors, non2xx }) => ({
@@ -281,16 +196,16 @@ async function dataPlane(): Promise<{ results: Record<string, unknown>; svg: str
       r.map(({ name, rps, p50Ms, p99Ms, errors, non2xx }) => ({ name, rps: Math.round(rps), p50Ms, p99Ms, errors, non2xx })),
     ),
     machine: {
-      ...(await machine()),
+      ...run.machine,
       // true: published ports went through docker-proxy (the engine's userland proxy) as well.
-      dockerProxyInPath: dockerProxy,
+      dockerProxyInPath: run.dockerProxy,
     },
     settings: {
       generator: `wrk, ${LOAD.threads} thread`,
       connections: LOAD.connections,
       durationS: DURATION_S,
       warmupS: WARMUP_S,
-      rounds: ROUNDS,
+      rounds: rounds.length,
       seed: "docker-compose 1.29 with the tutorial's files, host ports on 127.0.0.1",
       prodConfig: Object.fromEntries(
         Object.entries(stackConfig("prod"))
@@ -305,6 +220,121 @@ async function dataPlane(): Promise<{ results: Record<string, unknown>; svg: str
     },
     measuredAt: new Date().toISOString(),
   };
+  return { results, scenarios, ratios, targetsMet, clean };
+}
+
+/**
+ * The data plane: requests per second through each topology. Its figures so far go to `saved` after every
+ * round and every replica count, so a later failure keeps them.
+ */
+async function dataPlane(saved: RunResults): Promise<{ results: Record<string, unknown>; svg: string; clean: boolean }> {
+  const tutorialCode = fs.mkdtempSync(path.join(os.tmpdir(), "flask-proxy-tutorial-app-"));
+  fs.chmodSync(tutorialCode, 0o755);
+  fs.writeFileSync(path.join(tutorialCode, "main.py"), TUTORIAL_MAIN_PY, { mode: 0o644 });
+  teardown.push(async () => fs.rmSync(tutorialCode, { recursive: true, force: true }));
+
+  const run: DataPlaneRun = { rounds: [], scaling: [], firstOks: {}, dockerProxy: false, machine: await machine() };
+  const { rounds, scaling, firstOks } = run;
+  const save = () => {
+    const left = [
+      ...(rounds.length < ROUNDS ? [`${ROUNDS - rounds.length} of ${ROUNDS} rounds`] : []),
+      ...(scaling.length < SCALING.length ? [`scaling ×${SCALING.slice(scaling.length).join(", ×")}`] : []),
+    ];
+    saved.progress("data", dataFigures(run).results, left.join("; "));
+  };
+  try {
+    // Every topology runs at once (idle ones cost nothing), so rounds can alternate between them. "first
+    // 200" counts from the moment each is created (and, where declared, health-waited) until nginx answers.
+    const seed: ComposeSeed = await step("seed: preparing the tutorial's files", () => prepareSeed());
+    teardown.push(() => seed.remove());
+    await step("seed: docker-compose build (the tutorial's Dockerfile)", () => seed.compose("build", "--quiet"));
+    await step("seed: docker-compose up -d", () => seed.compose("up", "-d"));
+    firstOks.seed = await named("seed: first 200", () => firstOk(seed.url));
+
+    const dev = await step("dev: creating the stack", () => upStack("dev"));
+    teardown.push(() => dev.destroy());
+    firstOks.dev = await named("dev: first 200", () => firstOk(dev.url));
+    // prod with the app port published on loopback: app-direct hits the same containers, so the only
+    // difference between `prod` and `app-direct` is the nginx hop.
+    const appDirectPort = await freePort();
+    const prod = await step("prod: creating the stack", () => upStack("prod", { appHostPort: String(appDirectPort) }));
+    teardown.push(() => prod.destroy());
+    firstOks.prod = await named("prod: first 200", () => firstOk(prod.url));
+    // The prod stack serving the tutorial's main.py unchanged, mounted over the image's code. It has no
+    // /healthz, so its healthchecks are off; nothing else of prod changes.
+    const tutorial = await step("prod-tutorial-app: creating the stack", async () =>
+      upStack(
+        "prod",
+        { httpPort: String(await freePort()), appCodeMount: tutorialCode, healthchecks: "false", waitForHealthy: "false" },
+        "prod-tutorial-app",
+      ),
+    );
+    teardown.push(() => tutorial.destroy());
+    firstOks["prod-tutorial-app"] = await named("prod-tutorial-app: first 200", () => firstOk(tutorial.url));
+
+    const targets: [string, string][] = [
+      ["seed", seed.url],
+      ["dev", dev.url],
+      ["prod", prod.url],
+      ["prod-tutorial-app", tutorial.url],
+      [APP_DIRECT, `http://127.0.0.1:${appDirectPort}/`],
+      ["nginx-static", new URL(NGINX_HEALTH_PATH, prod.url).toString()],
+    ];
+    run.dockerProxy = dockerProxyRunning();
+    if (run.dockerProxy) {
+      progress("NOTE: this engine runs docker-proxy (userland-proxy on): every request also passes through it; see README.");
+    }
+    for (let round = 1; round <= ROUNDS; round++) {
+      progress(`round ${round} of ${ROUNDS} (${round % 2 === 1 ? "forwards" : "backwards"})`);
+      const order = round % 2 === 1 ? targets : [...targets].reverse();
+      rounds.push(order.map(([name, url]) => measure(name, url)));
+      save();
+    }
+    await step("tearing down the measured topologies", stop);
+
+    // Scaling curve: the prod stack with more app replicas behind the one alias.
+    for (const replicas of SCALING) {
+      const d = await step(`prod ×${replicas}: creating the stack`, () => upStack("prod", { replicas: String(replicas) }));
+      teardown.push(() => d.destroy());
+      await named(`prod ×${replicas}: first 200`, () => firstOk(d.url));
+      scaling.push(measure(`prod ×${replicas}`, d.url));
+      save();
+      await step(`prod ×${replicas}: destroying`, stop);
+    }
+  } finally {
+    await stop();
+  }
+
+  const { results, scenarios, ratios, targetsMet, clean } = dataFigures(run);
+  console.log(`\nmedians of ${ROUNDS} round(s); ratios over each pair of rounds (forwards, backwards), then the median`);
+  console.table(
+    scenarios.map((s) => ({
+      scenario: s.name,
+      "req/s": Math.round(s.rps),
+      "p50 ms": s.p50Ms.toFixed(2),
+      "p99 ms": s.p99Ms.toFixed(2),
+      errors: s.errors,
+      "non-2xx": s.non2xx,
+      "× seed": pairedRatio(rounds, s.name, "seed", "rps").toFixed(2),
+      "× app-direct": pairedRatio(rounds, s.name, APP_DIRECT, "rps").toFixed(2),
+      "p99 ÷ app-direct": pairedRatio(rounds, s.name, APP_DIRECT, "p99Ms").toFixed(2),
+      "first 200 ms": firstOks[s.name] ?? "",
+    })),
+  );
+  console.table(Object.entries(ratios).map(([ratio, value]) => ({ ratio, value: value.toFixed(3) })));
+  console.table(Object.entries(targetsMet).map(([target, met]) => ({ target, met: met ? "met" : "MISSED" })));
+  if (scaling.length) {
+    console.table(
+      scaling.map((s, i) => ({
+        replicas: SCALING[i],
+        "req/s": Math.round(s.rps),
+        "p99 ms": s.p99Ms.toFixed(2),
+        errors: s.errors,
+        "× 1 replica": (s.rps / scaling[0].rps).toFixed(2),
+      })),
+    );
+  }
+
   const title = `Requests/s, ${LOAD.connections} connections, ${DURATION_S} s each, median of ${ROUNDS} (higher is better)`;
   const bars = scenarios.map((s) => ({
     label: s.name,
@@ -315,13 +345,37 @@ async function dataPlane(): Promise<{ results: Record<string, unknown>; svg: str
   return { results, svg: svgChart(bars, title), clean };
 }
 
-/** The control plane beside docker-compose: tables, ratios, targets and where the time goes. */
-async function controlPlaneSuite(): Promise<{ results: Record<string, unknown>; svg: string }> {
+/** The control plane's figures (so far) as results.json holds them. */
+const controlFigures = (cp: Partial<ControlPlaneResults>, host: Machine) => ({
+  controlPlane: cp.controlPlane ?? [],
+  controlPlaneTargets: cp.targets ?? [],
+  controlPlaneBreakdown: cp.breakdown ?? [],
+  controlPlaneSettings: {
+    rounds: flags.cpRounds,
+    replicas: flags.cpScaling,
+    note:
+      "Each command as a user runs it: `pulumi up --yes --skip-preview`, `pulumi preview`, `pulumi destroy --yes " +
+      "--skip-preview` in the project folder; `docker-compose up -d` and `down` on the tutorial's files. An up is " +
+      "timed until nginx answers 200. compose-up starts with the tutorial's app image removed; pulumi destroy " +
+      "removes the image it built, so every pulumi-up-* builds it (from the engine's build cache). Ratios are " +
+      "taken per round, then the median over the rounds",
+  },
+  controlPlaneMachine: host,
+  controlPlaneMeasuredAt: new Date().toISOString(),
+});
+
+/**
+ * The control plane beside docker-compose: tables, ratios, targets and where the time goes. Its figures so
+ * far go to `saved` after every measurement.
+ */
+async function controlPlaneSuite(saved: RunResults): Promise<{ results: Record<string, unknown>; svg: string }> {
+  const host = await machine();
   const cp = await controlPlane({
     rounds: flags.cpRounds,
     scaling: flags.cpScaling,
     progress,
     teardown: (f) => teardown.push(f),
+    measured: (sofar, missing) => saved.progress("control", controlFigures(sofar, host), missing),
   });
   await step("control plane: removing what it made", stop);
   const byName = new Map(cp.controlPlane.map((t) => [t.name, t]));
@@ -374,66 +428,60 @@ async function controlPlaneSuite(): Promise<{ results: Record<string, unknown>; 
     highlight: t.name.startsWith("compose"),
   }));
   const title = `Seconds per command, median of ${flags.cpRounds} with range (lower is better; dark: docker-compose)`;
-  return {
-    results: {
-      controlPlane: cp.controlPlane,
-      controlPlaneTargets: cp.targets,
-      controlPlaneBreakdown: cp.breakdown,
-      controlPlaneSettings: {
-        rounds: flags.cpRounds,
-        replicas: flags.cpScaling,
-        note:
-          "Each command as a user runs it: `pulumi up --yes --skip-preview`, `pulumi preview`, `pulumi destroy --yes " +
-          "--skip-preview` in the project folder; `docker-compose up -d` and `down` on the tutorial's files. An up is " +
-          "timed until nginx answers 200. compose-up starts with the tutorial's app image removed; pulumi destroy " +
-          "removes the image it built, so every pulumi-up-* builds it (from the engine's build cache). Ratios are " +
-          "taken per round, then the median over the rounds",
-      },
-      controlPlaneMachine: await machine(),
-      controlPlaneMeasuredAt: new Date().toISOString(),
-    },
-    svg: svgChart(bars, title, 170),
-  };
+  return { results: controlFigures(cp, host), svg: svgChart(bars, title, 170) };
 }
 
 async function main(): Promise<void> {
-  // Ctrl-C still removes what was created (the shell's trap destroys stacks left behind too).
+  // Ctrl-C still removes what was created (the shell's trap destroys stacks left behind too); what was
+  // measured is on disk already.
   process.once("SIGINT", () => void stop().finally(() => process.exit(130)));
   fs.mkdirSync(OUT, { recursive: true });
-  const written: string[] = [];
-  let results: Record<string, unknown> = {};
+  const saved = new RunResults(path.join(OUT, "results.json"));
+  const charts: string[] = [];
   let clean = true;
-  try {
-    if (flags.suites.data) {
-      const data = await dataPlane();
-      results = { ...results, ...data.results };
-      clean = data.clean;
-      fs.writeFileSync(path.join(OUT, "results.svg"), data.svg);
-      written.push("results.svg");
-    }
-    if (flags.suites.control) {
-      const cp = await controlPlaneSuite();
-      results = { ...results, ...cp.results };
-      fs.writeFileSync(path.join(OUT, "control-plane.svg"), cp.svg);
-      written.push("control-plane.svg");
-    }
-  } finally {
-    await stop();
-  }
-  fs.writeFileSync(path.join(OUT, "results.json"), `${JSON.stringify(results, null, 2)}\n`);
-  written.push("results.json");
-  progress(`wrote ${written.map((f) => path.relative(ROOT, path.join(OUT, f))).join(", ")} (CPU: ${os.cpus()[0]?.model})`);
-  if (flags.record) {
-    // A run of one suite keeps the other's recorded figures (each carries its own measuredAt).
+  const suites: Suite[] = [];
+  if (flags.suites.data)
+    suites.push({
+      name: "data",
+      run: async () => {
+        const data = await dataPlane(saved);
+        clean = data.clean;
+        fs.writeFileSync(path.join(OUT, "results.svg"), data.svg);
+        charts.push("results.svg");
+        return data.results;
+      },
+    });
+  if (flags.suites.control)
+    suites.push({
+      name: "control",
+      run: async () => {
+        const cp = await controlPlaneSuite(saved);
+        fs.writeFileSync(path.join(OUT, "control-plane.svg"), cp.svg);
+        charts.push("control-plane.svg");
+        return cp.results;
+      },
+    });
+  const failure = await runSuites(saved, suites, stop);
+  const { complete, partial } = saved.status();
+  const files = [saved.file, ...charts.map((f) => path.join(OUT, f))].map((f) => path.relative(ROOT, f));
+  const missing = Object.entries(partial).map(([suite, what]) => `${suite} (missing ${what})`);
+  progress(
+    `wrote ${files.join(", ")}: complete ${complete.join(", ") || "none"}${missing.length ? `; partial ${missing.join(", ")}` : ""} ` +
+      `(CPU: ${os.cpus()[0]?.model})`,
+  );
+  if (flags.record && complete.length) {
+    // Only complete suites; a run of one suite keeps the other's recorded figures (each has its own measuredAt).
     const recorded = path.join(ROOT, "bench", "results.json");
     const before = fs.existsSync(recorded) ? (JSON.parse(fs.readFileSync(recorded, "utf8")) as Record<string, unknown>) : {};
-    fs.writeFileSync(recorded, `${JSON.stringify({ ...before, ...results }, null, 2)}\n`);
-    for (const f of written.filter((f) => f.endsWith(".svg"))) fs.copyFileSync(path.join(OUT, f), path.join(ROOT, "bench", f));
-    progress(`recorded them under bench/`);
+    fs.writeFileSync(recorded, `${JSON.stringify({ ...before, ...saved.completeFigures() }, null, 2)}\n`);
+    for (const f of charts) fs.copyFileSync(path.join(OUT, f), path.join(ROOT, "bench", f));
+    progress(`recorded ${complete.join(" and ")} under bench/`);
   }
+  if (failure) throw failure;
   if (!clean) throw new Error("a scenario saw errors or non-2xx answers (see the table)");
 }
 
+// A step's failure starts with the step's name (StepError); results.json's run.failed names it too.
 main().catch((e: Error) => {
   console.error(`[bench] FAILED: ${e.message}`);
   process.exitCode = 1;

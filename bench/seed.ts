@@ -1,12 +1,12 @@
 // The tutorial's own topology, run by the tutorial's own tool: its final docker-compose.yml, Dockerfile,
-// main.py and nginx.conf, verbatim except that the two host ports bind to 127.0.0.1 on free ports (the
-// tutorial publishes 80 and 8080 on every interface). docker-compose is Debian's 1.29.
+// main.py and nginx.conf, verbatim except that the two host ports bind to 127.0.0.1 on free ports from
+// harness/ports.ts (the tutorial publishes 80 and 8080 on every interface). docker-compose is Debian's 1.29.
 import { execFile } from "child_process";
 import * as fs from "fs";
-import * as net from "net";
 import * as os from "os";
 import * as path from "path";
 import { promisify } from "util";
+import { freePort } from "../harness/ports";
 
 const run = promisify(execFile);
 
@@ -71,18 +71,6 @@ networks:
 const PROJECT = "flask-proxy-bench-seed";
 /** The tutorial names its image; compose's `down --rmi local` keeps named images, so it is removed by name. */
 const SEED_IMAGE = "flask:0.0.1";
-
-/** A port nothing listens on at this moment, on loopback. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const addr = srv.address();
-      srv.close(() => (typeof addr === "object" && addr ? resolve(addr.port) : reject(new Error("no port"))));
-    });
-  });
-}
 
 export interface ComposeSeed {
   /** nginx's published address. */
