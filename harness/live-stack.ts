@@ -48,7 +48,10 @@ export function pulumiCli(): Promise<PulumiCommand> {
   return cli;
 }
 
-/** The CLI, its state in the stack's own folder, and nothing asked of the network. */
+/**
+ * The CLI, its state in the stack's own folder, and nothing asked of the network. PULUMI_BACKEND_URL ranks
+ * above Pulumi.yaml's `backend.url` (tests/e2e/backend.test.ts shows it), so the pin does not apply here.
+ */
 function workspaceOptions(pulumi: PulumiCommand, workDir: string): LocalWorkspaceOptions {
   return {
     pulumiCommand: pulumi,
