@@ -1,10 +1,10 @@
-// Host ports for what the bench publishes (and any test that needs one). Not `listen(0)`: the kernel answers that from its
-// ephemeral range, the one every outgoing connection draws its local port from, so the port can be taken
-// (by any client's connection) between the check and Docker's bind. Ports here come from below that range
-// (read at run time), are bound once on every address Docker may bind to see that nothing holds them, and are
-// handed out once: per process by a set, across processes by a lock file per port (created exclusively;
-// a lock whose process is gone is taken over). Docker holds a published port with a socket of its own
-// (dockerd's, even with userland-proxy off, on Engine 20.10), so a port a stack publishes fails the bind.
+// Host ports for what the bench publishes (and any test that needs one). Not `listen(0)`: the kernel answers
+// that from its ephemeral range, the one every outgoing connection draws its local port from, so the port can
+// be taken (by any client's connection) between the check and Docker's bind. Ports here come from below that
+// range (read at run time), are bound once on every address Docker may bind to see that nothing holds them,
+// and are handed out once: per process by a set, across processes by a lock file per port (created
+// exclusively; a lock whose process is gone is taken over). Docker holds a published port with a socket of
+// its own (dockerd's, even with userland-proxy off, on Engine 20.10), so a port a stack publishes fails the bind.
 import * as fs from "fs";
 import * as net from "net";
 import * as os from "os";
