@@ -1,7 +1,7 @@
 // npm run bench: the tutorial's topology (run by docker-compose from its own files) against our stacks,
 // measured side by side in one run on one engine. Not a test: it asserts no timings; it fails only when a
 // step fails or a scenario saw errors. Writes bench/out/results.json and results.svg; --record also copies
-// them to bench/results.json and bench/results.svg, which the README shows.
+// them to bench/results.json and bench/results.svg, which docs/benchmark.md shows.
 //   npm run bench -- [--rounds 6] [--duration 10] [--warmup 2] [--connections 32] [--scaling 1,2,4] [--record]
 import * as fs from "fs";
 import * as os from "os";
@@ -187,7 +187,9 @@ async function dataPlane(): Promise<{ results: Record<string, unknown>; svg: str
     ];
     dockerProxy = dockerProxyRunning();
     if (dockerProxy) {
-      progress("NOTE: this engine runs docker-proxy (userland-proxy on): every request also passes through it; see README.");
+      progress(
+        "NOTE: this engine runs docker-proxy (userland-proxy on): every request also passes through it; see docs/benchmark.md.",
+      );
     }
     for (let round = 1; round <= ROUNDS; round++) {
       progress(`round ${round} of ${ROUNDS} (${round % 2 === 1 ? "forwards" : "backwards"})`);
