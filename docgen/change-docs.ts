@@ -15,7 +15,7 @@ import { projectFile, stackConfig } from "../infra/stack-files";
 import { enterSwarm } from "../harness/swarm-mode";
 
 /** The stacks the table is made for, each on a private copy brought up for it, and the region that holds it. */
-const TABLES = [
+export const CHANGE_TABLES = [
   { stack: "prod", region: new DocRegion("change-table", "docs/configuration.md") },
   { stack: "swarm", region: new DocRegion("swarm-change-table", "docs/configuration.md") },
 ];
@@ -178,7 +178,7 @@ async function keyRows(live: LiveStack, stackFile: string): Promise<KeyRow[]> {
   return rows;
 }
 
-interface Measured {
+export interface Measured {
   kind: string;
   key: string;
   requests: number;
@@ -242,7 +242,7 @@ export function renderChangeTable(stackFile: string, rows: KeyRow[], measured: M
 }
 
 /** The measured rows as the docs have them (for --check, which measures nothing): the table after the first. */
-function measuredInDocs(region: DocRegion, doc: string): Measured[] {
+export function measuredInDocs(region: DocRegion, doc: string): Measured[] {
   const lines = region.current(doc).split("\n");
   const header = lines.findIndex((l) => l.startsWith("| kind of change |"));
   if (header < 0) return [];
@@ -277,7 +277,7 @@ async function onStack<T>(stackFile: string, fn: (live: LiveStack) => Promise<T>
  */
 export async function changeTableDifference(): Promise<string> {
   const differences: string[] = [];
-  for (const { stack, region } of TABLES) {
+  for (const { stack, region } of CHANGE_TABLES) {
     const doc = region.read();
     const table = await onStack(stack, async (live) =>
       renderChangeTable(stack, await keyRows(live, stack), measuredInDocs(region, doc)),
@@ -292,10 +292,10 @@ async function main(): Promise<number> {
     options: { check: { type: "boolean", default: false }, stack: { type: "string", multiple: true } },
     strict: true,
   });
-  const unknown = (values.stack ?? []).filter((name) => !TABLES.some((t) => t.stack === name));
+  const unknown = (values.stack ?? []).filter((name) => !CHANGE_TABLES.some((t) => t.stack === name));
   if (unknown.length > 0) {
     console.error(
-      `[changes] no change table for stack(s) ${unknown.join(", ")}; there are: ${TABLES.map((t) => t.stack).join(", ")}`,
+      `[changes] no change table for stack(s) ${unknown.join(", ")}; there are: ${CHANGE_TABLES.map((t) => t.stack).join(", ")}`,
     );
     return 2;
   }
@@ -306,7 +306,7 @@ async function main(): Promise<number> {
     return difference ? 1 : 0;
   }
   let code = 0;
-  for (const { stack, region } of TABLES.filter((t) => !values.stack || values.stack.includes(t.stack))) {
+  for (const { stack, region } of CHANGE_TABLES.filter((t) => !values.stack || values.stack.includes(t.stack))) {
     const table = await onStack(stack, async (live) => {
       const rows = await keyRows(live, stack);
       return renderChangeTable(stack, rows, await measure(live, rows));

@@ -1,6 +1,6 @@
 // The config reference lives in Pulumi.yaml; docs/configuration.md's table is generated from it (npm run docs:config).
 import { CONFIG_KEYS } from "../../infra/config";
-import { kindOf } from "../../docgen/change-docs";
+import { CHANGE_TABLES, kindOf, measuredInDocs } from "../../docgen/change-docs";
 import { CONFIG_TABLE, currentTable, declarations, renderConfigTable } from "../../docgen/config-docs";
 import { projectFile } from "../../infra/stack-files";
 
@@ -31,6 +31,18 @@ describe("config docs", () => {
     });
     expect(unknown).toEqual([]);
   });
+});
+
+describe("the change tables' regions", () => {
+  // tests/e2e/changes.test.ts compares them with live previews (minutes); this finds a lost region at once.
+  test.each(CHANGE_TABLES.map((t) => [t.stack, t.region] as const))(
+    "%s: the region is in its file, with its measured rows on config keys",
+    (_stack, region) => {
+      const measured = measuredInDocs(region, region.read());
+      expect(measured.length).toBeGreaterThan(0);
+      expect(measured.filter((m) => !(CONFIG_KEYS as string[]).includes(m.key))).toEqual([]);
+    },
+  );
 });
 
 describe("the change table's kinds, from a preview's steps", () => {
