@@ -1,4 +1,4 @@
-// The README's bar charts (requests per second by scenario; seconds per control-plane command), as small
+// The bar charts of docs/benchmark.md (requests per second by scenario; seconds per control-plane command), as small
 // standalone SVGs.
 
 export interface Bar {

@@ -2,7 +2,7 @@
 // measured side by side in one run on one engine. Not a test: it asserts no timings; it fails only when a
 // step fails or a scenario saw errors. Writes bench/out/results.json after every step (a failing step keeps
 // what was measured before it, and the file names that step) and each suite's chart when it completes;
-// --record also copies the complete suites' figures and charts to bench/, which the README shows.
+// --record also copies the complete suites' figures and charts to bench/, which docs/benchmark.md shows.
 //   npm run bench -- [--rounds 6] [--duration 10] [--warmup 2] [--connections 32] [--scaling 1,2,4] [--record]
 import * as fs from "fs";
 import * as os from "os";
@@ -282,7 +282,9 @@ async function dataPlane(saved: RunResults): Promise<{ results: Record<string, u
     ];
     run.dockerProxy = dockerProxyRunning();
     if (run.dockerProxy) {
-      progress("NOTE: this engine runs docker-proxy (userland-proxy on): every request also passes through it; see README.");
+      progress(
+        "NOTE: this engine runs docker-proxy (userland-proxy on): every request also passes through it; see docs/benchmark.md.",
+      );
     }
     for (let round = 1; round <= ROUNDS; round++) {
       progress(`round ${round} of ${ROUNDS} (${round % 2 === 1 ? "forwards" : "backwards"})`);

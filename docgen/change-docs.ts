@@ -1,23 +1,23 @@
 // What changing each config key does to a running prod (and swarm) stack, read from real `pulumi preview`s, and
-// what each kind of change costs in failed requests, measured with a real `pulumi up` under load: the README's
-// change tables. Needs the real CLI and a Docker Engine; brings up private stacks and destroys them afterwards.
-//   npm run docs:changes             previews for every key, one measured `pulumi up` per kind; writes README.md
+// what each kind of change costs in failed requests, measured with a real `pulumi up` under load: the change
+// tables of docs/configuration.md. Needs the real CLI and a Docker Engine; brings up private stacks and destroys
+// them afterwards.
+//   npm run docs:changes             previews for every key, one measured `pulumi up` per kind; writes docs/configuration.md
 //                                    (`-- --stack swarm` for one stack's table)
-//   npm run docs:changes -- --check  previews only; fails if the README's table is out of date
-import * as fs from "fs";
+//   npm run docs:changes -- --check  previews only; fails if the tables are out of date
 import { parseArgs } from "util";
 import { CONFIG_KEYS, SECRET_KEYS, type RawConfig } from "../infra/config";
 import { code } from "./config-docs";
 import { docker, upStack, type LiveStack, type PreviewStep } from "../harness/live-stack";
 import { failures, underLoad } from "../harness/load";
-import { markdownTable, README_PATH, ReadmeRegion } from "./readme-region";
+import { DocRegion, markdownTable } from "./doc-region";
 import { projectFile, stackConfig } from "../infra/stack-files";
 import { enterSwarm } from "../harness/swarm-mode";
 
-/** The stacks the table is made for, each on a private copy brought up for it, and its README region. */
-const TABLES = [
-  { stack: "prod", region: new ReadmeRegion("change-table") },
-  { stack: "swarm", region: new ReadmeRegion("swarm-change-table") },
+/** The stacks the table is made for, each on a private copy brought up for it, and the region that holds it. */
+export const CHANGE_TABLES = [
+  { stack: "prod", region: new DocRegion("change-table", "docs/configuration.md") },
+  { stack: "swarm", region: new DocRegion("swarm-change-table", "docs/configuration.md") },
 ];
 
 /**
@@ -178,7 +178,7 @@ async function keyRows(live: LiveStack, stackFile: string): Promise<KeyRow[]> {
   return rows;
 }
 
-interface Measured {
+export interface Measured {
   kind: string;
   key: string;
   requests: number;
@@ -241,9 +241,9 @@ export function renderChangeTable(stackFile: string, rows: KeyRow[], measured: M
   return `${byKey.trimEnd()}\n${byKind}`;
 }
 
-/** The measured rows as the README has them (for --check, which measures nothing): the table after the first. */
-function measuredInReadme(region: ReadmeRegion, readme: string): Measured[] {
-  const lines = region.current(readme).split("\n");
+/** The measured rows as the docs have them (for --check, which measures nothing): the table after the first. */
+export function measuredInDocs(region: DocRegion, doc: string): Measured[] {
+  const lines = region.current(doc).split("\n");
   const header = lines.findIndex((l) => l.startsWith("| kind of change |"));
   if (header < 0) return [];
   return lines.slice(header + 2).flatMap((l) => {
@@ -272,17 +272,17 @@ async function onStack<T>(stackFile: string, fn: (live: LiveStack) => Promise<T>
 }
 
 /**
- * The change tables as previews give them now (measured rows taken from README.md) against README.md's: ""
+ * The change tables as previews give them now (measured rows taken from the docs) against the docs' own: ""
  * when they agree, otherwise where they first differ. Previews only: what the live suite runs.
  */
 export async function changeTableDifference(): Promise<string> {
-  const readme = fs.readFileSync(README_PATH, "utf8");
   const differences: string[] = [];
-  for (const { stack, region } of TABLES) {
+  for (const { stack, region } of CHANGE_TABLES) {
+    const doc = region.read();
     const table = await onStack(stack, async (live) =>
-      renderChangeTable(stack, await keyRows(live, stack), measuredInReadme(region, readme)),
+      renderChangeTable(stack, await keyRows(live, stack), measuredInDocs(region, doc)),
     );
-    if (region.current(readme) !== table) differences.push(`${region.name}:\n${region.firstDifference(readme, table)}`);
+    if (region.current(doc) !== table) differences.push(`${region.name}:\n${region.firstDifference(doc, table)}`);
   }
   return differences.join("\n");
 }
@@ -292,21 +292,21 @@ async function main(): Promise<number> {
     options: { check: { type: "boolean", default: false }, stack: { type: "string", multiple: true } },
     strict: true,
   });
-  const unknown = (values.stack ?? []).filter((name) => !TABLES.some((t) => t.stack === name));
+  const unknown = (values.stack ?? []).filter((name) => !CHANGE_TABLES.some((t) => t.stack === name));
   if (unknown.length > 0) {
     console.error(
-      `[changes] no change table for stack(s) ${unknown.join(", ")}; there are: ${TABLES.map((t) => t.stack).join(", ")}`,
+      `[changes] no change table for stack(s) ${unknown.join(", ")}; there are: ${CHANGE_TABLES.map((t) => t.stack).join(", ")}`,
     );
     return 2;
   }
   if (values.check) {
     const difference = await changeTableDifference();
-    if (difference) console.error(`README.md's change tables are out of date: run npm run docs:changes\n${difference}`);
-    else console.log("README.md: change tables up to date");
+    if (difference) console.error(`the change tables are out of date: run npm run docs:changes\n${difference}`);
+    else console.log("change tables up to date");
     return difference ? 1 : 0;
   }
   let code = 0;
-  for (const { stack, region } of TABLES.filter((t) => !values.stack || values.stack.includes(t.stack))) {
+  for (const { stack, region } of CHANGE_TABLES.filter((t) => !values.stack || values.stack.includes(t.stack))) {
     const table = await onStack(stack, async (live) => {
       const rows = await keyRows(live, stack);
       return renderChangeTable(stack, rows, await measure(live, rows));

@@ -1,15 +1,14 @@
-// Generates the README's configuration table from Pulumi.yaml (type, default, description) and the stack
-// files, so the reference cannot drift from what the CLI applies. `--check` only compares (for tests/CI).
+// Generates the configuration table (docs/configuration.md) from Pulumi.yaml (type, default, description) and
+// the stack files, so the reference cannot drift from what the CLI applies. `--check` only compares (for tests/CI).
 //   node -r ts-node/register docgen/config-docs.ts [--check]
 import { parse as parseYaml } from "yaml";
 // Secret keys: Pulumi.yaml declares them as plain strings with an empty default (no `secret: true`), so the
 // table learns from the program which ones the program generates when unset.
 import { SECRET_KEYS } from "../infra/config";
-import { markdownTable, ReadmeRegion } from "./readme-region";
+import { DocRegion, markdownTable } from "./doc-region";
 import { projectFile, stackFileConfig, stackNames } from "../infra/stack-files";
 
-export { README_PATH } from "./readme-region";
-export const CONFIG_TABLE = new ReadmeRegion("config-table");
+export const CONFIG_TABLE = new DocRegion("config-table", "docs/configuration.md");
 
 interface Declaration {
   type?: string;
@@ -86,8 +85,8 @@ export function renderConfigTable(): string {
   return markdownTable(header, rows);
 }
 
-/** The text between the markers, as README.md has it now. */
-export const currentTable = (readme: string): string => CONFIG_TABLE.current(readme);
+/** The text between the markers, as the holding file (CONFIG_TABLE.file) has it now. */
+export const currentTable = (): string => CONFIG_TABLE.current(CONFIG_TABLE.read());
 
 function main(args: string[]): number {
   const check = args.includes("--check");

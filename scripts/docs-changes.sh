@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# npm run docs:changes: sets up the engine, stand-ins and toolchain like the tests, then regenerates the
-# README's change table from real previews and measured updates (docgen/change-docs.ts; `-- --check` compares).
+# npm run docs:changes: sets up the engine, stand-ins and toolchain like the tests, then regenerates the change
+# tables in docs/configuration.md from real previews and measured updates (docgen/change-docs.ts; `-- --check`
+# compares).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/live-env.sh

@@ -171,5 +171,5 @@ if $cli_only; then
   exit 0
 fi
 # Every module was served, so the remaining builds can proceed; they are not written yet because no
-# machine here has had them to build from (see the README's toolchain section).
+# machine here has had them to build from (see docs/testing.md, the toolchain).
 die "the language host and provider modules were served, but this script does not build them yet"

@@ -1,14 +1,13 @@
-// The config reference lives in Pulumi.yaml; the README's table is generated from it (npm run docs:config).
-import * as fs from "fs";
+// The config reference lives in Pulumi.yaml; docs/configuration.md's table is generated from it (npm run docs:config).
 import { CONFIG_KEYS } from "../../infra/config";
-import { kindOf } from "../../docgen/change-docs";
-import { currentTable, declarations, README_PATH, renderConfigTable } from "../../docgen/config-docs";
+import { CHANGE_TABLES, kindOf, measuredInDocs } from "../../docgen/change-docs";
+import { CONFIG_TABLE, currentTable, declarations, renderConfigTable } from "../../docgen/config-docs";
 import { projectFile } from "../../infra/stack-files";
 
 describe("config docs", () => {
-  test("README.md's config table is the one generated from Pulumi.yaml and the stack files", () => {
-    // On failure: run `npm run docs:config` and commit README.md.
-    expect(currentTable(fs.readFileSync(README_PATH, "utf8"))).toEqual(renderConfigTable());
+  test(`${CONFIG_TABLE.file}'s config table is the one generated from Pulumi.yaml and the stack files`, () => {
+    // On failure: run `npm run docs:config` and commit the file.
+    expect(currentTable()).toEqual(renderConfigTable());
   });
 
   test("every key the program reads is declared in Pulumi.yaml with a type and a description", () => {
@@ -32,6 +31,18 @@ describe("config docs", () => {
     });
     expect(unknown).toEqual([]);
   });
+});
+
+describe("the change tables' regions", () => {
+  // tests/e2e/changes.test.ts compares them with live previews (minutes); this finds a lost region at once.
+  test.each(CHANGE_TABLES.map((t) => [t.stack, t.region] as const))(
+    "%s: the region is in its file, with its measured rows on config keys",
+    (_stack, region) => {
+      const measured = measuredInDocs(region, region.read());
+      expect(measured.length).toBeGreaterThan(0);
+      expect(measured.filter((m) => !(CONFIG_KEYS as string[]).includes(m.key))).toEqual([]);
+    },
+  );
 });
 
 describe("the change table's kinds, from a preview's steps", () => {

@@ -5,6 +5,7 @@ import * as path from "path";
 import { SOCKET_FILE } from "../../app/facts";
 import { parseConfig, type StackConfig } from "../../infra/config";
 import { checkMountedConf, NGINX_HEALTH_PATH, nginxSocketDir, stackNginxConf } from "../../nginx/conf";
+import { renderConfs, UnknownStackError } from "../../nginx/render";
 import { ROOT, stackConfig, stackNames } from "../../infra/stack-files";
 
 const parse = (stack: string, overrides: Record<string, string> = {}): StackConfig =>
@@ -44,6 +45,31 @@ test("a mounted conf that differs from the render is refused, naming the key and
   } finally {
     fs.rmSync(path.dirname(stale), { recursive: true, force: true });
   }
+});
+
+describe("npm run render:nginx -- <stack>", () => {
+  const noProblem = (stack: string, message: string) => {
+    throw new Error(`${stack}: ${message}`);
+  };
+  const rendered = (stacks: string[]) => renderConfs(stacks, noProblem).map((c) => [c.stack, c.file]);
+
+  test("renders only the stacks named: prod mounts no conf file, so naming it writes nothing", () => {
+    expect(rendered(["prod"])).toEqual([]);
+    expect(rendered(["dev"])).toEqual([["dev", "nginx/dev.conf"]]);
+    expect(renderConfs(["dev"], noProblem)[0].text).toBe(stackNginxConf(parse("dev")));
+  });
+
+  test("renders every stack that mounts a conf file when none is named", () => {
+    const mounting = stackNames().filter((s) => stackConfig(s)["flask-proxy:nginxConfigFile"]);
+    expect(mounting).toContain("dev");
+    expect(rendered([]).map(([stack]) => stack)).toEqual(mounting);
+  });
+
+  test("an unknown stack name is an error naming it and the stacks there are, before anything is rendered", () => {
+    const call = () => renderConfs(["dev", "nosuch"], noProblem);
+    expect(call).toThrow(UnknownStackError);
+    expect(call).toThrow(`no stack file for 'nosuch'; there are: ${stackNames().join(", ")}`);
+  });
 });
 
 describe.each(stackNames())("%s", (stack) => {
