@@ -175,9 +175,10 @@ describe("cluster stack on a three-node swarm with a TLS registry", () => {
     const victimId = [...byId].find(([, n]) => n.name === victim.name)![0];
     expect((await runningTasks(appService())).some((t) => t.NodeID === victimId)).toBe(true);
     let rescheduledMs = -1;
+    let killed = 0;
     const sinceS = Math.floor(Date.now() / 1000);
     const { load, error } = await underLoad(live!.url, async () => {
-      const killed = Date.now();
+      killed = Date.now();
       await hostDocker.getContainer(victim.name).kill();
       await within(
         120_000,
@@ -200,12 +201,21 @@ describe("cluster stack on a three-node swarm with a TLS registry", () => {
     const [nginxTask] = await runningTasks(String(live!.outputs.nginxWorkload));
     const nginxLog = await taskLogs(nginxTask, byId, sinceS);
     const kinds = {
-      connectTimedOut: /upstream timed out \(110: [^)]*\) while connecting to upstream/g,
-      readTimedOut: /upstream timed out \(110: [^)]*\) while reading response header/g,
-      deadPeer: /recv\(\) failed \(110: [^)]*\) while reading response header/g,
-      otherUpstreamErrors: /\[error\](?!.*(upstream timed out|recv\(\) failed \(110)).*upstream/g,
+      connectTimedOut: /upstream timed out \(110: [^)]*\) while connecting to upstream/,
+      readTimedOut: /upstream timed out \(110: [^)]*\) while reading response header/,
+      deadPeer: /recv\(\) failed \(110: [^)]*\) while reading response header/,
+      otherUpstreamErrors: /\[error\](?!.*(upstream timed out|recv\(\) failed \(110)).*upstream/,
     };
-    const seen = Object.fromEntries(Object.entries(kinds).map(([k, re]) => [k, nginxLog.match(re)?.length ?? 0]));
+    // Each kind: how many lines, and from when to when after the kill (nginx stamps its lines in UTC, to the second).
+    const afterKillS = (line: string) =>
+      Math.round((Date.parse(`${line.slice(0, 19).replace(/\//g, "-").replace(" ", "T")}Z`) - killed) / 1000);
+    const lines = nginxLog.split("\n");
+    const seen = Object.fromEntries(
+      Object.entries(kinds).map(([k, re]) => {
+        const at = lines.filter((l) => re.test(l)).map(afterKillS);
+        return [k, at.length ? `${at.length} (${Math.min(...at)}..${Math.max(...at)} s)` : 0];
+      }),
+    );
     console.log(`cluster worker killed: nginx's error log: ${JSON.stringify(seen)}`);
     expect(error).toBeUndefined();
     expect(load.requests).toBeGreaterThan(100);
