@@ -18,7 +18,19 @@ import {
 } from "../../tools/cluster";
 import { stackConfig } from "../../infra/stack-files";
 import { deadPeerSysctls } from "../../nginx/conf";
-import { answersHello, at, execIn, failures, get, underLoad, upStack, versionsServing, within, type LiveStack } from "./live";
+import {
+  answersHello,
+  at,
+  execIn,
+  failures,
+  get,
+  underLoad,
+  upStack,
+  versionsServing,
+  within,
+  type LiveStack,
+  type Reply,
+} from "./live";
 
 // The cluster stack (Pulumi.cluster.yaml) on a real three-node swarm with a TLS registry, made on this machine by
 // tools/cluster.ts (`npm run cluster:up`): nested engines, so the loss of a node is a container killed. The
@@ -65,6 +77,8 @@ def slow(token):
     _time.sleep(float(_request.args.get("s", "1")))
     return "slow done"
 `;
+/** Seconds the request in flight on a killed worker takes: long enough to be running there when it goes. */
+const IN_FLIGHT_S = 4;
 const addSlowRoute = (projectDir: string) => fs.appendFileSync(path.join(projectDir, "app", "main.py"), SLOW_ROUTE);
 
 /** Every digest reference the stack's state holds for the images it pushed. */
@@ -170,14 +184,40 @@ describe("cluster stack on a three-node swarm with a TLS registry", () => {
     }
   });
 
-  test("a worker node killed under steady load: requests counted, every task runs again on the survivors", async () => {
+  test("a worker node killed under steady load: requests counted, one in flight on it retried, every task runs again on the survivors", async () => {
     const byId = await nodesById();
     const victimId = [...byId].find(([, n]) => n.name === victim.name)![0];
     expect((await runningTasks(appService())).some((t) => t.NodeID === victimId)).toBe(true);
     let rescheduledMs = -1;
     let killed = 0;
+    let inFlight: { reply: Promise<Reply>; sent: number } | undefined;
     const sinceS = Math.floor(Date.now() / 1000);
     const { load, error } = await underLoad(live!.url, async () => {
+      // A request the victim is running when it goes (whether the load has one there then is chance): sent until
+      // one lands there, each awaited otherwise, so that no two slow ones queue on a survivor.
+      for (let i = 0; i < 12 && !inFlight; i++) {
+        const token = `lost${Date.now()}`;
+        const sent = Date.now();
+        const reply = get(at(live!.url, `/slow/${token}?s=${IN_FLIGHT_S}`), {}, 60_000).catch((e: Error): Reply => ({
+          status: 0,
+          body: e.message,
+          headers: new Headers(),
+        }));
+        const tasks = await runningTasks(appService());
+        let on: Task | undefined;
+        await within(
+          5_000,
+          async () => {
+            const logs = await Promise.all(tasks.map((t) => taskLogs(t, byId, Math.floor(sent / 1000) - 1)));
+            on = tasks[logs.findIndex((l) => l.includes(`slow request ${token} arrived`))];
+            return on !== undefined;
+          },
+          `slow request ${token} reaches a replica`,
+        );
+        if (on?.NodeID === victimId) inFlight = { reply, sent };
+        else await reply;
+      }
+      if (!inFlight) throw new Error(`no slow request landed on ${victim.hostname} in 12 tries`);
       killed = Date.now();
       await hostDocker.getContainer(victim.name).kill();
       await within(
@@ -192,6 +232,8 @@ describe("cluster stack on a three-node swarm with a TLS registry", () => {
       // nginx's DNS cache (5 s) and a little more: requests keep flowing after the reschedule too.
       await new Promise((r) => setTimeout(r, 8000));
     });
+    const lost = await inFlight?.reply;
+    const lostTookS = inFlight ? (Date.now() - inFlight.sent) / 1000 : 0;
     console.log(
       `cluster worker ${victim.hostname} killed under load: ${JSON.stringify(load)}; ` +
         `all ${desired} app tasks running again on the survivors after ${(rescheduledMs / 1000).toFixed(1)} s`,
@@ -207,8 +249,10 @@ describe("cluster stack on a three-node swarm with a TLS registry", () => {
       otherUpstreamErrors: /\[error\](?!.*(upstream timed out|recv\(\) failed \(110)).*upstream/,
     };
     // Each kind: how many lines, and from when to when after the kill (nginx stamps its lines in UTC, to the second).
-    const afterKillS = (line: string) =>
-      Math.round((Date.parse(`${line.slice(0, 19).replace(/\//g, "-").replace(" ", "T")}Z`) - killed) / 1000);
+    const afterKillS = (line: string) => {
+      const [, day, time] = /(\d{4}\/\d\d\/\d\d) (\d\d:\d\d:\d\d)/.exec(line) ?? [];
+      return Math.round((Date.parse(`${day?.replace(/\//g, "-")}T${time}Z`) - killed) / 1000);
+    };
     const lines = nginxLog.split("\n");
     const seen = Object.fromEntries(
       Object.entries(kinds).map(([k, re]) => {
@@ -216,10 +260,15 @@ describe("cluster stack on a three-node swarm with a TLS registry", () => {
         return [k, at.length ? `${at.length} (${Math.min(...at)}..${Math.max(...at)} s)` : 0];
       }),
     );
-    console.log(`cluster worker killed: nginx's error log: ${JSON.stringify(seen)}`);
+    console.log(
+      `cluster worker killed: nginx's error log: ${JSON.stringify(seen)}; the request in flight on it: ` +
+        `${lost?.status} after ${lostTookS.toFixed(1)} s`,
+    );
     expect(error).toBeUndefined();
     expect(load.requests).toBeGreaterThan(100);
     expect(failures(load)).toEqual({ non2xx: 0, errors: 0, timeouts: 0 });
+    // Tried again on a survivor once the victim's silence was taken for its loss, not left to the read timeout.
+    expect({ status: lost?.status, body: lost?.body }).toEqual({ status: 200, body: "slow done" });
   });
 
   test("the node back: the service keeps serving, and pulumi up converges with nothing left to change", async () => {
