@@ -190,7 +190,7 @@ describe("cluster stack on a three-node swarm with a TLS registry", () => {
     expect((await runningTasks(appService())).some((t) => t.NodeID === victimId)).toBe(true);
     let rescheduledMs = -1;
     let killed = 0;
-    let inFlight: { reply: Promise<Reply>; sent: number } | undefined;
+    let inFlight: { reply: Promise<Reply & { tookS: number }>; sent: number; token: string } | undefined;
     const sinceS = Math.floor(Date.now() / 1000);
     const { load, error } = await underLoad(live!.url, async () => {
       // A request the victim is running when it goes (whether the load has one there then is chance): sent until
@@ -198,11 +198,9 @@ describe("cluster stack on a three-node swarm with a TLS registry", () => {
       for (let i = 0; i < 12 && !inFlight; i++) {
         const token = `lost${Date.now()}`;
         const sent = Date.now();
-        const reply = get(at(live!.url, `/slow/${token}?s=${IN_FLIGHT_S}`), {}, 60_000).catch((e: Error): Reply => ({
-          status: 0,
-          body: e.message,
-          headers: new Headers(),
-        }));
+        const reply = get(at(live!.url, `/slow/${token}?s=${IN_FLIGHT_S}`), {}, 60_000)
+          .catch((e: Error): Reply => ({ status: 0, body: e.message, headers: new Headers() }))
+          .then((r) => ({ ...r, tookS: (Date.now() - sent) / 1000 }));
         const tasks = await runningTasks(appService());
         let on: Task | undefined;
         await within(
@@ -214,7 +212,7 @@ describe("cluster stack on a three-node swarm with a TLS registry", () => {
           },
           `slow request ${token} reaches a replica`,
         );
-        if (on?.NodeID === victimId) inFlight = { reply, sent };
+        if (on?.NodeID === victimId) inFlight = { reply, sent, token };
         else await reply;
       }
       if (!inFlight) throw new Error(`no slow request landed on ${victim.hostname} in 12 tries`);
@@ -233,7 +231,6 @@ describe("cluster stack on a three-node swarm with a TLS registry", () => {
       await new Promise((r) => setTimeout(r, 8000));
     });
     const lost = await inFlight?.reply;
-    const lostTookS = inFlight ? (Date.now() - inFlight.sent) / 1000 : 0;
     console.log(
       `cluster worker ${victim.hostname} killed under load: ${JSON.stringify(load)}; ` +
         `all ${desired} app tasks running again on the survivors after ${(rescheduledMs / 1000).toFixed(1)} s`,
@@ -262,7 +259,10 @@ describe("cluster stack on a three-node swarm with a TLS registry", () => {
     );
     console.log(
       `cluster worker killed: nginx's error log: ${JSON.stringify(seen)}; the request in flight on it: ` +
-        `${lost?.status} after ${lostTookS.toFixed(1)} s`,
+        `${lost?.status}, ${lost?.tookS.toFixed(1)} s after it was sent (${((killed - (inFlight?.sent ?? 0)) / 1000).toFixed(1)} s before the kill); nginx about it: ` +
+        JSON.stringify(
+          lines.filter((l) => inFlight && l.includes(inFlight.token)).map((l) => l.replace(/^.*?\[error\] /, "").slice(0, 160)),
+        ),
     );
     expect(error).toBeUndefined();
     expect(load.requests).toBeGreaterThan(100);
