@@ -47,6 +47,7 @@ export const ALTERNATIVES: Record<keyof RawConfig, string | ((current: string) =
   nginxAccessLog: "off",
   nginxWorkerProcesses: "2",
   upstreamReadTimeout: "10",
+  upstreamDeadPeerTimeout: "3",
   upstreamKeepalive: "32",
   upstreamTransport: (v) => (v === "unix" ? "tcp" : "unix"),
   networkSubnet: "172.30.77.0/24",

@@ -393,11 +393,18 @@ function refreshed(events: EngineEvent[]): string[] {
 
 /**
  * Creates a stack from its stack file (under `name`, if given) with `config` set, then `pulumi preview` with
- * the policy pack (a violation fails here) and `pulumi up`.
+ * the policy pack (a violation fails here) and `pulumi up`. `edit` changes the stack's project copy first (a
+ * test's own route in the app, never the repo's).
  */
-export async function upStack(file: string, config: Record<string, string> = {}, name?: string): Promise<LiveStack> {
+export async function upStack(
+  file: string,
+  config: Record<string, string> = {},
+  name?: string,
+  opts: { edit?: (projectDir: string) => void } = {},
+): Promise<LiveStack> {
   const live = await LiveStack.create(file, name);
   try {
+    opts.edit?.(live.projectDir);
     await live.preview({ config, policyPack: true });
     await live.up();
   } catch (e) {

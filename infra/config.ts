@@ -74,6 +74,8 @@ export const configSchema = z.object({
   nginxAccessLog: z.enum(["on", "buffered", "off"], { error: "must be on, buffered or off" }),
   nginxWorkerProcesses: int(0, 64),
   upstreamReadTimeout: int(1, 3600),
+  // Probes 1 s apart after 1 s of silence (nginx/conf.ts): 2 s is the shortest, 128 the kernel's most probes.
+  upstreamDeadPeerTimeout: int(0, 128).refine((n) => n !== 1, "must be 0 (off) or at least 2"),
   upstreamKeepalive: int(0, 1024),
   upstreamTransport: z.enum(["tcp", "unix"], { error: "must be tcp or unix" }),
   networkSubnet: z.union([z.literal(""), cidr]),
@@ -142,8 +144,13 @@ export interface StackConfig {
     forwardedHeaders: boolean;
     keepalive: number;
     accessLog: RawConfig["nginxAccessLog"];
-    /** Seconds nginx waits for the app's answer before trying the next replica (hardened only). */
+    /** Seconds nginx waits for the app's answer; a request unanswered by then gets 504, tried nowhere else (hardened only). */
     readTimeoutS: number;
+    /**
+     * Seconds of silence, TCP keepalive probes unanswered, after which a replica is taken for lost with its node
+     * and the request tried on another (hardened, TCP); absent: off.
+     */
+    deadPeerTimeoutS?: number;
     limits: Limits;
     /** worker_processes baked into the image's nginx.conf; absent keeps the image's default (auto). */
     workerProcesses?: number;
@@ -267,6 +274,25 @@ const RULES: Rule[] = [
     ok: (c) => c.upstreamKeepalive === 0 || c.networkSubnet !== "" || c.upstreamTransport === "unix",
     message: () =>
       "needs networkSubnet (or upstreamTransport: unix), so the app keeps the address nginx resolved at start when it is recreated",
+  },
+  {
+    keys: ["upstreamDeadPeerTimeout", "hardened"],
+    key: "upstreamDeadPeerTimeout",
+    ok: (c) => c.upstreamDeadPeerTimeout === 0 || c.hardened,
+    message: () => "needs hardened: true (the upstream timeouts and retries are hardened settings)",
+  },
+  {
+    keys: ["upstreamDeadPeerTimeout", "upstreamTransport"],
+    key: "upstreamDeadPeerTimeout",
+    ok: (c) => c.upstreamDeadPeerTimeout === 0 || c.upstreamTransport === "tcp",
+    message: () => "needs upstreamTransport: tcp (a unix socket's peer is on the same host and cannot be lost)",
+  },
+  {
+    keys: ["upstreamDeadPeerTimeout", "upstreamReadTimeout"],
+    key: "upstreamDeadPeerTimeout",
+    ok: (c) => c.upstreamDeadPeerTimeout < c.upstreamReadTimeout,
+    message: (c) =>
+      `must be less than upstreamReadTimeout (${c.upstreamReadTimeout}): a request is not retried once it has waited that long`,
   },
   {
     keys: ["upstreamTransport", "appServer"],
@@ -403,6 +429,7 @@ function typed(c: RawConfig, project: string, ctx: LoadContext): StackConfig {
       keepalive: c.upstreamKeepalive,
       accessLog: c.nginxAccessLog,
       readTimeoutS: c.upstreamReadTimeout,
+      deadPeerTimeoutS: c.upstreamDeadPeerTimeout || undefined,
       limits: { memoryMb: c.nginxMemoryMb || undefined, cpus: c.nginxCpus || undefined },
       workerProcesses: c.nginxWorkerProcesses || undefined,
     },

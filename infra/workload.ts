@@ -84,6 +84,8 @@ export interface WorkloadSpec {
   release?: { sideBySide: boolean; switchCommand?: string[]; settleS: number };
   /** Swarm only: placement constraints of the tasks, e.g. `node.labels.edge == true`. */
   constraints?: string[];
+  /** Kernel parameters of the container's own network namespace (net.*). */
+  sysctls?: Record<string, string>;
   /** Swarm only: swarm secrets mounted as files under /run/secrets. */
   secrets?: SecretMount[];
 }
@@ -230,6 +232,7 @@ function containerArgs(spec: WorkloadSpec, settings: WorkloadSettings, replica: 
       hardened && spec.tmpfs?.length
         ? Object.fromEntries(spec.tmpfs.map((t) => [t.path, `rw,${t.noexec ? "noexec," : ""}nosuid,nodev,size=${t.sizeMb}m`]))
         : undefined,
+    sysctls: spec.sysctls,
     // A fork bomb or runaway worker spawning stops here (Docker's pids limit is not in the provider).
     ulimits: spec.maxProcesses ? [{ name: "nproc", soft: spec.maxProcesses, hard: spec.maxProcesses }] : undefined,
     // Off is said explicitly: an omitted healthcheck is read back from the image and never diffs, so
@@ -300,6 +303,7 @@ function serviceArgs(spec: WorkloadSpec, settings: WorkloadSettings): docker.Ser
               fileMode: 0o400,
             }))
           : undefined,
+        sysctl: spec.sysctls,
         // Time for in-flight requests to finish before SIGKILL.
         stopGracePeriod: `${spec.stopGraceS ?? 10}s`,
       },

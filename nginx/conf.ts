@@ -1,6 +1,6 @@
 // Renders nginx's conf.d/default.conf from the same values the network alias and app port come from, and
 // checks that a bind-mounted copy is exactly that render. Everything used here exists in nginx 1.13.7 and
-// in current nginx.
+// in current nginx, except proxy_socket_keepalive (1.15.6), rendered only with upstreamDeadPeerTimeout.
 import * as fs from "fs";
 import { appUpstream, type AppUpstream } from "../app/facts";
 import type { StackConfig } from "../infra/config";
@@ -40,10 +40,17 @@ export interface NginxConfOptions {
   /** on: the image's default (a write per request); buffered: one write per 64 KB; off: none. */
   accessLog: "on" | "buffered" | "off";
   /**
-   * Hardened: seconds to wait for the app's answer before the next replica is tried. A request in flight to a
-   * node that is lost gets no reset, only silence: this is how long it waits before it is retried. Default 30.
+   * Hardened: seconds to wait for the app's answer. A request unanswered by then gets 504 and is not tried on
+   * another replica: it may be slow, not lost, and a retry would run it again. Default 30.
    */
   readTimeoutS?: number;
+  /**
+   * Hardened, TCP: a request in flight to a node that is lost gets no reset, only silence. With this set,
+   * nginx's connections to the app send TCP keepalive probes (timed by deadPeerSysctls in nginx's network
+   * namespace); a lost node answers none, so the connection fails after this many seconds, an error retried
+   * on another replica. A live app's kernel answers them however slow the app is. Absent: no probes.
+   */
+  deadPeerTimeoutS?: number;
   /** The stack the file was rendered for; written into the header comment. */
   stack: string;
 }
@@ -144,12 +151,24 @@ export function renderNginxConf(o: NginxConfOptions): string {
     );
   }
   if (o.hardened) {
+    const readTimeoutS = o.readTimeoutS ?? 30;
     lines.push(
       "        proxy_connect_timeout 2s;",
       "        proxy_send_timeout 30s;",
-      `        proxy_read_timeout ${o.readTimeoutS ?? 30}s;`,
-      "        # A refused or reset connection is retried on the next server or a fresh connection.",
+      `        proxy_read_timeout ${readTimeoutS}s;`,
+    );
+    if (o.deadPeerTimeoutS !== undefined && o.sockets.length === 0) {
+      lines.push(
+        `        # Keepalive probes to the app: a lost node answers none, and its connections fail after ${o.deadPeerTimeoutS} s`,
+        "        # (an error, retried below); a slow but live app's kernel answers them.",
+        "        proxy_socket_keepalive on;",
+      );
+    }
+    lines.push(
+      "        # A refused, reset or dead connection, or a connect that timed out, is retried on the next server or a",
+      "        # fresh connection; a try that waited out the read timeout is not (the app may still be running it).",
       "        proxy_next_upstream error timeout http_502 http_503;",
+      `        proxy_next_upstream_timeout ${readTimeoutS}s;`,
       "        proxy_next_upstream_tries 3;",
     );
   }
@@ -171,7 +190,22 @@ export function stackNginxConf(cfg: StackConfig, upstream: AppUpstream = appUpst
     healthEndpoint: cfg.healthchecks,
     accessLog: cfg.nginx.accessLog,
     readTimeoutS: cfg.nginx.readTimeoutS,
+    deadPeerTimeoutS: cfg.nginx.deadPeerTimeoutS,
   });
+}
+
+/**
+ * The kernel settings of nginx's network namespace that time the keepalive probes proxy_socket_keepalive
+ * enables: the first after 1 s without a packet from the app, then one a second, and the connection fails
+ * when `timeoutS - 1` in a row go unanswered, `timeoutS` seconds after the app's last packet. Only sockets
+ * that ask for keepalive use them (nginx's upstream connections; not its client connections).
+ */
+export function deadPeerSysctls(timeoutS: number): Record<string, string> {
+  return {
+    "net.ipv4.tcp_keepalive_time": "1",
+    "net.ipv4.tcp_keepalive_intvl": "1",
+    "net.ipv4.tcp_keepalive_probes": String(timeoutS - 1),
+  };
 }
 
 /**

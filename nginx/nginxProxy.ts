@@ -7,7 +7,7 @@ import type { StackConfig } from "../infra/config";
 import { labelList, objectName } from "../infra/naming";
 import { buildImage, type BuiltImage } from "../infra/image";
 import { declareWorkload, localUrl, type Workload, type WorkloadSettings } from "../infra/workload";
-import { CONF_PATH, NGINX_HEALTH_PATH, nginxSocketDir, stackNginxConf } from "./conf";
+import { CONF_PATH, deadPeerSysctls, NGINX_HEALTH_PATH, nginxSocketDir, stackNginxConf } from "./conf";
 import { ConfFile, ConfReload } from "./reload";
 
 export interface NginxProxyArgs {
@@ -90,6 +90,8 @@ export class NginxProxy extends pulumi.ComponentResource {
         limits: nginx.limits,
         // The master stays root to bind port 80 and switch workers to the nginx user; it keeps only that.
         capAdds: ["CHOWN", "SETUID", "SETGID", "NET_BIND_SERVICE"],
+        // The conf renders the keepalive probes only where the config allows them (hardened, TCP).
+        sysctls: nginx.deadPeerTimeoutS ? deadPeerSysctls(nginx.deadPeerTimeoutS) : undefined,
         replicas: [
           {
             containerName,

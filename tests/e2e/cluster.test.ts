@@ -1,3 +1,5 @@
+import * as fs from "fs";
+import * as path from "path";
 import type Docker from "dockerode";
 import { SECRET_KEY_FILE_ENV, SECRET_KEY_FILE_NAME, SECRETS_DIR } from "../../app/facts";
 import { LABEL } from "../../infra/naming";
@@ -15,7 +17,20 @@ import {
   type ClusterNode,
 } from "../../tools/cluster";
 import { stackConfig } from "../../infra/stack-files";
-import { answersHello, execIn, failures, get, underLoad, upStack, versionsServing, within, type LiveStack } from "./live";
+import { deadPeerSysctls } from "../../nginx/conf";
+import {
+  answersHello,
+  at,
+  execIn,
+  failures,
+  get,
+  underLoad,
+  upStack,
+  versionsServing,
+  within,
+  type LiveStack,
+  type Reply,
+} from "./live";
 
 // The cluster stack (Pulumi.cluster.yaml) on a real three-node swarm with a TLS registry, made on this machine by
 // tools/cluster.ts (`npm run cluster:up`): nested engines, so the loss of a node is a container killed. The
@@ -43,6 +58,29 @@ async function nodesById(): Promise<Map<string, ClusterNode>> {
   );
 }
 
+/** What a task's container has written to stdout and stderr, since `sinceS` (Unix seconds). */
+async function taskLogs(task: Task, byId: Map<string, ClusterNode>, sinceS = 0): Promise<string> {
+  const c = nodeEngine(byId.get(task.NodeID)!).getContainer(task.Status!.ContainerStatus!.ContainerID!);
+  return (await c.logs({ stdout: true, stderr: true, since: sinceS, follow: false })).toString("utf8");
+}
+
+// A route of the test's own in the stack's copy of the app (the shipped app has none): it says when a request
+// reaches a replica, then takes `s` seconds to answer, as a legitimately slow request does.
+const SLOW_ROUTE = `
+import time as _time
+from flask import request as _request
+
+
+@app.route("/slow/<token>")
+def slow(token):
+    print(f"slow request {token} arrived", flush=True)
+    _time.sleep(float(_request.args.get("s", "1")))
+    return "slow done"
+`;
+/** Seconds the request in flight on a killed worker takes: long enough to be running there when it goes. */
+const IN_FLIGHT_S = 4;
+const addSlowRoute = (projectDir: string) => fs.appendFileSync(path.join(projectDir, "app", "main.py"), SLOW_ROUTE);
+
 /** Every digest reference the stack's state holds for the images it pushed. */
 function pushedRefs(live: LiveStack): string[] {
   return ["flask-image-manifest", "nginx-image-manifest"].map((n) => String(live.resource(n).outputs?.ref));
@@ -52,6 +90,7 @@ describe("cluster stack on a three-node swarm with a TLS registry", () => {
   let live: LiveStack | undefined;
   const appService = () => String(live!.outputs.appWorkload);
   const desired = Number(stackConfig(CLUSTER_STACK)["flask-proxy:replicas"]);
+  const deadPeerS = Number(stackConfig(CLUSTER_STACK)["flask-proxy:upstreamDeadPeerTimeout"]);
   const pushed = new Set<string>();
   // A worker that is not the edge: losing it must not take nginx with it.
   const victim = CLUSTER.nodes.find((n) => !n.manager && !n.edge)!;
@@ -67,7 +106,7 @@ describe("cluster stack on a three-node swarm with a TLS registry", () => {
   });
 
   test("pulumi up: app tasks on 3 different nodes, nginx on the edge, images by digest, the key as a swarm secret", async () => {
-    live = await upStack(CLUSTER_STACK, { registryCaFile: CLUSTER.caFile });
+    live = await upStack(CLUSTER_STACK, { registryCaFile: CLUSTER.caFile }, undefined, { edit: addSlowRoute });
     await within(60_000, answersHello(live.url), "nginx answers Hello world! through the edge node");
     const byId = await nodesById();
     const app = await runningTasks(appService());
@@ -75,6 +114,14 @@ describe("cluster stack on a three-node swarm with a TLS registry", () => {
     expect(new Set(app.map((t) => byId.get(t.NodeID)?.hostname)).size).toBe(CLUSTER.nodes.length);
     const nginx = await runningTasks(String(live.outputs.nginxWorkload));
     expect(nginx.map((t) => byId.get(t.NodeID)?.edge)).toEqual([true]);
+    // The keepalive timers the service asks for are the ones nginx's network namespace runs with.
+    const nginxContainer = nodeEngine(byId.get(nginx[0].NodeID)!).getContainer(nginx[0].Status!.ContainerStatus!.ContainerID!);
+    const timers = await execIn(nginxContainer, [
+      "sh",
+      "-c",
+      "cd /proc/sys/net/ipv4 && cat tcp_keepalive_time tcp_keepalive_intvl tcp_keepalive_probes",
+    ]);
+    expect(timers.stdout.trim().split(/\s+/)).toEqual(Object.values(deadPeerSysctls(deadPeerS)));
 
     for (const ref of pushedRefs(live)) {
       expect(ref).toMatch(new RegExp(`^${registryAddress.replace(/\./g, "\\.")}/[a-z0-9/_.-]+@sha256:[a-f0-9]{64}$`));
@@ -101,6 +148,24 @@ describe("cluster stack on a three-node swarm with a TLS registry", () => {
     expect(await live!.preview()).toEqual([]);
   });
 
+  test("a request slower than a lost node takes to be noticed is served once: 200, and one replica saw it", async () => {
+    // Longer than nginx gives a silent replica before it tries the next (upstreamDeadPeerTimeout), so a
+    // request that waits for a live but busy app must not be taken for one lost with its node.
+    const slowS = 8;
+    expect(slowS).toBeGreaterThan(2 * deadPeerS);
+    const token = `t${Date.now()}`;
+    const started = Date.now();
+    const reply = await get(at(live!.url, `/slow/${token}?s=${slowS}`), {}, 60_000);
+    const tookS = (Date.now() - started) / 1000;
+    const byId = await nodesById();
+    const logs = await Promise.all((await runningTasks(appService())).map((t) => taskLogs(t, byId)));
+    const arrivals = logs.join("").split(`slow request ${token} arrived`).length - 1;
+    console.log(
+      `cluster slow request (${slowS} s): ${reply.status} after ${tookS.toFixed(1)} s, reached the app ${arrivals} time(s)`,
+    );
+    expect({ status: reply.status, body: reply.body, arrivals }).toEqual({ status: 200, body: "slow done", arrivals: 1 });
+  });
+
   test("a rolling release under steady load fails no request; the replaced images leave the registry", async () => {
     const before = pushedRefs(live!);
     const { load, error } = await underLoad(live!.url, () => live!.up({ config: { appVersion: "0.0.2" } }));
@@ -119,13 +184,39 @@ describe("cluster stack on a three-node swarm with a TLS registry", () => {
     }
   });
 
-  test("a worker node killed under steady load: requests counted, every task runs again on the survivors", async () => {
+  test("a worker node killed under steady load: requests counted, one in flight on it retried, every task runs again on the survivors", async () => {
     const byId = await nodesById();
     const victimId = [...byId].find(([, n]) => n.name === victim.name)![0];
     expect((await runningTasks(appService())).some((t) => t.NodeID === victimId)).toBe(true);
     let rescheduledMs = -1;
+    let killed = 0;
+    let inFlight: { reply: Promise<Reply & { tookS: number }>; sent: number; token: string } | undefined;
+    const sinceS = Math.floor(Date.now() / 1000);
     const { load, error } = await underLoad(live!.url, async () => {
-      const killed = Date.now();
+      // A request the victim is running when it goes (whether the load has one there then is chance): sent until
+      // one lands there, each awaited otherwise, so that no two slow ones queue on a survivor.
+      for (let i = 0; i < 12 && !inFlight; i++) {
+        const token = `lost${Date.now()}`;
+        const sent = Date.now();
+        const reply = get(at(live!.url, `/slow/${token}?s=${IN_FLIGHT_S}`), {}, 60_000)
+          .catch((e: Error): Reply => ({ status: 0, body: e.message, headers: new Headers() }))
+          .then((r) => ({ ...r, tookS: (Date.now() - sent) / 1000 }));
+        const tasks = await runningTasks(appService());
+        let on: Task | undefined;
+        await within(
+          5_000,
+          async () => {
+            const logs = await Promise.all(tasks.map((t) => taskLogs(t, byId, Math.floor(sent / 1000) - 1)));
+            on = tasks[logs.findIndex((l) => l.includes(`slow request ${token} arrived`))];
+            return on !== undefined;
+          },
+          `slow request ${token} reaches a replica`,
+        );
+        if (on?.NodeID === victimId) inFlight = { reply, sent, token };
+        else await reply;
+      }
+      if (!inFlight) throw new Error(`no slow request landed on ${victim.hostname} in 12 tries`);
+      killed = Date.now();
       await hostDocker.getContainer(victim.name).kill();
       await within(
         120_000,
@@ -139,13 +230,45 @@ describe("cluster stack on a three-node swarm with a TLS registry", () => {
       // nginx's DNS cache (5 s) and a little more: requests keep flowing after the reschedule too.
       await new Promise((r) => setTimeout(r, 8000));
     });
+    const lost = await inFlight?.reply;
     console.log(
       `cluster worker ${victim.hostname} killed under load: ${JSON.stringify(load)}; ` +
         `all ${desired} app tasks running again on the survivors after ${(rescheduledMs / 1000).toFixed(1)} s`,
     );
+    // How nginx saw the lost replica, from its error log: a connect that timed out (a new connection to the
+    // dead address), a read that did, or a connection the kernel gave up on (keepalive probes unanswered).
+    const [nginxTask] = await runningTasks(String(live!.outputs.nginxWorkload));
+    const nginxLog = await taskLogs(nginxTask, byId, sinceS);
+    const kinds = {
+      connectTimedOut: /upstream timed out \(110: [^)]*\) while connecting to upstream/,
+      readTimedOut: /upstream timed out \(110: [^)]*\) while reading response header/,
+      deadPeer: /recv\(\) failed \(110: [^)]*\) while reading response header/,
+      otherUpstreamErrors: /\[error\](?!.*(upstream timed out|recv\(\) failed \(110)).*upstream/,
+    };
+    // Each kind: how many lines, and from when to when after the kill (nginx stamps its lines in UTC, to the second).
+    const afterKillS = (line: string) => {
+      const [, day, time] = /(\d{4}\/\d\d\/\d\d) (\d\d:\d\d:\d\d)/.exec(line) ?? [];
+      return Math.round((Date.parse(`${day?.replace(/\//g, "-")}T${time}Z`) - killed) / 1000);
+    };
+    const lines = nginxLog.split("\n");
+    const seen = Object.fromEntries(
+      Object.entries(kinds).map(([k, re]) => {
+        const at = lines.filter((l) => re.test(l)).map(afterKillS);
+        return [k, at.length ? `${at.length} (${Math.min(...at)}..${Math.max(...at)} s)` : 0];
+      }),
+    );
+    console.log(
+      `cluster worker killed: nginx's error log: ${JSON.stringify(seen)}; the request in flight on it: ` +
+        `${lost?.status}, ${lost?.tookS.toFixed(1)} s after it was sent (${((killed - (inFlight?.sent ?? 0)) / 1000).toFixed(1)} s before the kill); nginx about it: ` +
+        JSON.stringify(
+          lines.filter((l) => inFlight && l.includes(inFlight.token)).map((l) => l.replace(/^.*?\[error\] /, "").slice(0, 160)),
+        ),
+    );
     expect(error).toBeUndefined();
     expect(load.requests).toBeGreaterThan(100);
     expect(failures(load)).toEqual({ non2xx: 0, errors: 0, timeouts: 0 });
+    // Tried again on a survivor once the victim's silence was taken for its loss, not left to the read timeout.
+    expect({ status: lost?.status, body: lost?.body }).toEqual({ status: 200, body: "slow done" });
   });
 
   test("the node back: the service keeps serving, and pulumi up converges with nothing left to change", async () => {

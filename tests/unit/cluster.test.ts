@@ -9,7 +9,12 @@ const find = (run: ProgramRun, name: string): Declared => {
   return r;
 };
 type TaskSpec = {
-  containerSpec: { image: string; env: Record<string, string>; secrets?: { fileName: string; fileUid: string }[] };
+  containerSpec: {
+    image: string;
+    env: Record<string, string>;
+    secrets?: { fileName: string; fileUid: string }[];
+    sysctl?: Record<string, string>;
+  };
   placement?: { constraints: string[] };
 };
 
@@ -62,6 +67,15 @@ describe("cluster program", () => {
       constraints: [`node.labels.${String(run.config["flask-proxy:swarmEdgeLabel"])} == true`],
     });
     expect(spec("flask-service").placement).toBeUndefined();
+  });
+
+  test("nginx's network namespace times keepalive probes so a lost node's connection fails after 3 s; the app's is left alone", () => {
+    expect(spec("nginx-service").containerSpec.sysctl).toEqual({
+      "net.ipv4.tcp_keepalive_time": "1",
+      "net.ipv4.tcp_keepalive_intvl": "1",
+      "net.ipv4.tcp_keepalive_probes": "2",
+    });
+    expect(spec("flask-service").containerSpec.sysctl).toBeUndefined();
   });
 
   test("services only, no plain containers", () => {

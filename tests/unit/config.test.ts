@@ -38,6 +38,7 @@ const BAD: Record<keyof RawConfig, string[]> = {
   nginxAccessLog: ["syslog"],
   nginxWorkerProcesses: ["-1", "65", "auto"],
   upstreamReadTimeout: ["0", "3s"],
+  upstreamDeadPeerTimeout: ["1", "-1", "129", "3s"],
   upstreamKeepalive: ["-1", "5000"],
   upstreamTransport: ["udp", "UNIX", ""],
   networkSubnet: ["10.0.0.0", "10.0.0.0/8", "300.1.1.0/24"],
@@ -90,6 +91,24 @@ describe("stack config validation", () => {
       "prod",
       { upstreamTransport: "tcp", upstreamKeepalive: "32" },
       "flask-proxy:upstreamKeepalive: needs networkSubnet",
+    ],
+    [
+      "dead-peer probes without hardening",
+      "dev",
+      { upstreamDeadPeerTimeout: "3" },
+      "flask-proxy:upstreamDeadPeerTimeout: needs hardened: true",
+    ],
+    [
+      "dead-peer probes over unix sockets",
+      "prod",
+      { upstreamDeadPeerTimeout: "3" },
+      "flask-proxy:upstreamDeadPeerTimeout: needs upstreamTransport: tcp",
+    ],
+    [
+      "dead-peer probes as slow as the read timeout",
+      "swarm",
+      { upstreamDeadPeerTimeout: "30" },
+      "flask-proxy:upstreamDeadPeerTimeout: must be less than upstreamReadTimeout (30)",
     ],
     [
       "unix sockets with the flask dev server",
@@ -158,6 +177,7 @@ describe("stack config validation", () => {
       "prod",
       { upstreamTransport: "tcp", upstreamKeepalive: "32", networkSubnet: "172.30.77.0/24" },
     ],
+    ["dead-peer probes over TCP, shorter than the read timeout", "swarm", { upstreamDeadPeerTimeout: "29" }],
     ["keys of other namespaces (left to their providers)", "prod", { "docker:host": "ssh://deploy@example.com" }],
   ])("accepted: %s", (_, stack, overrides) => {
     expect(problems(stack, overrides)).toEqual([]);

@@ -4,7 +4,7 @@ import * as os from "os";
 import * as path from "path";
 import { SOCKET_FILE } from "../../app/facts";
 import { parseConfig, type StackConfig } from "../../infra/config";
-import { checkMountedConf, NGINX_HEALTH_PATH, nginxSocketDir, stackNginxConf } from "../../nginx/conf";
+import { checkMountedConf, deadPeerSysctls, NGINX_HEALTH_PATH, nginxSocketDir, stackNginxConf } from "../../nginx/conf";
 import { renderConfs, UnknownStackError } from "../../nginx/render";
 import { ROOT, stackConfig, stackNames } from "../../infra/stack-files";
 
@@ -90,6 +90,21 @@ describe.each(stackNames())("%s", (stack) => {
     expect(conf.includes(`location = ${NGINX_HEALTH_PATH} {`)).toBe(cfg.healthchecks || cfg.hardened);
   });
 
+  test("hardened: connects that time out are retried, a try that waited out the read timeout is not", () => {
+    const directive = (name: string) => [...conf.matchAll(new RegExp(`^\\s*${name} ([^;]+);$`, "gm"))].map((m) => m[1]);
+    if (!cfg.hardened) {
+      expect(directive("proxy_next_upstream(_timeout)?")).toEqual([]);
+      return;
+    }
+    expect(directive("proxy_next_upstream")).toEqual(["error timeout http_502 http_503"]);
+    expect(directive("proxy_read_timeout")).toEqual([`${cfg.nginx.readTimeoutS}s`]);
+    // nginx stops retrying once this long has passed since the first try began, which a read timeout always has.
+    expect(directive("proxy_next_upstream_timeout")).toEqual([`${cfg.nginx.readTimeoutS}s`]);
+    expect(Number(directive("proxy_connect_timeout")[0].replace("s", "")) * 2).toBeLessThan(cfg.nginx.readTimeoutS);
+    // Keepalive probes where a lost node is to be noticed, and only there (1.15.6 or later).
+    expect(directive("proxy_socket_keepalive")).toEqual(cfg.nginx.deadPeerTimeoutS ? ["on"] : []);
+  });
+
   test.each([
     [{ appAlias: "web" }, "web:%port"],
     [{ appPort: "8001" }, "%alias:8001"],
@@ -111,4 +126,24 @@ test("over unix sockets: one server per replica, each on its own mount; keepaliv
   expect(three).not.toContain("resolver");
   const kept = renderFree("prod", { upstreamTransport: "unix", upstreamKeepalive: "8" });
   expect(kept).toMatch(/keepalive 8;[\s\S]*proxy_http_version 1\.1;[\s\S]*proxy_set_header Connection "";/);
+});
+
+test("cluster: a lost node is noticed by keepalive probes after 3 s; a slow request waits the 30 s read timeout", () => {
+  const cfg = parse("cluster");
+  expect({ read: cfg.nginx.readTimeoutS, deadPeer: cfg.nginx.deadPeerTimeoutS }).toEqual({ read: 30, deadPeer: 3 });
+  expect(stackNginxConf(cfg)).toContain("proxy_socket_keepalive on;");
+  // The first probe after 1 s of silence, one a second after it; the probes left unanswered end it at 3 s.
+  const k = deadPeerSysctls(3);
+  const failsAfterS =
+    Number(k["net.ipv4.tcp_keepalive_time"]) +
+    Number(k["net.ipv4.tcp_keepalive_intvl"]) * Number(k["net.ipv4.tcp_keepalive_probes"]);
+  expect(failsAfterS).toBe(3);
+  expect(deadPeerSysctls(10)["net.ipv4.tcp_keepalive_probes"]).toBe("9");
+});
+
+test("keepalive probes are not rendered over unix sockets, which have no node to lose", () => {
+  const prod = parse("prod");
+  const unix = stackNginxConf({ ...prod, nginx: { ...prod.nginx, deadPeerTimeoutS: 3 } });
+  expect(unix).not.toContain("proxy_socket_keepalive");
+  expect(renderFree("swarm", { upstreamDeadPeerTimeout: "5" })).toContain("proxy_socket_keepalive on;");
 });
