@@ -44,11 +44,23 @@ describe("interrupted updates of prod", () => {
     expect(JSON.stringify(await live.readState())).toBe(before);
   });
 
+  // The CLI's first ^C cancels the update: no new step starts, those in flight finish and are recorded, and
+  // the run fails with "update canceled". Nothing is left for `npm run recover`.
   test("Ctrl-C (SIGINT) during a release: pulumi finishes what is in flight, and the next pulumi up converges", async () => {
     const v = nextVersion();
     const run = await live.interruptedUp({ appVersion: v }, /flask-container creating replacement/, "SIGINT");
     expect(run.signalled).toBe(true);
     console.log(`SIGINT during a release: pulumi up exited ${run.code}`);
+    expect(run.code).toBe(1);
+    const cancelled = run.output.indexOf("^C received; cancelling.");
+    expect(cancelled).toBeGreaterThan(-1);
+    const afterCancel = run.output.slice(cancelled);
+    expect(afterCancel).toContain("error: update canceled");
+    // The replacement being created when ^C came was finished; no step was announced after it.
+    expect(afterCancel).toMatch(/flask-container created replacement/);
+    expect(afterCancel.match(/^ *[-+~]+ +\S+ \S+ (creating|updating|deleting|replacing)\b.*$/gm) ?? []).toEqual([]);
+    expect(await live.unknownOnEngine()).toEqual([]);
+    expect(await recover()).toContain("nothing to recover");
     await converged(v);
   });
 
