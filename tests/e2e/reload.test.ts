@@ -36,6 +36,7 @@ describe("prod: a conf nginx refuses", () => {
   /** The Host line of the conf nginx would load (`nginx -T` reads the files it runs from). */
   const hostLine = async () => {
     const dump = await execIn(nginx(), ["nginx", "-T"]);
+    if (dump.exitCode !== 0) return `nginx -T refuses the conf on disk: ${dump.stderr.trim()}`;
     return dump.stdout.match(/proxy_set_header Host [^;]*;/)?.[0];
   };
   /** nginx's worker pids: a reload starts new workers, so unchanged pids mean the running conf is unchanged. */
