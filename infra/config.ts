@@ -6,6 +6,7 @@ import * as fs from "fs";
 import * as path from "path";
 import { closest } from "fastest-levenshtein";
 import { z } from "zod";
+import { isNginxVariable } from "../nginx/variables";
 import { FIRST_APP_HOST } from "./naming";
 import type { Limits } from "./workload";
 
@@ -64,11 +65,18 @@ export const configSchema = z.object({
   httpPort: port,
   bindAddress: text.regex(IPV4, "must be an IPv4 address such as 127.0.0.1 or 0.0.0.0"),
   nginxConfigFile: text,
-  // A host[:port] or a single nginx variable: anything else could break out of the quoted directive.
-  proxyHostHeader: text.regex(
-    /^(\$[a-z_][a-z0-9_]*|[A-Za-z0-9.-]+(:\d{1,5})?)$/,
-    "must be a host name (optionally :port) or an nginx variable such as $host",
-  ),
+  // A host[:port] or a single nginx variable: anything else could break out of the quoted directive. A
+  // variable nginx does not define would pass this and fail `pulumi up` at `nginx -t`: refused here instead.
+  proxyHostHeader: text
+    .regex(/^(\$[a-z_][a-z0-9_]*|[A-Za-z0-9.-]+(:\d{1,5})?)$/, {
+      message: "must be a host name (optionally :port) or an nginx variable such as $host",
+      abort: true,
+    })
+    .refine((s) => !s.startsWith("$") || isNginxVariable(s.slice(1)), {
+      error: (issue) =>
+        `unknown nginx variable ${String(issue.input)} (nginx would refuse the conf): use one of nginx's http core, ` +
+        "proxy or realip variables, such as $host, $http_host, $server_name or $proxy_host",
+    }),
   forwardedHeaders: bool,
   hardened: bool,
   nginxAccessLog: z.enum(["on", "buffered", "off"], { error: "must be on, buffered or off" }),

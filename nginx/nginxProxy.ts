@@ -41,7 +41,8 @@ export class NginxProxy extends pulumi.ComponentResource {
     // Dev mounts the repo's file as the tutorial does. Otherwise the conf is rendered: on swarm it is baked into
     // the image every node runs (a change rolls the service); on plain containers it is written into a volume
     // nginx mounts read-only, and a change reloads the running nginx (nginx/reload.ts): the container, its
-    // published port and its listening socket stay, so no connection is refused.
+    // published port and its listening socket stay, so no connection is refused. A conf the running nginx
+    // refuses fails `pulumi up` and is not recorded.
     const conf = stackNginxConf(cfg, args.upstream);
     const reloadable = !nginx.configFile && settings.target === "containers";
     if (!nginx.configFile) {
@@ -71,6 +72,7 @@ export class NginxProxy extends pulumi.ComponentResource {
       this.image && {
         volumeName: confVolume.name,
         fileName: path.posix.basename(CONF_PATH),
+        containerName,
         image: this.image.id,
         labels: settings.labels,
         conf,

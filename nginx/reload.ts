@@ -1,12 +1,16 @@
 // nginx's conf.d/default.conf on plain containers: a volume nginx mounts read-only, so that a change of the
 // rendered conf reloads the running nginx (its master keeps the listening socket; old workers finish their
 // requests) instead of replacing the container, which would refuse connections while the new one starts.
-//   ConfFile   writes the conf into the volume (before nginx starts, and on every change);
-//   ConfReload after a change: `nginx -t`, then `nginx -s reload` in the running container. A conf nginx
-//              refuses fails `pulumi up` with nginx's message, the previous file is put back, and nginx keeps
-//              serving with the config it had.
+//   ConfFile   writes the conf into the volume: before nginx starts, and on every change. While nginx runs, a
+//              changed conf is first tested there (`nginx -t`); one it refuses is taken back and fails
+//              `pulumi up` with nginx's message. A failed update keeps the old state, so the state records
+//              only a conf nginx accepted, and the next `up` and `preview` still show the change.
+//   ConfReload after the container: `nginx -s reload` in the running container (a new one read the conf at
+//              start). It runs after the container's own update, so a conf meant for a replaced container
+//              (new socket mounts) is never loaded into the old one.
 import * as pulumi from "@pulumi/pulumi";
 import type * as docker from "@pulumi/docker";
+import type Dockerode from "dockerode";
 import { engineClient, execIn } from "../infra/engine";
 
 interface ConfTarget {
@@ -21,6 +25,8 @@ interface ConfTarget {
 
 interface FileInputs extends ConfTarget {
   conf: string;
+  /** The nginx container reading the volume (its name, as it is declared after the file). */
+  containerName: string;
 }
 
 /** Writes `conf` into the volume from a short-lived container (labelled, so an interrupted run's is found). */
@@ -43,7 +49,24 @@ async function writeConf(target: ConfTarget, conf: string): Promise<void> {
   }
 }
 
+/** The stack's nginx container if it is running; undefined if it does not exist or is stopped. */
+async function runningNginx(target: FileInputs): Promise<Dockerode.Container | undefined> {
+  const container = engineClient(target.dockerHost).getContainer(target.containerName);
+  const info = await container.inspect().catch((e: { statusCode?: number }) => {
+    if (e.statusCode === 404) return undefined;
+    throw e;
+  });
+  return info?.State.Running ? container : undefined;
+}
+
+/** Runs `nginx -t` in the running container; fails with nginx's message if it refuses the conf on disk. */
+async function testConf(nginx: Dockerode.Container, what: string): Promise<void> {
+  const test = await execIn(nginx, ["nginx", "-t"]);
+  if (test.exitCode !== 0) throw new Error(`${what}: ${test.stderr.trim()}`);
+}
+
 const fileProvider: pulumi.dynamic.ResourceProvider = {
+  // No nginx reads the volume yet: it reads the file when it starts.
   async create(inputs: FileInputs) {
     await writeConf(inputs, inputs.conf);
     return { id: `${inputs.volumeName}/${inputs.fileName}`, outs: inputs };
@@ -54,8 +77,19 @@ const fileProvider: pulumi.dynamic.ResourceProvider = {
       replaces: olds.volumeName !== news.volumeName ? ["volumeName"] : [],
     };
   },
-  async update(_id: string, _olds: FileInputs, news: FileInputs) {
+  async update(_id: string, olds: FileInputs, news: FileInputs) {
     await writeConf(news, news.conf);
+    // Without a running nginx there is nothing to test against: a container started later reads the file.
+    const nginx = await runningNginx(news);
+    if (nginx) {
+      try {
+        await testConf(nginx, "nginx refused the new conf, which was taken back (nginx keeps serving the old one)");
+      } catch (e) {
+        // Only the file changed (nginx is reloaded by ConfReload, after this): putting it back is the whole undo.
+        await writeConf(news, olds.conf);
+        throw e;
+      }
+    }
     return { outs: news };
   },
   // The file goes with its volume.
@@ -65,6 +99,8 @@ const fileProvider: pulumi.dynamic.ResourceProvider = {
 export interface ConfArgs {
   volumeName: pulumi.Input<string>;
   fileName: string;
+  /** The nginx container's name: the file is tested in it while it runs. */
+  containerName: string;
   image: pulumi.Input<string>;
   labels: Record<string, string>;
   conf: string;
@@ -93,13 +129,9 @@ const reloadProvider: pulumi.dynamic.ResourceProvider = {
   async update(_id: string, olds: ReloadInputs, news: ReloadInputs) {
     if (olds.containerId !== news.containerId) return { outs: news }; // a new container: it read the conf at start
     const nginx = engineClient(news.dockerHost).getContainer(news.containerId);
-    const test = await execIn(nginx, ["nginx", "-t"]);
-    if (test.exitCode !== 0) {
-      await writeConf(news, olds.conf);
-      throw new Error(
-        `nginx refused the new conf, which was taken back (nginx keeps serving the old one): ${test.stderr.trim()}`,
-      );
-    }
+    // ConfFile tested the file already; tested again because `nginx -s reload` exits 0 even when the master
+    // then refuses the conf (it only logs that and keeps the old one).
+    await testConf(nginx, "nginx refuses the conf on its volume, so it was not reloaded");
     const reload = await execIn(nginx, ["nginx", "-s", "reload"]);
     if (reload.exitCode !== 0) throw new Error(`nginx -s reload failed: ${reload.stderr.trim()}`);
     return { outs: news };

@@ -32,7 +32,17 @@ const BAD: Record<keyof RawConfig, string[]> = {
   httpPort: ["0", "99999", "eighty", ""],
   bindAddress: ["localhost", "256.0.0.1", ""],
   nginxConfigFile: ["does/not/exist.conf"],
-  proxyHostHeader: ["", "two words", 'x"; return 200; #', "example.com\\", "a$b", "$Host"],
+  proxyHostHeader: [
+    "",
+    "two words",
+    'x"; return 200; #',
+    "example.com\\",
+    "a$b",
+    "$Host",
+    "$nosuchvar",
+    "$http_",
+    "$flask_upstream",
+  ],
   forwardedHeaders: ["maybe"],
   hardened: ["TRUE!"],
   nginxAccessLog: ["syslog"],
@@ -152,6 +162,17 @@ describe("stack config validation", () => {
     expect(problems(stack, overrides).join("\n")).toContain(message);
   });
 
+  test("a variable nginx does not define is refused before nginx -t, naming the key and the variable", () => {
+    expect(problems("prod", { proxyHostHeader: "$nosuchvar" })).toEqual([
+      "flask-proxy:proxyHostHeader: unknown nginx variable $nosuchvar (nginx would refuse the conf): use one of " +
+        'nginx\'s http core, proxy or realip variables, such as $host, $http_host, $server_name or $proxy_host (got "$nosuchvar")',
+    ]);
+    // A value that is no variable name at all gets the one message that says what is allowed.
+    expect(problems("prod", { proxyHostHeader: "$Host" })).toEqual([
+      'flask-proxy:proxyHostHeader: must be a host name (optionally :port) or an nginx variable such as $host (got "$Host")',
+    ]);
+  });
+
   test("every bad key is reported at once, not just the first", () => {
     expect(problems("dev", { httpPort: "0", appPort: "x", restartPolicy: "never" }).map((p) => p.split(":")[1])).toEqual(
       expect.arrayContaining(["httpPort", "appPort", "restartPolicy"]),
@@ -170,6 +191,17 @@ describe("stack config validation", () => {
     ["latest where pinning is not required", "dev", { nginxImage: "nginx:latest" }],
     ["a registry with a port", "prod", { appImageRepository: "localhost:5000/team/flask" }],
     ["a host header with a port", "prod", { proxyHostHeader: "example.com:8443" }],
+    ...[
+      "$host",
+      "$http_host",
+      "$server_name",
+      "$proxy_host",
+      "$remote_addr",
+      "$http_x_forwarded_host",
+      "$realip_remote_addr",
+    ].map((v): [string, string, Record<string, string>] => [`the nginx variable ${v}`, "prod", { proxyHostHeader: v }]),
+    // Defined since nginx 1.23.2 (the stand-in's 1.22 refuses it: tests/e2e/reload.test.ts).
+    ["a PROXY protocol TLV", "prod", { proxyHostHeader: "$proxy_protocol_tlv_authority" }],
     ["the largest replica count a /28 pins", "prod", { networkSubnet: "10.9.0.0/28", replicas: "5" }],
     ["keepalive over unix sockets, no subnet needed", "prod", { upstreamKeepalive: "16" }],
     [

@@ -174,7 +174,13 @@ describe("prod stack: production-shaped", () => {
     expect(img.build.args.WORKER_PROCESSES).toBe(stackConfig("prod")["flask-proxy:nginxWorkerProcesses"]);
     // Not in the image: a conf change must not replace the container.
     expect(img.build.args.DEFAULT_CONF).toBeUndefined();
-    const file = find(run, "nginx-conf-file").inputs as { conf: string; volumeName: string; fileName: string; image: string };
+    const file = find(run, "nginx-conf-file").inputs as {
+      conf: string;
+      volumeName: string;
+      fileName: string;
+      containerName: string;
+      image: string;
+    };
     expect(file.conf).toContain("access_log /var/log/nginx/access.log combined buffer=64k flush=5s;");
     expect(file.conf).toContain("server unix:/srv/sockets/1/gunicorn.sock;");
     expect(file.conf).not.toMatch(/^\s*keepalive \d+;/m);
@@ -185,6 +191,8 @@ describe("prod stack: production-shaped", () => {
       find(run, "nginx-image-local").outputs.imageId,
     ]);
     const n = find(run, "nginx-container");
+    // While nginx runs, a changed conf is tested in that container (by name: it is declared after the file).
+    expect([file.containerName, n.inputs.name]).toEqual(["flask-proxy-prod-nginx", "flask-proxy-prod-nginx"]);
     expect(n.inputs.image).toBe(find(run, "nginx-image-local").outputs.imageId);
     expect(n.inputs.volumes).toEqual([
       { volumeName: "flask-proxy-prod-nginx-conf", containerPath: "/etc/nginx/conf.d", readOnly: true },
