@@ -5,6 +5,7 @@
 //   npm run docs:changes             previews for every key, one measured `pulumi up` per kind; writes docs/configuration.md
 //                                    (`-- --stack swarm` for one stack's table)
 //   npm run docs:changes -- --check  previews only; fails if the tables are out of date
+//   npm run docs:changes -- --keep-measured   previews for every key; measures only kinds the docs lack
 import { parseArgs } from "util";
 import { CONFIG_KEYS, SECRET_KEYS, type RawConfig } from "../infra/config";
 import { code } from "./config-docs";
@@ -190,8 +191,8 @@ export interface Measured {
  * One real `pulumi up` under load per kind (then back), counting every response. A change that cannot be
  * applied here (a base image this machine lacks) is reverted, and the kind's next key is tried.
  */
-async function measure(live: LiveStack, rows: KeyRow[]): Promise<Measured[]> {
-  const out: Measured[] = [];
+async function measure(live: LiveStack, rows: KeyRow[], kept: Measured[] = []): Promise<Measured[]> {
+  const out: Measured[] = [...kept];
   const rank = (key: string) => (MEASURE_FIRST.includes(key) ? MEASURE_FIRST.indexOf(key) : MEASURE_FIRST.length);
   const candidates = rows
     .filter((r) => r.effect !== "nothing" && !r.effect.startsWith("refused") && !NOT_MEASURED.has(r.key))
@@ -290,7 +291,11 @@ export async function changeTableDifference(): Promise<string> {
 
 async function main(): Promise<number> {
   const { values } = parseArgs({
-    options: { check: { type: "boolean", default: false }, stack: { type: "string", multiple: true } },
+    options: {
+      check: { type: "boolean", default: false },
+      "keep-measured": { type: "boolean", default: false },
+      stack: { type: "string", multiple: true },
+    },
     strict: true,
   });
   const unknown = (values.stack ?? []).filter((name) => !CHANGE_TABLES.some((t) => t.stack === name));
@@ -310,7 +315,9 @@ async function main(): Promise<number> {
   for (const { stack, region } of CHANGE_TABLES.filter((t) => !values.stack || values.stack.includes(t.stack))) {
     const table = await onStack(stack, async (live) => {
       const rows = await keyRows(live, stack);
-      return renderChangeTable(stack, rows, await measure(live, rows));
+      // --keep-measured: a kind the docs already measured keeps its figures; only new kinds are measured.
+      const kept = values["keep-measured"] ? measuredInDocs(region, region.read()) : [];
+      return renderChangeTable(stack, rows, await measure(live, rows, kept));
     });
     code ||= region.apply(table, false, "npm run docs:changes");
   }
