@@ -57,6 +57,8 @@ export interface WorkloadSpec {
   aliases?: string[];
   /** A container port published on the host. */
   publish?: { internal: number; external: number };
+  /** Containers only: a container port published on 127.0.0.1 whatever bindAddress is (metrics, for the host alone). */
+  hostOnly?: { internal: number; external: number };
   /** Read-only bind mounts from the host. */
   binds?: { source: string; target: string }[];
   /** Writable paths under a read-only root (hardened only). */
@@ -96,6 +98,7 @@ export interface SecretMount {
   uid: number;
 }
 
+const LOOPBACK = "127.0.0.1";
 const LOG = { driver: "json-file", options: { "max-size": "10m", "max-file": "3" } };
 /** How long `pulumi up` waits for a service's rolling update to finish. */
 const ROLLOUT_TIMEOUT_S = 300;
@@ -118,6 +121,8 @@ export function declareWorkload(
   opts: pulumi.CustomResourceOptions,
 ): Workload {
   if (settings.target === "swarm") {
+    // Swarm publishes on every interface: there is no host-only port (config validation refuses metrics there).
+    if (spec.hostOnly) throw new Error(`${name}: a port for the host only cannot be published with target: swarm`);
     // Config validation keeps volumes out of swarm stacks: tasks land on any node.
     if (spec.replicas.some((r) => r.volumes?.length)) {
       throw new Error(`${name}: named volumes are not supported with target: swarm`);
@@ -129,7 +134,7 @@ export function declareWorkload(
   }
   const release = spec.release;
   const sideBySide = release?.sideBySide === true;
-  if (sideBySide && (spec.publish || spec.replicas.some((r) => r.address))) {
+  if (sideBySide && (spec.publish || spec.hostOnly || spec.replicas.some((r) => r.address))) {
     throw new Error(`${name}: side-by-side releases need containers without a host port or a fixed address`);
   }
   // Replica 1 keeps the unsuffixed resource name, so scaling 1 → N adds containers and replaces none.
@@ -195,9 +200,14 @@ function containerArgs(spec: WorkloadSpec, settings: WorkloadSettings, replica: 
     // By ID: the provider never reads a container's networks back, so a network removed and created again
     // (same name, new ID) would leave the containers off it; a new ID replaces them instead.
     networksAdvanced: [{ name: spec.network.id, aliases: spec.aliases, ipv4Address: replica.address }],
-    ports: spec.publish
-      ? [{ internal: spec.publish.internal, external: spec.publish.external, ip: settings.bindAddress, protocol: "tcp" }]
-      : [],
+    ports: [
+      ...(spec.publish
+        ? [{ internal: spec.publish.internal, external: spec.publish.external, ip: settings.bindAddress, protocol: "tcp" }]
+        : []),
+      ...(spec.hostOnly
+        ? [{ internal: spec.hostOnly.internal, external: spec.hostOnly.external, ip: LOOPBACK, protocol: "tcp" }]
+        : []),
+    ],
     volumes: [
       ...(spec.binds ?? []).map((b) => ({ hostPath: b.source, containerPath: b.target, readOnly: true })),
       ...(replica.volumes ?? []).map((v) => ({ volumeName: v.volumeName, containerPath: v.target, readOnly: v.readOnly })),

@@ -127,6 +127,7 @@ describe("dev stack: the tutorial's topology", () => {
       appWorkload: ["flask-proxy-dev-flask"],
       nginxWorkload: "flask-proxy-dev-nginx",
       appImage: "flask:0.0.1-dev",
+      metricsUrl: "(no metrics: metricsPort is 0)",
     });
   });
 });
@@ -175,7 +176,7 @@ describe("prod stack: production-shaped", () => {
     // Not in the image: a conf change must not replace the container.
     expect(img.build.args.DEFAULT_CONF).toBeUndefined();
     const file = find(run, "nginx-conf-file").inputs as { conf: string; volumeName: string; fileName: string; image: string };
-    expect(file.conf).toContain("access_log /var/log/nginx/access.log combined buffer=64k flush=5s;");
+    expect(file.conf).toContain("access_log /var/log/nginx/access.log json buffer=64k flush=5s;");
     expect(file.conf).toContain("server unix:/srv/sockets/1/gunicorn.sock;");
     expect(file.conf).not.toMatch(/^\s*keepalive \d+;/m);
     expect(file.conf).toContain("proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;");
