@@ -188,6 +188,10 @@ const hasCutover = (spec: WorkloadSpec, settings: WorkloadSettings) => hasReleas
 const gatesOnHealth = (spec: WorkloadSpec, settings: WorkloadSettings) =>
   settings.waitForHealthy && settings.healthchecks && spec.healthcheck !== undefined;
 
+/** The provider's own wait for health: where no cutover gates on it and there is a healthcheck to wait for. */
+const providerWaits = (spec: WorkloadSpec, settings: WorkloadSettings) =>
+  settings.waitForHealthy && spec.healthcheck !== undefined && !hasCutover(spec, settings);
+
 function containerArgs(spec: WorkloadSpec, settings: WorkloadSettings, replica: ReplicaSpec): docker.ContainerArgs {
   const hardened = settings.hardened;
   return {
@@ -215,8 +219,9 @@ function containerArgs(spec: WorkloadSpec, settings: WorkloadSettings, replica: 
     restart: settings.restartPolicy,
     // `pulumi up` returns only once the container runs (and its healthcheck passes: the cutover gates on
     // that), so a broken release fails the update and leaves nothing half-done in the state.
-    wait: settings.waitForHealthy && !hasCutover(spec, settings),
-    waitTimeout: settings.waitForHealthy && !hasCutover(spec, settings) ? 90 : undefined,
+    // (A container without a healthcheck, such as the metrics exporter, has nothing to wait for: the provider refuses.)
+    wait: providerWaits(spec, settings),
+    waitTimeout: providerWaits(spec, settings) ? 90 : undefined,
     // SIGTERM, then time to finish in-flight requests: on `docker stop`, and when Pulumi deletes the container
     // (a replaced generation, or destroy). Without it the provider's delete kills at once.
     stopTimeout: spec.stopGraceS,
