@@ -41,6 +41,7 @@ const flask = new FlaskApp("flask", {
   networkSubnet: cfg.networkSubnet,
   registry: cfg.registry,
   secretAsFile: cfg.swarm.secretKey,
+  metrics: cfg.metrics !== undefined,
 });
 
 // services.nginx: depends_on flask, proxies to the alias (or the app's sockets), port 80
@@ -59,3 +60,4 @@ export const networkName = network.name;
 export const appWorkload = flask.workload.service?.name ?? flask.workload.containers.map((c) => c.name);
 export const nginxWorkload = nginx.workload.service?.name ?? nginx.workload.containers[0].name;
 export const appImage = flask.image.image.imageName;
+export const metricsUrl = nginx.metricsUrl ?? "(no metrics: metricsPort is 0)";

@@ -30,6 +30,26 @@ export const GUNICORN_CONF = "/etc/gunicorn/gunicorn.conf.py";
  */
 export const APP_GRACEFUL_TIMEOUT_S = 20;
 
+/** metricsPort set: the port gunicorn's master serves the app's Prometheus metrics on (inside the network only). */
+export const APP_METRICS_PORT = 9200;
+/**
+ * metricsPort set: where each process of the app keeps its metric values (prometheus_client's multiprocess mode):
+ * under /tmp, a tmpfs when hardened, which the app user can write either way; gunicorn empties it at start.
+ */
+export const APP_METRICS_DIR = "/tmp/app-metrics";
+/** The env var that turns the app's metrics on (prometheus_client reads it) and names APP_METRICS_DIR. */
+export const METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR";
+/** The env var gunicorn.conf.py reads APP_METRICS_PORT from. */
+export const METRICS_PORT_ENV = "APP_METRICS_PORT";
+/** nginx-prometheus-exporter's network alias and port (the official image's default). */
+export const NGINX_EXPORTER_ALIAS = "nginx-exporter";
+export const NGINX_EXPORTER_PORT = 9113;
+/**
+ * gunicornAccessLog: one line per request, with the request ID nginx sends (%({x-request-id}i)s). gunicorn
+ * 20.1's atoms: D is the time in microseconds.
+ */
+export const GUNICORN_ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(B)s %(D)sus request_id=%({x-request-id}i)s';
+
 /**
  * Run in a healthy new container: points SOCKET_FILE at the container's own socket. The link is made under a
  * temporary name and renamed over the old one, so nginx never finds the name missing.

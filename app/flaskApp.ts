@@ -11,11 +11,16 @@ import { NGINX_DNS_CACHE_S } from "../nginx/conf";
 import {
   APP_GRACEFUL_TIMEOUT_S,
   APP_HEALTH_PATH,
+  APP_METRICS_DIR,
+  APP_METRICS_PORT,
   APP_SOCKET_DIR,
   APP_UID,
   appUpstream,
   CODE_DIR,
+  GUNICORN_ACCESS_LOG_FORMAT,
   GUNICORN_CONF,
+  METRICS_DIR_ENV,
+  METRICS_PORT_ENV,
   SECRET_KEY_FILE_ENV,
   SECRET_KEY_FILE_NAME,
   SECRETS_DIR,
@@ -36,6 +41,8 @@ export interface FlaskAppArgs {
   registry?: RegistrySettings;
   /** Swarm: the secret key as a swarm secret file instead of an env var. */
   secretAsFile?: boolean;
+  /** metricsPort set: gunicorn's master serves the app's Prometheus metrics on APP_METRICS_PORT. */
+  metrics?: boolean;
 }
 
 export class FlaskApp extends pulumi.ComponentResource {
@@ -128,6 +135,8 @@ export class FlaskApp extends pulumi.ComponentResource {
             ? `${SECRET_KEY_FILE_ENV}=${SECRETS_DIR}/${SECRET_KEY_FILE_NAME}`
             : pulumi.interpolate`FLASK_SECRET_KEY=${secretKey}`,
           ...(sockets ? [`${SOCKET_DIR_ENV}=${APP_SOCKET_DIR}`] : []),
+          // prometheus_client's multiprocess mode: each worker's values in files there, summed by the master.
+          ...(args.metrics ? [`${METRICS_DIR_ENV}=${APP_METRICS_DIR}`, `${METRICS_PORT_ENV}=${APP_METRICS_PORT}`] : []),
         ],
         network: args.network,
         aliases: [app.alias],
@@ -185,6 +194,8 @@ function serverCommand(app: StackConfig["app"]): string[] {
     // In-flight requests finish after SIGTERM (a release draining the old container).
     "--graceful-timeout",
     String(APP_GRACEFUL_TIMEOUT_S),
+    // A line per request on stdout, with the request ID nginx sent.
+    ...(app.accessLog ? ["--access-logfile", "-", "--access-logformat", GUNICORN_ACCESS_LOG_FORMAT] : []),
     "main:app",
   ];
 }

@@ -17,3 +17,43 @@ bind = [f"0.0.0.0:{os.environ['PORT']}"]
 socket_dir = os.environ.get("GUNICORN_SOCKET_DIR")
 if socket_dir:
     bind.append(f"unix:{socket_dir}/{socket.gethostname()}.sock")
+
+# metricsPort set: prometheus_client's multiprocess mode. Each worker writes its values to files in
+# PROMETHEUS_MULTIPROC_DIR (main.py counts); the master sums them and serves them on APP_METRICS_PORT, inside the
+# network only (nginx's metrics listener passes them to the host), with each gunicorn process's own figures.
+metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+metrics_port = os.environ.get("APP_METRICS_PORT")
+if metrics_dir and metrics_port:
+    import shutil
+
+    def on_starting(server):
+        # A restarted container (or gunicorn) must not count its predecessor's requests twice.
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        os.makedirs(metrics_dir)
+
+    def when_ready(server):
+        from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+        from prometheus_client.metrics_core import Metric
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        class GunicornProcesses:
+            """process_* figures (CPU, memory, open files) of the master and of each live worker, labelled."""
+
+            def collect(self):
+                families = {}
+                for role, pid in [("master", os.getpid())] + [("worker", p) for p in list(server.WORKERS)]:
+                    for family in ProcessCollector(namespace="gunicorn", pid=lambda pid=pid: pid, registry=None).collect():
+                        merged = families.setdefault(family.name, Metric(family.name, family.documentation, family.type))
+                        for sample in family.samples:
+                            merged.add_sample(sample.name, {**sample.labels, "role": role, "pid": str(pid)}, sample.value)
+                return list(families.values())
+
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        registry.register(GunicornProcesses())
+        start_http_server(int(metrics_port), registry=registry)
+
+    def child_exit(server, worker):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

@@ -3,7 +3,8 @@
 // step fails or a scenario saw errors. Writes bench/out/results.json after every step (a failing step keeps
 // what was measured before it, and the file names that step) and each suite's chart when it completes;
 // --record also copies the complete suites' figures and charts to bench/, which docs/benchmark.md shows.
-//   npm run bench -- [--rounds 6] [--duration 10] [--warmup 2] [--connections 32] [--scaling 1,2,4] [--record]
+//   npm run bench -- [--rounds 6] [--duration 10] [--warmup 2] [--connections 32] [--scaling 1,2,4]
+//                    [--suites data,control,ops] [--record]
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
@@ -28,7 +29,7 @@ function readFlags() {
       warmup: { type: "string", default: "2" },
       connections: { type: "string", default: "32" },
       scaling: { type: "string", default: "1,2,4" },
-      suites: { type: "string", default: "data,control" },
+      suites: { type: "string", default: "data,control,ops" },
       "cp-rounds": { type: "string", default: "5" },
       "cp-scaling": { type: "string", default: "1,4,16" },
       record: { type: "boolean", default: false },
@@ -46,9 +47,9 @@ function readFlags() {
       .map((r) => whole(name, r, 1));
   const suiteList = (v: string | undefined) => {
     const suites = (v ?? "").split(",").filter(Boolean);
-    const unknown = suites.filter((x) => x !== "data" && x !== "control");
-    if (unknown.length || !suites.length) throw new Error(`--suites takes data and/or control (got ${JSON.stringify(v)})`);
-    return { data: suites.includes("data"), control: suites.includes("control") };
+    const unknown = suites.filter((x) => x !== "data" && x !== "control" && x !== "ops");
+    if (unknown.length || !suites.length) throw new Error(`--suites takes data, control and/or ops (got ${JSON.stringify(v)})`);
+    return { data: suites.includes("data"), control: suites.includes("control"), ops: suites.includes("ops") };
   };
   return {
     rounds: whole("rounds", values.rounds, 1),
@@ -347,6 +348,69 @@ async function dataPlane(saved: RunResults): Promise<{ results: Record<string, u
   return { results, svg: svgChart(bars, title), clean };
 }
 
+/**
+ * What operating the stack costs per request: prod as committed (request IDs, buffered JSON access log) beside
+ * prod with each log and metrics setting changed, all up at once and measured in alternating rounds.
+ */
+const OPS_VARIANTS: [string, Record<string, string>][] = [
+  ["prod", {}],
+  ["log off", { nginxAccessLog: "off", nginxRequestId: "false" }],
+  ["log combined, buffered, no IDs", { nginxAccessLogFormat: "combined", nginxRequestId: "false" }],
+  ["log timed, buffered", { nginxAccessLogFormat: "timed" }],
+  ["log json, a write per request", { nginxAccessLog: "on" }],
+  ["+ gunicorn access log", { gunicornAccessLog: "true" }],
+  ["+ metrics", { metricsPort: "" }],
+];
+
+async function opsSuite(): Promise<Record<string, unknown>> {
+  const rounds: Measured[][] = [];
+  const targets: [string, string][] = [];
+  try {
+    for (const [i, [name, config]] of OPS_VARIANTS.entries()) {
+      const overrides = { ...config, httpPort: String(await freePort()) };
+      if ("metricsPort" in overrides) overrides.metricsPort = String(await freePort());
+      const live = await step(`ops ${name}: creating the stack`, () => upStack("prod", overrides, `ops-${i}`));
+      teardown.push(() => live.destroy());
+      await firstOk(live.url);
+      targets.push([name, live.url]);
+    }
+    for (let round = 1; round <= ROUNDS; round++) {
+      progress(`ops round ${round} of ${ROUNDS} (${round % 2 === 1 ? "forwards" : "backwards"})`);
+      const order = round % 2 === 1 ? targets : [...targets].reverse();
+      rounds.push(order.map(([name, url]) => measure(name, url)));
+    }
+  } finally {
+    await step("ops: destroying the stacks", stop);
+  }
+  const scenarios = rounds[0].map(({ name }) => combine(name, rounds));
+  console.log(`\noperating costs: medians of ${ROUNDS} round(s); × prod over each pair of rounds`);
+  console.table(
+    scenarios.map((s) => ({
+      scenario: s.name,
+      "req/s": Math.round(s.rps),
+      "p99 ms": s.p99Ms.toFixed(2),
+      errors: s.errors,
+      "× prod": pairedRatio(rounds, s.name, "prod", "rps").toFixed(3),
+    })),
+  );
+  return {
+    ops: {
+      scenarios: scenarios.map(({ name, rps, p50Ms, p99Ms, errors, non2xx }) => ({
+        name,
+        rps: Math.round(rps),
+        p50Ms,
+        p99Ms,
+        errors,
+        non2xx,
+        vsProd: Math.round(pairedRatio(rounds, name, "prod", "rps") * 1000) / 1000,
+      })),
+      settings: Object.fromEntries(OPS_VARIANTS),
+      note: "Each scenario is the prod stack with the listed config changed; every stack is up during the rounds",
+      measuredAt: new Date().toISOString(),
+    },
+  };
+}
+
 /** The control plane's figures (so far) as results.json holds them. */
 const controlFigures = (cp: Partial<ControlPlaneResults>, host: Machine) => ({
   controlPlane: cp.controlPlane ?? [],
@@ -453,6 +517,7 @@ async function main(): Promise<void> {
         return data.results;
       },
     });
+  if (flags.suites.ops) suites.push({ name: "ops", run: opsSuite });
   if (flags.suites.control)
     suites.push({
       name: "control",

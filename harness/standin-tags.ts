@@ -1,6 +1,6 @@
 // Prints the public image names the committed stacks use, one per line: the stand-ins the live tests and
 // the bench need (scripts/build-standins.sh builds them when no registry can be reached).
-import { parseConfig } from "../infra/config";
+import { parseConfig, PROJECT } from "../infra/config";
 import { ROOT, stackConfig, stackNames } from "../infra/stack-files";
 
 const tags = new Set<string>();
@@ -10,5 +10,7 @@ for (const stack of stackNames()) {
   // stand-ins to it), never from the host engine.
   if (cfg.registry) continue;
   tags.add(cfg.nginx.baseImage).add(cfg.app.baseImage);
+  // Listed whether or not the stack file turns metrics on: the live tests turn them on (metricsPort).
+  tags.add(stackConfig(stack)[`${PROJECT}:nginxExporterImage`]);
 }
 console.log([...tags].join("\n"));

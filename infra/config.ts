@@ -80,6 +80,11 @@ export const configSchema = z.object({
   forwardedHeaders: bool,
   hardened: bool,
   nginxAccessLog: z.enum(["on", "buffered", "off"], { error: "must be on, buffered or off" }),
+  nginxAccessLogFormat: z.enum(["combined", "timed", "json"], { error: "must be combined, timed or json" }),
+  nginxRequestId: bool,
+  gunicornAccessLog: bool,
+  metricsPort: optionalPort,
+  nginxExporterImage: image,
   nginxWorkerProcesses: int(0, 64),
   upstreamReadTimeout: int(1, 3600),
   // Probes 1 s apart after 1 s of silence (nginx/conf.ts): 2 s is the shortest, 128 the kernel's most probes.
@@ -141,6 +146,14 @@ export interface StackConfig {
     maxProcesses?: number;
     /** From secret config; the program wraps it as a Pulumi secret. Absent: a random one is generated. */
     secretKey?: string;
+    /** gunicorn writes an access log line per request (with the request ID nginx sends). */
+    accessLog: boolean;
+  };
+  /** Prometheus metrics on a port published on 127.0.0.1 only; absent: none. */
+  metrics?: {
+    hostPort: number;
+    /** The nginx-prometheus-exporter image that turns nginx's stub_status into Prometheus metrics. */
+    exporterImage: string;
   };
   nginx: {
     /** The public nginx image (RemoteImage). */
@@ -152,6 +165,10 @@ export interface StackConfig {
     forwardedHeaders: boolean;
     keepalive: number;
     accessLog: RawConfig["nginxAccessLog"];
+    /** combined (the image's default), timed (combined plus timings, upstream and request ID) or json. */
+    accessLogFormat: RawConfig["nginxAccessLogFormat"];
+    /** Give every request an ID ($request_id, or a well-formed one the client sent) and pass it on. */
+    requestId: boolean;
     /** Seconds nginx waits for the app's answer; a request unanswered by then gets 504, tried nowhere else (hardened only). */
     readTimeoutS: number;
     /**
@@ -350,7 +367,37 @@ const RULES: Rule[] = [
     (c) => c.bindAddress === "0.0.0.0",
     "must be 0.0.0.0 with target: swarm (swarm publishes on every interface)",
   ),
-  ...(["nginxImage", "pythonImage"] as const).map((key): Rule => ({
+  {
+    keys: ["gunicornAccessLog", "appServer"],
+    key: "gunicornAccessLog",
+    ok: (c) => !c.gunicornAccessLog || c.appServer === "gunicorn",
+    message: () => "only applies to appServer: gunicorn",
+  },
+  {
+    keys: ["metricsPort", "appServer"],
+    key: "metricsPort",
+    ok: (c) => c.metricsPort === 0 || c.appServer === "gunicorn",
+    message: () => "needs appServer: gunicorn (the app's metrics are served by gunicorn's master process)",
+  },
+  {
+    keys: ["metricsPort", "replicas"],
+    key: "metricsPort",
+    ok: (c) => c.metricsPort === 0 || c.replicas === 1,
+    message: (c) =>
+      `needs replicas: 1 (each of ${c.replicas} replicas counts its own requests, and a scrape through the alias would mix them)`,
+  },
+  {
+    keys: ["metricsPort", "httpPort", "appHostPort"],
+    key: "metricsPort",
+    ok: (c) => c.metricsPort === 0 || (c.metricsPort !== c.httpPort && c.metricsPort !== c.appHostPort),
+    message: (c) => `host port ${c.metricsPort} is already taken by httpPort or appHostPort`,
+  },
+  swarmOnly(
+    "metricsPort",
+    (c) => c.metricsPort === 0,
+    "must be 0 with target: swarm (swarm publishes on every interface; metrics are for the host only)",
+  ),
+  ...(["nginxImage", "pythonImage", "nginxExporterImage"] as const).map((key): Rule => ({
     keys: ["requirePinnedImages", key],
     key,
     ok: (c) => !c.requirePinnedImages || isPinned(c[key]),
@@ -427,7 +474,9 @@ function typed(c: RawConfig, project: string, ctx: LoadContext): StackConfig {
       limits: { memoryMb: c.appMemoryMb || undefined, cpus: c.appCpus || undefined },
       maxProcesses: c.appMaxProcesses || undefined,
       secretKey: c.flaskSecretKey || undefined,
+      accessLog: c.gunicornAccessLog,
     },
+    metrics: c.metricsPort ? { hostPort: c.metricsPort, exporterImage: c.nginxExporterImage } : undefined,
     nginx: {
       baseImage: c.nginxImage,
       httpPort: c.httpPort,
@@ -436,6 +485,8 @@ function typed(c: RawConfig, project: string, ctx: LoadContext): StackConfig {
       forwardedHeaders: c.forwardedHeaders,
       keepalive: c.upstreamKeepalive,
       accessLog: c.nginxAccessLog,
+      accessLogFormat: c.nginxAccessLogFormat,
+      requestId: c.nginxRequestId,
       readTimeoutS: c.upstreamReadTimeout,
       deadPeerTimeoutS: c.upstreamDeadPeerTimeout || undefined,
       limits: { memoryMb: c.nginxMemoryMb || undefined, cpus: c.nginxCpus || undefined },

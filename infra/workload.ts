@@ -57,6 +57,8 @@ export interface WorkloadSpec {
   aliases?: string[];
   /** A container port published on the host. */
   publish?: { internal: number; external: number };
+  /** Containers only: a container port published on 127.0.0.1 whatever bindAddress is (metrics, for the host alone). */
+  hostOnly?: { internal: number; external: number };
   /** Read-only bind mounts from the host. */
   binds?: { source: string; target: string }[];
   /** Writable paths under a read-only root (hardened only). */
@@ -98,6 +100,7 @@ export interface SecretMount {
   uid: number;
 }
 
+const LOOPBACK = "127.0.0.1";
 const LOG = { driver: "json-file", options: { "max-size": "10m", "max-file": "3" } };
 /** How long `pulumi up` waits for a service's rolling update to finish. */
 const ROLLOUT_TIMEOUT_S = 300;
@@ -120,6 +123,8 @@ export function declareWorkload(
   opts: pulumi.CustomResourceOptions,
 ): Workload {
   if (settings.target === "swarm") {
+    // Swarm publishes on every interface: there is no host-only port (config validation refuses metrics there).
+    if (spec.hostOnly) throw new Error(`${name}: a port for the host only cannot be published with target: swarm`);
     // Config validation keeps volumes out of swarm stacks: tasks land on any node.
     if (spec.replicas.some((r) => r.volumes?.length)) {
       throw new Error(`${name}: named volumes are not supported with target: swarm`);
@@ -131,7 +136,7 @@ export function declareWorkload(
   }
   const release = spec.release;
   const sideBySide = release?.sideBySide === true;
-  if (sideBySide && (spec.publish || spec.replicas.some((r) => r.address))) {
+  if (sideBySide && (spec.publish || spec.hostOnly || spec.replicas.some((r) => r.address))) {
     throw new Error(`${name}: side-by-side releases need containers without a host port or a fixed address`);
   }
   // Replica 1 keeps the unsuffixed resource name, so scaling 1 → N adds containers and replaces none.
@@ -185,6 +190,10 @@ const hasCutover = (spec: WorkloadSpec, settings: WorkloadSettings) => hasReleas
 const gatesOnHealth = (spec: WorkloadSpec, settings: WorkloadSettings) =>
   settings.waitForHealthy && settings.healthchecks && spec.healthcheck !== undefined;
 
+/** The provider's own wait for health: where no cutover gates on it and there is a healthcheck to wait for. */
+const providerWaits = (spec: WorkloadSpec, settings: WorkloadSettings) =>
+  settings.waitForHealthy && spec.healthcheck !== undefined && !hasCutover(spec, settings);
+
 function containerArgs(spec: WorkloadSpec, settings: WorkloadSettings, replica: ReplicaSpec): docker.ContainerArgs {
   const hardened = settings.hardened;
   return {
@@ -197,9 +206,14 @@ function containerArgs(spec: WorkloadSpec, settings: WorkloadSettings, replica: 
     // By ID: the provider never reads a container's networks back, so a network removed and created again
     // (same name, new ID) would leave the containers off it; a new ID replaces them instead.
     networksAdvanced: [{ name: spec.network.id, aliases: spec.aliases, ipv4Address: replica.address }],
-    ports: spec.publish
-      ? [{ internal: spec.publish.internal, external: spec.publish.external, ip: settings.bindAddress, protocol: "tcp" }]
-      : [],
+    ports: [
+      ...(spec.publish
+        ? [{ internal: spec.publish.internal, external: spec.publish.external, ip: settings.bindAddress, protocol: "tcp" }]
+        : []),
+      ...(spec.hostOnly
+        ? [{ internal: spec.hostOnly.internal, external: spec.hostOnly.external, ip: LOOPBACK, protocol: "tcp" }]
+        : []),
+    ],
     volumes: [
       ...(spec.binds ?? []).map((b) => ({ hostPath: b.source, containerPath: b.target, readOnly: true })),
       ...(replica.volumes ?? []).map((v) => ({ volumeName: v.volumeName, containerPath: v.target, readOnly: v.readOnly })),
@@ -207,8 +221,9 @@ function containerArgs(spec: WorkloadSpec, settings: WorkloadSettings, replica: 
     restart: settings.restartPolicy,
     // `pulumi up` returns only once the container runs (and its healthcheck passes: the cutover gates on
     // that), so a broken release fails the update and leaves nothing half-done in the state.
-    wait: settings.waitForHealthy && !hasCutover(spec, settings),
-    waitTimeout: settings.waitForHealthy && !hasCutover(spec, settings) ? 90 : undefined,
+    // (A container without a healthcheck, such as the metrics exporter, has nothing to wait for: the provider refuses.)
+    wait: providerWaits(spec, settings),
+    waitTimeout: providerWaits(spec, settings) ? 90 : undefined,
     // SIGTERM, then time to finish in-flight requests: on `docker stop`, and when Pulumi deletes the container
     // (a replaced generation, or destroy). Without it the provider's delete kills at once.
     stopTimeout: spec.stopGraceS,

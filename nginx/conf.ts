@@ -2,7 +2,7 @@
 // checks that a bind-mounted copy is exactly that render. Everything used here exists in nginx 1.13.7 and
 // in current nginx, except proxy_socket_keepalive (1.15.6), rendered only with upstreamDeadPeerTimeout.
 import * as fs from "fs";
-import { appUpstream, type AppUpstream } from "../app/facts";
+import { APP_METRICS_PORT, appUpstream, NGINX_EXPORTER_ALIAS, NGINX_EXPORTER_PORT, type AppUpstream } from "../app/facts";
 import type { StackConfig } from "../infra/config";
 
 /** Where the official image (and the stand-in) reads the server config. */
@@ -39,6 +39,15 @@ export interface NginxConfOptions {
   healthEndpoint: boolean;
   /** on: the image's default (a write per request); buffered: one write per 64 KB; off: none. */
   accessLog: "on" | "buffered" | "off";
+  /** combined: the image's default; timed: combined plus timings, upstream and ID; json: the same, escaped. */
+  accessLogFormat?: AccessLogFormat;
+  /**
+   * Every request gets an ID: the client's X-Request-ID when well-formed, else nginx's $request_id. Sent to
+   * the app and to the client as X-Request-ID.
+   */
+  requestId?: boolean;
+  /** A second listener serving metrics (published on 127.0.0.1 only by the program); absent: none. */
+  metrics?: NginxMetrics;
   /**
    * Hardened: seconds to wait for the app's answer. A request unanswered by then gets 504 and is not tried on
    * another replica: it may be slow, not lost, and a retry would run it again. Default 30.
@@ -55,6 +64,48 @@ export interface NginxConfOptions {
   stack: string;
 }
 
+export type AccessLogFormat = "combined" | "timed" | "json";
+
+export interface NginxMetrics {
+  /** The app's Prometheus endpoint (gunicorn's master), host:port on the network. */
+  app: string;
+  /** nginx-prometheus-exporter, host:port on the network. */
+  exporter: string;
+}
+
+/** The metrics listener's container port; the program publishes it on 127.0.0.1 only. */
+export const NGINX_METRICS_PORT = 8080;
+/** On the metrics listener: nginx's counters, read by nginx-prometheus-exporter. */
+export const STUB_STATUS_PATH = "/stub_status";
+/** On the metrics listener: the app's metrics, and nginx's (through the exporter). */
+export const APP_METRICS_PATH = "/metrics";
+export const NGINX_METRICS_PATH = "/nginx/metrics";
+/** The request ID's header, to the app and to the client. */
+export const REQUEST_ID_HEADER = "X-Request-ID";
+/** What a client-sent ID must look like to be kept: bounded length and characters, so no log line can be forged. */
+export const REQUEST_ID_PATTERN = "^[A-Za-z0-9._-]{1,64}$";
+
+/** nginx's log_format bodies: every field of `combined`, then the request's timings, its upstream and its ID. */
+function logFormat(format: Exclude<AccessLogFormat, "combined">, id: string): string[] {
+  if (format === "timed") {
+    return [
+      "log_format timed '$remote_addr - $remote_user [$time_local] \"$request\" $status $body_bytes_sent '",
+      '                 \'"$http_referer" "$http_user_agent" rt=$request_time ua="$upstream_addr" \'',
+      `                 'us="$upstream_status" ut="$upstream_response_time" id=${id}';`,
+    ];
+  }
+  // escape=json: nginx escapes quotes, backslashes and control bytes in every value. Numbers nginx always
+  // writes as numbers stay unquoted; the upstream fields can be "-" or a list ("0.001, 0.002") and are strings.
+  return [
+    'log_format json escape=json \'{"time":"$time_iso8601","remote_addr":"$remote_addr",\'',
+    `    '"request_id":"${id}","method":"$request_method","uri":"$request_uri",'`,
+    '    \'"protocol":"$server_protocol","status":$status,"body_bytes_sent":$body_bytes_sent,\'',
+    '    \'"request_time":$request_time,"upstream_addr":"$upstream_addr",\'',
+    '    \'"upstream_status":"$upstream_status","upstream_response_time":"$upstream_response_time",\'',
+    '    \'"referer":"$http_referer","user_agent":"$http_user_agent"}\';',
+  ];
+}
+
 export function renderNginxConf(o: NginxConfOptions): string {
   const target = `${o.upstreamHost}:${o.upstreamPort}`;
   const hostValue = o.hostHeader.startsWith("$") ? o.hostHeader : `"${o.hostHeader}"`;
@@ -62,6 +113,20 @@ export function renderNginxConf(o: NginxConfOptions): string {
     `# Rendered for stack "${o.stack}" by nginx/conf.ts (npm run render:nginx). Edit the stack config`,
     `# or the renderer, not this file: the program refuses to mount a copy that differs from the render.`,
   ];
+  const format = o.accessLogFormat ?? "combined";
+  const id = o.requestId ? "$req_id" : "$request_id";
+  if (o.requestId) {
+    lines.push(
+      "# Each request's ID: the client's X-Request-ID if it is well-formed, else nginx's own. Anything else a",
+      "# client sends there is dropped, so no log line carries it.",
+      `map $http_x_request_id $req_id {`,
+      "    default $request_id;",
+      `    "~${REQUEST_ID_PATTERN}" $http_x_request_id;`,
+      "}",
+      "",
+    );
+  }
+  if (format !== "combined") lines.push(...logFormat(format, id), "");
   // An upstream block names fixed targets: the sockets, or the alias resolved once at start.
   const upstreamBlock = o.sockets.length > 0 || o.keepalive > 0;
   if (upstreamBlock) {
@@ -104,12 +169,15 @@ export function renderNginxConf(o: NginxConfOptions): string {
       "    add_header Referrer-Policy no-referrer always;",
     );
   }
+  if (o.requestId) lines.push("", `    add_header ${REQUEST_ID_HEADER} $req_id always;`);
   if (o.accessLog === "buffered") {
     lines.push(
       "",
       "    # One write per 64 KB of log instead of one per request.",
-      "    access_log /var/log/nginx/access.log combined buffer=64k flush=5s;",
+      `    access_log /var/log/nginx/access.log ${format} buffer=64k flush=5s;`,
     );
+  } else if (o.accessLog === "on" && format !== "combined") {
+    lines.push("", `    access_log /var/log/nginx/access.log ${format};`);
   } else if (o.accessLog === "off") {
     lines.push("", "    # No access log: nginx's largest per-request cost after the proxying itself.", "    access_log off;");
   }
@@ -142,6 +210,9 @@ export function renderNginxConf(o: NginxConfOptions): string {
     lines.push("        proxy_pass http://$flask_upstream;");
   }
   lines.push(`        proxy_set_header Host ${hostValue};`);
+  if (o.requestId) lines.push(`        proxy_set_header ${REQUEST_ID_HEADER} $req_id;`);
+  // When nginx handed the request on, so the app can tell its own time from the time the request waited.
+  if (o.metrics) lines.push('        proxy_set_header X-Request-Start "t=${msec}";');
   if (o.forwardedHeaders) {
     lines.push(
       "        proxy_set_header X-Real-IP $remote_addr;",
@@ -173,6 +244,33 @@ export function renderNginxConf(o: NginxConfOptions): string {
     );
   }
   lines.push("    }", "}", "");
+  if (o.metrics) {
+    lines.push(
+      "# Metrics: a listener of its own, which the program publishes on 127.0.0.1 only (never the public port).",
+      "server {",
+      `    listen ${NGINX_METRICS_PORT};`,
+      "    server_name metrics;",
+      "    access_log off;",
+      `    resolver ${DOCKER_DNS} valid=${NGINX_DNS_CACHE_S}s ipv6=off;`,
+      `    set $app_metrics ${o.metrics.app};`,
+      `    set $nginx_exporter ${o.metrics.exporter};`,
+      "",
+      `    location = ${STUB_STATUS_PATH} {`,
+      "        stub_status;",
+      "    }",
+      `    location = ${APP_METRICS_PATH} {`,
+      "        proxy_pass http://$app_metrics;",
+      "    }",
+      `    location = ${NGINX_METRICS_PATH} {`,
+      "        proxy_pass http://$nginx_exporter/metrics;",
+      "    }",
+      "    location / {",
+      "        return 404;",
+      "    }",
+      "}",
+      "",
+    );
+  }
   return lines.join("\n");
 }
 
@@ -189,6 +287,11 @@ export function stackNginxConf(cfg: StackConfig, upstream: AppUpstream = appUpst
     hardened: cfg.hardened,
     healthEndpoint: cfg.healthchecks,
     accessLog: cfg.nginx.accessLog,
+    accessLogFormat: cfg.nginx.accessLogFormat,
+    requestId: cfg.nginx.requestId,
+    metrics: cfg.metrics
+      ? { app: `${upstream.host}:${APP_METRICS_PORT}`, exporter: `${NGINX_EXPORTER_ALIAS}:${NGINX_EXPORTER_PORT}` }
+      : undefined,
     readTimeoutS: cfg.nginx.readTimeoutS,
     deadPeerTimeoutS: cfg.nginx.deadPeerTimeoutS,
   });

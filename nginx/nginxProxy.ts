@@ -2,12 +2,20 @@
 import * as path from "path";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
-import type { AppUpstream } from "../app/facts";
+import { NGINX_EXPORTER_ALIAS, NGINX_EXPORTER_PORT, type AppUpstream } from "../app/facts";
 import type { StackConfig } from "../infra/config";
 import { labelList, objectName } from "../infra/naming";
 import { buildImage, type BuiltImage } from "../infra/image";
 import { declareWorkload, localUrl, type Workload, type WorkloadSettings } from "../infra/workload";
-import { CONF_PATH, deadPeerSysctls, NGINX_HEALTH_PATH, nginxSocketDir, stackNginxConf } from "./conf";
+import {
+  CONF_PATH,
+  deadPeerSysctls,
+  NGINX_HEALTH_PATH,
+  NGINX_METRICS_PORT,
+  nginxSocketDir,
+  stackNginxConf,
+  STUB_STATUS_PATH,
+} from "./conf";
 import { ConfFile, ConfReload } from "./reload";
 
 export interface NginxProxyArgs {
@@ -28,7 +36,11 @@ export class NginxProxy extends pulumi.ComponentResource {
   /** The base image with the stack's settings (and, on swarm, the rendered conf); absent when the conf is bind-mounted. */
   readonly image?: BuiltImage;
   readonly workload: Workload;
+  /** metricsPort set: nginx-prometheus-exporter, reading nginx's stub_status. */
+  readonly exporter?: Workload;
   readonly url: pulumi.Output<string>;
+  /** metricsPort set: the metrics listener, on 127.0.0.1. */
+  readonly metricsUrl?: pulumi.Output<string>;
 
   constructor(name: string, args: NginxProxyArgs, opts?: pulumi.ComponentResourceOptions) {
     super("flask-proxy:index:NginxProxy", name, {}, opts);
@@ -85,6 +97,8 @@ export class NginxProxy extends pulumi.ComponentResource {
         image: this.image ? this.image.ref : this.baseImage.imageId,
         network: args.network,
         publish: { internal: 80, external: nginx.httpPort },
+        // Metrics for the host alone: published on 127.0.0.1 whatever bindAddress is.
+        hostOnly: cfg.metrics ? { internal: NGINX_METRICS_PORT, external: cfg.metrics.hostPort } : undefined,
         binds: nginx.configFile ? [{ source: nginx.configFile, target: CONF_PATH }] : [],
         // Temp and pid paths of the official image (/var/cache/nginx, /run) and of Debian's (/var/lib/nginx).
         tmpfs: ["/var/cache/nginx", "/var/lib/nginx", "/run", "/tmp"].map((p) => ({ path: p, sizeMb: 16 })),
@@ -118,7 +132,39 @@ export class NginxProxy extends pulumi.ComponentResource {
       );
     }
 
+    if (cfg.metrics) {
+      // The official exporter: stub_status's counters (connections by state, requests) in Prometheus's format.
+      // Reached by nginx's metrics listener over the network; it publishes nothing itself.
+      const exporterImage = new docker.RemoteImage(
+        `${name}-exporter-base-image`,
+        { name: cfg.metrics.exporterImage, keepLocally: true },
+        { parent: this },
+      );
+      this.exporter = declareWorkload(
+        `${name}-exporter`,
+        {
+          image: exporterImage.imageId,
+          // Flags both the 0.x (Go flag) and 1.x (kingpin) exporters take.
+          command: [
+            `--nginx.scrape-uri=http://${containerName}:${NGINX_METRICS_PORT}${STUB_STATUS_PATH}`,
+            `--web.listen-address=:${NGINX_EXPORTER_PORT}`,
+          ],
+          network: args.network,
+          aliases: [NGINX_EXPORTER_ALIAS],
+          // The image has no shell or HTTP client to run a check with.
+          limits: { memoryMb: 32 },
+          capAdds: [],
+          replicas: [{ containerName: objectName(cfg.project, cfg.stack, "nginx-exporter") }],
+          serviceName: objectName(cfg.project, cfg.stack, "nginx-exporter"),
+        },
+        settings,
+        // After nginx: the 0.x exporter exits when its first read of stub_status fails.
+        { parent: this, dependsOn: this.workload.resources },
+      );
+      this.metricsUrl = pulumi.output(localUrl("127.0.0.1", cfg.metrics.hostPort));
+    }
+
     this.url = pulumi.output(localUrl(settings.bindAddress, nginx.httpPort));
-    this.registerOutputs({ url: this.url });
+    this.registerOutputs({ url: this.url, metricsUrl: this.metricsUrl });
   }
 }

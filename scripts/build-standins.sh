@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Builds local stand-ins for the public images the stacks name, because no registry is reachable here.
-# One Debian bookworm rootfs (nginx-light + python3-flask + gunicorn) is imported once as a base; each
-# requested tag is a two-line build on top of it that sets the entrypoint the official image would have.
+# One Debian bookworm rootfs (nginx-light + python3-flask + gunicorn + python3-prometheus-client +
+# prometheus-nginx-exporter) is imported once as a base; each requested tag is a commit of it that sets the
+# entrypoint the official image would have.
 # Usage: build-standins.sh [TAG ...]   (default: the tags the committed stacks use, from harness/standin-tags.ts)
 # Tags already present are skipped, so a warm run costs a few docker API calls.
 set -euo pipefail
 log() { printf '[standins] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-BASE_TAG="standin/bookworm-base:1"
+# Bumped whenever the package list changes; a stand-in that needs the new packages and was made from an older
+# base is made again (see current()).
+BASE_TAG="standin/bookworm-base:2"
 CACHE_DIR="${STANDIN_CACHE_DIR:-/var/cache/pulumi-nginx-flask-standin}"
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 if [ $# -eq 0 ]; then
@@ -20,6 +23,17 @@ fi
 docker info >/dev/null 2>&1 || die "no Docker Engine answers; run scripts/setup-engine.sh first"
 
 have() { docker image inspect "$1" >/dev/null 2>&1; }
+# The base a stand-in was committed from (empty for stand-ins older than this label).
+base_of() { docker image inspect -f '{{index .Config.Labels "org.example.standin-base"}}' "$1" 2>/dev/null || true; }
+# Present and made from a base with what it needs: python (prometheus_client) and the exporter need base 2;
+# an nginx stand-in from base 1 is the same nginx, and is kept, so stacks already running on it see no change.
+current() {
+  have "$1" || return 1
+  case "${1%%:*}" in
+    */nginx|nginx|*/nginx-unprivileged|nginx-unprivileged) return 0 ;;
+  esac
+  [ "$(base_of "$1")" = "$BASE_TAG" ]
+}
 
 build_base() {
   have "$BASE_TAG" && return 0
@@ -31,7 +45,7 @@ build_base() {
   rm -rf "$root"
   log "debootstrap bookworm into $root (about 2 minutes)"
   debootstrap --variant=minbase \
-    --include=python3-flask,gunicorn,nginx-light,python3-pip,python-is-python3,curl,ca-certificates \
+    --include=python3-flask,gunicorn,python3-prometheus-client,nginx-light,prometheus-nginx-exporter,python3-pip,python-is-python3,curl,ca-certificates \
     bookworm "$root" "$MIRROR" >"$CACHE_DIR/debootstrap.log" 2>&1 \
     || { tail -n 30 "$CACHE_DIR/debootstrap.log" >&2; die "debootstrap failed (log: $CACHE_DIR/debootstrap.log)"; }
   # Make the rootfs behave like the official images: nginx reads conf.d/ only and logs to the container's
@@ -58,19 +72,24 @@ build_tag() {
       changes=(--change 'EXPOSE 80' --change 'CMD ["nginx", "-g", "daemon off;"]') ;;
     python)
       changes=(--change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]') ;;
-    *) die "no stand-in recipe for image '$tag' (known: nginx*, python*)" ;;
+    nginx-prometheus-exporter)
+      # The official image: the exporter as entrypoint, run as nobody, listening on 9113.
+      changes=(--change 'ENTRYPOINT ["/usr/bin/prometheus-nginx-exporter"]' --change 'CMD []' --change 'USER 65534'
+        --change 'EXPOSE 9113') ;;
+    *) die "no stand-in recipe for image '$tag' (known: nginx*, python*, nginx-prometheus-exporter)" ;;
   esac
   log "tagging stand-in $tag"
   # A commit of the base with the official image's settings: no builder involved, so none of the
   # legacy builder's deprecation notices (the engine here has no buildx).
   cid="$(docker create "${create[@]}" "$BASE_TAG" /bin/true)" || die "creating a container from $BASE_TAG failed"
-  docker commit "${changes[@]}" --change "LABEL org.example.standin-for=\"$tag\"" "$cid" "$tag" >/dev/null \
+  docker commit "${changes[@]}" --change "LABEL org.example.standin-for=\"$tag\" org.example.standin-base=\"$BASE_TAG\"" \
+    "$cid" "$tag" >/dev/null \
     || { docker rm "$cid" >/dev/null; die "committing stand-in $tag failed"; }
   docker rm "$cid" >/dev/null
 }
 
 todo=()
-for tag in "$@"; do have "$tag" || todo+=("$tag"); done
+for tag in "$@"; do current "$tag" || todo+=("$tag"); done
 if [ ${#todo[@]} -eq 0 ]; then log "all stand-ins present: $*"; exit 0; fi
 build_base
 for tag in "${todo[@]}"; do build_tag "$tag"; done

@@ -15,6 +15,8 @@ install_packages() {
   local missing=()
   command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
   command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+  # The metrics test runs a real Prometheus server (on 127.0.0.1, its own config and storage; not the service).
+  command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
   [ ${#missing[@]} -eq 0 ] && return 0
   log "installing ${missing[*]} from Debian"
   export DEBIAN_FRONTEND=noninteractive

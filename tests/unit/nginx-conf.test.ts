@@ -147,3 +147,95 @@ test("keepalive probes are not rendered over unix sockets, which have no node to
   expect(unix).not.toContain("proxy_socket_keepalive");
   expect(renderFree("swarm", { upstreamDeadPeerTimeout: "5" })).toContain("proxy_socket_keepalive on;");
 });
+
+describe("request IDs, access log formats and the metrics listener", () => {
+  /** The text of one `log_format <name> ...;` directive, its quoted pieces joined as nginx joins them. */
+  function logFormatBody(conf: string, name: string): string {
+    const m = new RegExp(`^log_format ${name}(?: escape=json)? ((?:'[^']*'\\s*)+);`, "m").exec(conf);
+    if (!m) throw new Error(`no log_format ${name}`);
+    return [...m[1].matchAll(/'([^']*)'/g)].map((p) => p[1]).join("");
+  }
+
+  test("off by default: dev renders as before, with no ID, no log format and no metrics listener", () => {
+    const dev = stackNginxConf(parse("dev"));
+    for (const absent of ["map ", "log_format", "X-Request-ID", "X-Request-Start", "stub_status", "listen 8080"]) {
+      expect([absent, dev.includes(absent)]).toEqual([absent, false]);
+    }
+  });
+
+  test("an ID the client sends is kept only when it matches 1-64 of A-Za-z0-9._-; it goes to the app and the client", () => {
+    const conf = renderFree("prod", { nginxRequestId: "true" });
+    const map = /^map \$http_x_request_id \$req_id \{\n {4}default \$request_id;\n {4}"~(.+)" \$http_x_request_id;\n\}$/m.exec(
+      conf,
+    );
+    expect(map).not.toBeNull();
+    const kept = new RegExp(map![1]);
+    for (const ok of ["abc", "A-1_b.c", "x".repeat(64), "0123456789abcdef0123456789abcdef"])
+      expect([ok, kept.test(ok)]).toEqual([ok, true]);
+    for (const bad of ["", "x".repeat(65), 'a"b', "a b", "a\nb", "a\\b", "{}", "é", "a%0ab", "a;b"]) {
+      expect([bad, kept.test(bad)]).toEqual([bad, false]);
+    }
+    expect(conf).toContain("        proxy_set_header X-Request-ID $req_id;");
+    // `always`: error responses (nginx's own 4xx/5xx) carry it too.
+    expect(conf).toMatch(/^ {4}add_header X-Request-ID \$req_id always;$/m);
+  });
+
+  test("json: every field present, and the line parses whatever (escaped) values nginx puts in", () => {
+    const conf = renderFree("prod", { nginxRequestId: "true", nginxAccessLogFormat: "json" });
+    expect(conf).toMatch(/^log_format json escape=json /m);
+    expect(conf).toContain("    access_log /var/log/nginx/access.log json buffer=64k flush=5s;");
+    const body = logFormatBody(conf, "json");
+    // nginx's escape=json writes a value as JSON string content; the numeric fields are numbers always.
+    const numeric = new Set(["$status", "$body_bytes_sent", "$request_time"]);
+    const hostile = 'a"b\\c\n{"forged":1}\u0000\u001b[31m';
+    const line = body.replace(/\$[a-z_0-9]+/g, (v) => (numeric.has(v) ? "404" : JSON.stringify(hostile).slice(1, -1)));
+    const parsed = JSON.parse(line) as Record<string, unknown>;
+    expect(Object.keys(parsed).sort()).toEqual(
+      [
+        "time",
+        "remote_addr",
+        "request_id",
+        "method",
+        "uri",
+        "protocol",
+        "status",
+        "body_bytes_sent",
+        "request_time",
+        "upstream_addr",
+        "upstream_status",
+        "upstream_response_time",
+        "referer",
+        "user_agent",
+      ].sort(),
+    );
+    expect(parsed.user_agent).toBe(hostile);
+    expect(body).toContain('"request_id":"$req_id"');
+  });
+
+  test("timed: combined's fields, then request time, upstream address, status and time, and the ID", () => {
+    const conf = renderFree("prod", { nginxRequestId: "true", nginxAccessLogFormat: "timed", nginxAccessLog: "on" });
+    const body = logFormatBody(conf, "timed");
+    expect(body.startsWith('$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent')).toBe(true);
+    expect(body).toMatch(
+      /rt=\$request_time ua="\$upstream_addr" us="\$upstream_status" ut="\$upstream_response_time" id=\$req_id$/,
+    );
+    expect(conf).toContain("    access_log /var/log/nginx/access.log timed;");
+    // Without request IDs, the log still names nginx's own.
+    expect(logFormatBody(renderFree("prod", { nginxAccessLogFormat: "timed", nginxRequestId: "false" }), "timed")).toMatch(
+      /id=\$request_id$/,
+    );
+  });
+
+  test("metrics: a listener of its own with stub_status and the two exporters, and nothing of it on port 80", () => {
+    const conf = renderFree("prod", { metricsPort: "9145" });
+    const [main, metrics] = conf.split("\n# Metrics:");
+    expect(metrics).toMatch(/^\s*listen 8080;$/m);
+    expect(metrics).toContain("location = /stub_status {\n        stub_status;");
+    expect(metrics).toContain("set $app_metrics flask-app:9200;");
+    expect(metrics).toContain("set $nginx_exporter nginx-exporter:9113;");
+    expect(metrics).toMatch(/location \/ \{\n\s*return 404;/);
+    expect(main).not.toMatch(/stub_status|\/metrics|listen 8080/);
+    expect(main).toContain('proxy_set_header X-Request-Start "t=${msec}";');
+    expect(renderFree("prod")).not.toContain("# Metrics:");
+  });
+});

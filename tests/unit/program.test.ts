@@ -127,6 +127,7 @@ describe("dev stack: the tutorial's topology", () => {
       appWorkload: ["flask-proxy-dev-flask"],
       nginxWorkload: "flask-proxy-dev-nginx",
       appImage: "flask:0.0.1-dev",
+      metricsUrl: "(no metrics: metricsPort is 0)",
     });
   });
 });
@@ -181,7 +182,7 @@ describe("prod stack: production-shaped", () => {
       containerName: string;
       image: string;
     };
-    expect(file.conf).toContain("access_log /var/log/nginx/access.log combined buffer=64k flush=5s;");
+    expect(file.conf).toContain("access_log /var/log/nginx/access.log json buffer=64k flush=5s;");
     expect(file.conf).toContain("server unix:/srv/sockets/1/gunicorn.sock;");
     expect(file.conf).not.toMatch(/^\s*keepalive \d+;/m);
     expect(file.conf).toContain("proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;");
@@ -325,5 +326,54 @@ describe("nginx config file", () => {
     expect((err as ProgramError).message).toContain("flask-proxy:nginxConfigFile:");
     expect((err as ProgramError).message).toContain("npm run render:nginx");
     expect((err as ProgramError).registered.filter((r) => r.custom)).toEqual([]);
+  });
+});
+
+describe("prod with metrics and gunicorn's access log", () => {
+  let run: ProgramRun;
+  beforeAll(async () => {
+    // bindAddress 0.0.0.0: the public port faces the network, the metrics port still only the host.
+    run = await runProgram("prod", {
+      overrides: { metricsPort: "9145", gunicornAccessLog: "true", bindAddress: "0.0.0.0" },
+    });
+  });
+
+  test("the metrics listener is published on 127.0.0.1 whatever bindAddress is; the public port follows bindAddress", () => {
+    expect(find(run, "nginx-container").inputs.ports).toEqual([
+      { internal: 80, external: 8000, ip: "0.0.0.0", protocol: "tcp" },
+      { internal: 8080, external: 9145, ip: "127.0.0.1", protocol: "tcp" },
+    ]);
+    expect(run.outputs.metricsUrl).toBe("http://127.0.0.1:9145/");
+  });
+
+  test("the exporter runs hardened beside nginx, after it, reading stub_status over the network, publishing nothing", () => {
+    const e = find(run, "nginx-exporter-container");
+    expect(e.parent).toBe("nginx");
+    expect(e.dependsOn).toEqual(expect.arrayContaining(["nginx-container", "nginx-health-gate"]));
+    expect(find(run, "nginx-exporter-base-image").inputs).toMatchObject({
+      name: stackConfig("prod")["flask-proxy:nginxExporterImage"],
+      keepLocally: true,
+    });
+    expect(e.inputs).toMatchObject({
+      name: "flask-proxy-prod-nginx-exporter",
+      command: ["--nginx.scrape-uri=http://flask-proxy-prod-nginx:8080/stub_status", "--web.listen-address=:9113"],
+      ports: [],
+      readOnly: true,
+      wait: false,
+      healthcheck: { tests: ["NONE"] },
+      networksAdvanced: [{ name: "my-network-id", aliases: ["nginx-exporter"] }],
+    });
+  });
+
+  test("the app gets prometheus_client's multiprocess dir and the metrics port; gunicorn logs each request with its ID", () => {
+    const c = find(run, "flask-container").inputs;
+    expect(c.envs).toEqual(expect.arrayContaining(["PROMETHEUS_MULTIPROC_DIR=/tmp/app-metrics", "APP_METRICS_PORT=9200"]));
+    const command = c.command as string[];
+    expect(command.slice(command.indexOf("--access-logfile"), -1)).toEqual([
+      "--access-logfile",
+      "-",
+      "--access-logformat",
+      '%(h)s "%(r)s" %(s)s %(B)s %(D)sus request_id=%({x-request-id}i)s',
+    ]);
   });
 });
