@@ -7,7 +7,7 @@
 //              serving with the config it had.
 import * as pulumi from "@pulumi/pulumi";
 import type * as docker from "@pulumi/docker";
-import { engineClient, execIn } from "../infra/engine";
+import { engineClient, execIn, stackEngine, type EngineSettings } from "../infra/engine";
 
 interface ConfTarget {
   /** The volume holding the conf, and the file's name in it. */
@@ -16,7 +16,8 @@ interface ConfTarget {
   /** An image with a shell, to write the file from (the stack's nginx image: present wherever nginx runs). */
   image: string;
   labels: Record<string, string>;
-  dockerHost?: string;
+  /** The engine nginx runs on: the docker provider's settings. */
+  engine: EngineSettings;
 }
 
 interface FileInputs extends ConfTarget {
@@ -25,7 +26,7 @@ interface FileInputs extends ConfTarget {
 
 /** Writes `conf` into the volume from a short-lived container (labelled, so an interrupted run's is found). */
 async function writeConf(target: ConfTarget, conf: string): Promise<void> {
-  const client = engineClient(target.dockerHost);
+  const client = engineClient(target.engine);
   const writer = await client.createContainer({
     Image: target.image,
     Entrypoint: ["sh", "-c", 'printf "%s" "$CONF" > "/conf/$FILE.next" && mv -f "/conf/$FILE.next" "/conf/$FILE"'],
@@ -73,7 +74,7 @@ export interface ConfArgs {
 /** The rendered conf, written into the volume nginx mounts. */
 export class ConfFile extends pulumi.dynamic.Resource {
   constructor(name: string, args: ConfArgs, opts: pulumi.CustomResourceOptions) {
-    super(fileProvider, name, { ...args, dockerHost: new pulumi.Config("docker").get("host") }, opts);
+    super(fileProvider, name, { ...args, engine: stackEngine() }, opts);
   }
 }
 
@@ -92,7 +93,7 @@ const reloadProvider: pulumi.dynamic.ResourceProvider = {
   },
   async update(_id: string, olds: ReloadInputs, news: ReloadInputs) {
     if (olds.containerId !== news.containerId) return { outs: news }; // a new container: it read the conf at start
-    const nginx = engineClient(news.dockerHost).getContainer(news.containerId);
+    const nginx = engineClient(news.engine).getContainer(news.containerId);
     const test = await execIn(nginx, ["nginx", "-t"]);
     if (test.exitCode !== 0) {
       await writeConf(news, olds.conf);
@@ -117,7 +118,7 @@ export class ConfReload extends pulumi.dynamic.Resource {
     super(
       reloadProvider,
       name,
-      { ...target, containerId: container.id, dockerHost: new pulumi.Config("docker").get("host") },
+      { ...target, containerId: container.id, engine: stackEngine() },
       { ...opts, dependsOn: [container, file] },
     );
   }
