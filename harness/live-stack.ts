@@ -4,7 +4,6 @@
 // reason `npm run setup:pulumi` gives.
 import { spawn, spawnSync, type ChildProcess } from "child_process";
 import * as fs from "fs";
-import * as http from "http";
 import * as os from "os";
 import * as path from "path";
 import Docker from "dockerode";
@@ -16,14 +15,15 @@ import {
   type Stack,
 } from "@pulumi/pulumi/automation";
 import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
+import { engineClient, stackEngineSettings, type EngineSettings } from "../infra/engine";
 import { unknownToState, type EngineObject, type StateResource } from "../infra/engine-objects";
 import { projectFile, ROOT } from "../infra/stack-files";
 
-// A fresh connection per API call. Node 20's default agent keeps idle sockets for reuse; after minutes
-// without API calls (a bench's measuring rounds) a reused one had been closed by the engine: write EPIPE.
-// docker-modem passes `agent` through to http.request; @types/dockerode does not list it.
-const dockerOptions: Docker.DockerOptions & { agent: http.Agent } = { agent: new http.Agent({ keepAlive: false }) };
-export const docker = new Docker(dockerOptions);
+/**
+ * The local engine (DOCKER_HOST or the local socket): where the tests' own stand-ins are. A stack's objects are
+ * on the engine its docker provider settings name: see LiveStack.engine.
+ */
+export const docker = engineClient();
 
 const PULUMI_HOME = process.env.PULUMI_HOME ?? path.join(os.homedir(), ".pulumi");
 
@@ -95,6 +95,8 @@ const verbose = (tag: string) => (process.env.E2E_VERBOSE ? (s: string) => proce
 export class LiveStack {
   outputs: Record<string, unknown> = {};
   private state = new Map<string, StateResource>();
+  /** The engine of the stack's docker provider settings, read from its config once (see engine()). */
+  private cachedEngine?: Docker;
 
   private constructor(
     /** The Pulumi stack name, which also scopes its Docker objects' names. */
@@ -144,6 +146,26 @@ export class LiveStack {
     return found;
   }
 
+  /**
+   * Sets the docker provider's settings on the stack (docker:host, …; the key material as a secret), as a user
+   * does with `pulumi config set [--secret] [--path]`.
+   */
+  async configureEngine(settings: EngineSettings): Promise<void> {
+    const { sshOpts, ...rest } = settings;
+    const values = Object.entries(rest).flatMap(([k, value]) =>
+      value === undefined ? [] : [[`docker:${k}`, { value, secret: k.endsWith("Material") }] as const],
+    );
+    const opts = (sshOpts ?? []).map((value, i) => [`docker:sshOpts[${i}]`, { value }] as const);
+    await this.stack.setAllConfig(Object.fromEntries([...values, ...opts]), true);
+    this.cachedEngine = undefined;
+  }
+
+  /** The engine the stack's objects are on: the one its docker provider settings name, as `recover` reads them. */
+  async engine(): Promise<Docker> {
+    this.cachedEngine ??= engineClient(await stackEngineSettings(this.stack));
+    return this.cachedEngine;
+  }
+
   /** Sets config values (without the `flask-proxy:` namespace) on the stack. */
   async configure(config: Record<string, string>): Promise<void> {
     const ns = projectFile().name;
@@ -188,6 +210,7 @@ export class LiveStack {
     const exported = (await this.stack.exportStack()).deployment as { resources?: StateResource[] };
     const resources = exported.resources ?? [];
     this.state = new Map(resources.filter((r) => !r.delete).map((r) => [nameOf(r.urn), r]));
+    await this.engine();
     return resources;
   }
 
@@ -282,7 +305,8 @@ export class LiveStack {
 
   /** The stack's labelled objects on the engine that its state does not know (none, after a good `up`). */
   async unknownOnEngine(): Promise<EngineObject[]> {
-    return unknownToState(docker, this.name, await this.readState());
+    const resources = await this.readState();
+    return unknownToState(await this.engine(), this.name, resources);
   }
 
   /**
@@ -339,12 +363,18 @@ export class LiveStack {
     return r;
   }
 
+  /** A container of the state, on the stack's engine (known once the state has been read). */
   container(name: string): Docker.Container {
-    return docker.getContainer(this.idOf(name));
+    return this.knownEngine().getContainer(this.idOf(name));
   }
 
   service(name: string): Docker.Service {
-    return docker.getService(this.idOf(name));
+    return this.knownEngine().getService(this.idOf(name));
+  }
+
+  private knownEngine(): Docker {
+    if (!this.cachedEngine) throw new Error(`${this.name}: its engine is read with the state (after pulumi up)`);
+    return this.cachedEngine;
   }
 
   private idOf(name: string): string {

@@ -11,7 +11,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import type * as docker from "@pulumi/docker";
 import type Dockerode from "dockerode";
-import { engineClient, execIn } from "./engine";
+import { engineClient, execIn, stackEngine, type EngineSettings } from "./engine";
 
 /** As the healthcheck's own timeout (infra/workload.ts). */
 const CHECK_TIMEOUT_MS = 3000;
@@ -30,11 +30,12 @@ export interface CutoverSpec {
 
 interface CutoverInputs extends CutoverSpec {
   containerId: string;
-  dockerHost?: string;
+  /** The engine the container runs on: the docker provider's settings. */
+  engine: EngineSettings;
 }
 
 async function cutover(inputs: CutoverInputs): Promise<void> {
-  const client = engineClient(inputs.dockerHost);
+  const client = engineClient(inputs.engine);
   const container = client.getContainer(inputs.containerId);
   const deadline = Date.now() + inputs.timeoutS * 1000;
   for (;;) {
@@ -100,7 +101,7 @@ export class Cutover extends pulumi.dynamic.Resource {
     super(
       cutoverProvider,
       name,
-      { containerId: container.id, dockerHost: new pulumi.Config("docker").get("host"), ...spec },
+      { containerId: container.id, engine: stackEngine(), ...spec },
       { ...opts, dependsOn: [container] },
     );
   }

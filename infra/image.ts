@@ -3,7 +3,7 @@ import * as path from "path";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import type { RegistrySettings } from "./config";
-import { engineClient } from "./engine";
+import { engineClient, stackEngine, type EngineSettings } from "./engine";
 import { labelBuildArgs } from "./naming";
 import { PushedManifest } from "./registry";
 
@@ -62,7 +62,8 @@ interface TagInputs {
   imageId: string;
   /** repository:tag */
   tag: string;
-  dockerHost?: string;
+  /** The engine that built the image: the docker provider's settings. */
+  engine: EngineSettings;
 }
 interface TagState extends TagInputs {
   /** The image the tag pointed at when last read ("" when the tag was missing). */
@@ -71,7 +72,7 @@ interface TagState extends TagInputs {
 
 async function putTag(inputs: TagInputs): Promise<TagState> {
   const at = inputs.tag.lastIndexOf(":");
-  await engineClient(inputs.dockerHost)
+  await engineClient(inputs.engine)
     .getImage(inputs.imageId)
     .tag({ repo: inputs.tag.slice(0, at), tag: inputs.tag.slice(at + 1) });
   return { ...inputs, taggedId: inputs.imageId };
@@ -82,7 +83,7 @@ const tagProvider: pulumi.dynamic.ResourceProvider = {
     return { id: inputs.tag, outs: await putTag(inputs) };
   },
   async read(id: string, props: TagState) {
-    const found = await engineClient(props.dockerHost)
+    const found = await engineClient(props.engine)
       .getImage(props.tag)
       .inspect()
       .catch((e: { statusCode?: number }) => {
@@ -110,6 +111,6 @@ class ImageTag extends pulumi.dynamic.Resource {
     args: { imageId: pulumi.Input<string>; tag: pulumi.Input<string> },
     opts: pulumi.CustomResourceOptions,
   ) {
-    super(tagProvider, name, { ...args, dockerHost: new pulumi.Config("docker").get("host"), taggedId: undefined }, opts);
+    super(tagProvider, name, { ...args, engine: stackEngine(), taggedId: undefined }, opts);
   }
 }

@@ -4,20 +4,20 @@
 import * as crypto from "crypto";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
-import { engineClient } from "./engine";
+import { engineClient, stackEngine, type EngineSettings } from "./engine";
 
 interface RolloutInputs {
   serviceId: string;
   /** A digest of the service's spec: the wait runs again whenever the spec changes. */
   specDigest: string;
-  /** The provider's `docker:host`, when set; otherwise DOCKER_HOST or the local socket. */
-  dockerHost?: string;
+  /** The swarm manager's engine: the docker provider's settings. */
+  engine: EngineSettings;
   timeoutS: number;
 }
 
 /** Polls the engine until every task of the service runs the service's current spec. */
-async function waitForRollout({ serviceId, dockerHost, timeoutS }: RolloutInputs): Promise<void> {
-  const client = engineClient(dockerHost);
+async function waitForRollout({ serviceId, engine, timeoutS }: RolloutInputs): Promise<void> {
+  const client = engineClient(engine);
   const deadline = Date.now() + timeoutS * 1000;
   let last = "";
   for (;;) {
@@ -68,7 +68,7 @@ export class ServiceRollout extends pulumi.dynamic.Resource {
         serviceId: service.id,
         // Only the digest is kept: the spec holds the app's secret key.
         specDigest: pulumi.unsecret(specDigest),
-        dockerHost: new pulumi.Config("docker").get("host"),
+        engine: stackEngine(),
         timeoutS,
       },
       { ...opts, dependsOn: [service] },

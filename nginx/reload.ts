@@ -11,7 +11,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import type * as docker from "@pulumi/docker";
 import type Dockerode from "dockerode";
-import { engineClient, execIn } from "../infra/engine";
+import { engineClient, execIn, stackEngine, type EngineSettings } from "../infra/engine";
 
 interface ConfTarget {
   /** The volume holding the conf, and the file's name in it. */
@@ -20,7 +20,8 @@ interface ConfTarget {
   /** An image with a shell, to write the file from (the stack's nginx image: present wherever nginx runs). */
   image: string;
   labels: Record<string, string>;
-  dockerHost?: string;
+  /** The engine nginx runs on: the docker provider's settings. */
+  engine: EngineSettings;
 }
 
 interface FileInputs extends ConfTarget {
@@ -31,7 +32,7 @@ interface FileInputs extends ConfTarget {
 
 /** Writes `conf` into the volume from a short-lived container (labelled, so an interrupted run's is found). */
 async function writeConf(target: ConfTarget, conf: string): Promise<void> {
-  const client = engineClient(target.dockerHost);
+  const client = engineClient(target.engine);
   const writer = await client.createContainer({
     Image: target.image,
     Entrypoint: ["sh", "-c", 'printf "%s" "$CONF" > "/conf/$FILE.next" && mv -f "/conf/$FILE.next" "/conf/$FILE"'],
@@ -51,7 +52,7 @@ async function writeConf(target: ConfTarget, conf: string): Promise<void> {
 
 /** The stack's nginx container if it is running; undefined if it does not exist or is stopped. */
 async function runningNginx(target: FileInputs): Promise<Dockerode.Container | undefined> {
-  const container = engineClient(target.dockerHost).getContainer(target.containerName);
+  const container = engineClient(target.engine).getContainer(target.containerName);
   const info = await container.inspect().catch((e: { statusCode?: number }) => {
     if (e.statusCode === 404) return undefined;
     throw e;
@@ -109,7 +110,7 @@ export interface ConfArgs {
 /** The rendered conf, written into the volume nginx mounts. */
 export class ConfFile extends pulumi.dynamic.Resource {
   constructor(name: string, args: ConfArgs, opts: pulumi.CustomResourceOptions) {
-    super(fileProvider, name, { ...args, dockerHost: new pulumi.Config("docker").get("host") }, opts);
+    super(fileProvider, name, { ...args, engine: stackEngine() }, opts);
   }
 }
 
@@ -128,7 +129,7 @@ const reloadProvider: pulumi.dynamic.ResourceProvider = {
   },
   async update(_id: string, olds: ReloadInputs, news: ReloadInputs) {
     if (olds.containerId !== news.containerId) return { outs: news }; // a new container: it read the conf at start
-    const nginx = engineClient(news.dockerHost).getContainer(news.containerId);
+    const nginx = engineClient(news.engine).getContainer(news.containerId);
     // ConfFile tested the file already; tested again because `nginx -s reload` exits 0 even when the master
     // then refuses the conf (it only logs that and keeps the old one).
     await testConf(nginx, "nginx refuses the conf on its volume, so it was not reloaded");
@@ -149,7 +150,7 @@ export class ConfReload extends pulumi.dynamic.Resource {
     super(
       reloadProvider,
       name,
-      { ...target, containerId: container.id, dockerHost: new pulumi.Config("docker").get("host") },
+      { ...target, containerId: container.id, engine: stackEngine() },
       { ...opts, dependsOn: [container, file] },
     );
   }

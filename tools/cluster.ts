@@ -112,15 +112,20 @@ async function exists(p: Promise<unknown>): Promise<boolean> {
   );
 }
 
-async function ensureImage(): Promise<void> {
-  if (await exists(hostDocker.getImage(CLUSTER.image).inspect())) return;
-  log(`building ${CLUSTER.image} (Debian's docker.io and docker-registry)`);
+/**
+ * Builds the machine image (cluster/Dockerfile: Debian's dockerd, sshd and registry) as `tag` with `label`,
+ * unless it is there; returns whether it built it.
+ */
+export async function ensureNodeImage(tag: string, label: { key: string; value: string }): Promise<boolean> {
+  if (await exists(hostDocker.getImage(tag).inspect())) return false;
+  log(`building ${tag} (Debian's docker.io, openssh-server and docker-registry)`);
   const dir = path.join(ROOT, "cluster");
   const stream = await hostDocker.buildImage(
     { context: dir, src: ["Dockerfile", "node-entrypoint.sh", "registry-entrypoint.sh", "registry.yml"] },
-    { t: CLUSTER.image, labels, buildargs: { LABEL_KEY: CLUSTER.label.key, LABEL_VALUE: CLUSTER.label.value } },
+    { t: tag, labels: { [label.key]: label.value }, buildargs: { LABEL_KEY: label.key, LABEL_VALUE: label.value } },
   );
   await follow(hostDocker, stream);
+  return true;
 }
 
 async function ensureNetwork(): Promise<void> {
@@ -162,17 +167,24 @@ const onNetwork = (ip: string): Docker.ContainerCreateOptions["NetworkingConfig"
 /** @types/dockerode lacks the API's CgroupnsMode (API 1.41). */
 type NodeHostConfig = Docker.HostConfig & { CgroupnsMode: "host" | "private" };
 
+/**
+ * What a nested dockerd needs here, short of --privileged (which this machine refuses); its containers' cgroups
+ * go under `--cgroup-parent /<container name>` (see removeCgroups).
+ */
+export const NESTED_ENGINE: NodeHostConfig = {
+  CapAdd: ["SYS_ADMIN", "NET_ADMIN", "NET_RAW", "SYS_PTRACE", "MKNOD"],
+  SecurityOpt: ["seccomp=unconfined", "apparmor=unconfined"],
+  // The API's form of `--security-opt systempaths=unconfined`.
+  MaskedPaths: [],
+  ReadonlyPaths: [],
+  CgroupnsMode: "host",
+  Binds: ["/sys/fs/cgroup:/sys/fs/cgroup:rw"],
+};
+
 function nodeSpec(node: ClusterNode, n: number, httpPort: number): Docker.ContainerCreateOptions & { name: string } {
   const port = `${httpPort}/tcp`;
   const hostConfig: NodeHostConfig = {
-    // What a nested dockerd needs here, short of --privileged (which this machine refuses).
-    CapAdd: ["SYS_ADMIN", "NET_ADMIN", "NET_RAW", "SYS_PTRACE", "MKNOD"],
-    SecurityOpt: ["seccomp=unconfined", "apparmor=unconfined"],
-    // The API's form of `--security-opt systempaths=unconfined`.
-    MaskedPaths: [],
-    ReadonlyPaths: [],
-    CgroupnsMode: "host",
-    Binds: ["/sys/fs/cgroup:/sys/fs/cgroup:rw"],
+    ...NESTED_ENGINE,
     Mounts: [{ Type: "volume", Source: `${node.name}-docker`, Target: "/var/lib/docker" }],
     // The edge node's host-mode nginx port, on the host's loopback only.
     PortBindings: node.edge ? { [port]: [{ HostIp: "127.0.0.1", HostPort: String(httpPort) }] } : undefined,
@@ -324,7 +336,7 @@ async function pushBaseImages(refs: string[], ca: string): Promise<void> {
 export async function clusterUp(): Promise<void> {
   const started = Date.now();
   const { httpPort, edgeLabel, baseImages } = stackSettings();
-  await ensureImage();
+  await ensureNodeImage(CLUSTER.image, CLUSTER.label);
   await ensureNetwork();
   for (const v of [CLUSTER.registry.pki, CLUSTER.registry.data, ...CLUSTER.nodes.map((n) => `${n.name}-docker`)])
     await ensureVolume(v);
@@ -366,14 +378,14 @@ export async function clusterDown(): Promise<void> {
     await hostDocker.getImage(i.Id).remove({ force: true }).catch(ignoreNotFound);
   }
   fs.rmSync(path.dirname(CLUSTER.caFile), { recursive: true, force: true });
-  removeCgroups();
+  removeCgroups(CLUSTER.nodes.map((n) => n.name));
 }
 
 /**
  * The inner engines' cgroup trees (--cgroup-parent /<node>) in the host's hierarchy: their processes die with
- * the node containers, the empty directories stay behind. Only directories named after our nodes are touched.
+ * the node containers, the empty directories stay behind. Only directories named after `nodes` are touched.
  */
-function removeCgroups(): void {
+export function removeCgroups(nodes: string[]): void {
   const root = "/sys/fs/cgroup";
   const controllers = fs.existsSync(path.join(root, "cgroup.controllers")) ? [""] : fs.readdirSync(root);
   const rmTree = (dir: string) => {
@@ -381,8 +393,8 @@ function removeCgroups(): void {
     fs.rmdirSync(dir);
   };
   for (const ctl of controllers) {
-    for (const node of CLUSTER.nodes) {
-      const dir = path.join(root, ctl, node.name);
+    for (const node of nodes) {
+      const dir = path.join(root, ctl, node);
       try {
         if (fs.statSync(dir).isDirectory()) rmTree(dir);
       } catch (e) {

@@ -1,7 +1,8 @@
 // npm run recover -- --stack <name> [--cwd <project folder>]
 //
 // After a `pulumi up` that was killed (SIGKILL, a lost terminal, an OOM), puts the stack's state back in line
-// with the Docker Engine, asking nothing:
+// with its Docker Engine (the one its docker provider settings name: docker:host with its certificates or ssh
+// options, or the local engine), asking nothing:
 //   1. lock: a lock left by a `pulumi` process that no longer runs is removed (`pulumi cancel`); one held by a
 //      running process stops the recovery;
 //   2. pending creates: each object the killed run was creating is looked up on the engine by name and the
@@ -17,8 +18,9 @@ import * as os from "os";
 import * as path from "path";
 import { fileURLToPath } from "url";
 import { parseArgs } from "util";
-import Docker from "dockerode";
+import type Docker from "dockerode";
 import { LocalWorkspace, type Stack } from "@pulumi/pulumi/automation";
+import { engineClient, stackEngineSettings } from "../infra/engine";
 import { ignoreNotFound, stackLabel, unknownToState, type EngineObject, type StateResource } from "../infra/engine-objects";
 import { ROOT } from "../infra/stack-files";
 
@@ -114,8 +116,10 @@ async function orphans(docker: Docker, stack: Stack): Promise<EngineObject[]> {
   return out;
 }
 
-export async function recover(stackName: string, workDir: string, docker: Docker = new Docker()): Promise<{ changed: boolean }> {
+/** Recovers `stackName` on the engine its docker provider settings name (docker:host, certificates, ssh). */
+export async function recover(stackName: string, workDir: string): Promise<{ changed: boolean }> {
   const stack = await LocalWorkspace.selectStack({ stackName, workDir });
+  const docker = engineClient(await stackEngineSettings(stack));
   const project = (await stack.workspace.projectSettings()).name;
   const backend = (await stack.workspace.whoAmI()).url ?? "";
   let changed = false;

@@ -1,6 +1,4 @@
-import { spawnSync } from "child_process";
-import { ROOT } from "../../infra/stack-files";
-import { answersHello, upStack, versionsServing, within, type LiveStack } from "./live";
+import { answersHello, recover as recoverStack, upStack, versionsServing, within, type LiveStack } from "./live";
 
 // `pulumi up` interrupted for real: the CLI process gets SIGINT (Ctrl-C) or SIGKILL in the middle of a
 // release, and the stack must come back with one documented command at most.
@@ -9,18 +7,7 @@ describe("interrupted updates of prod", () => {
   let version = 1;
   const nextVersion = () => `0.0.${++version}`;
 
-  /** `npm run recover -- --stack <name>`, as a user runs it (against this stack's own backend and project copy). */
-  const recover = async () => {
-    const r = spawnSync("npm", ["run", "-s", "recover", "--", "--stack", live.name, "--cwd", live.projectDir], {
-      cwd: ROOT,
-      env: await live.cliEnv(),
-      encoding: "utf8",
-      timeout: 180_000,
-    });
-    console.log(`npm run recover (${live.name}):\n${r.stdout}${r.stderr}`);
-    if (r.status !== 0) throw new Error(`npm run recover exited ${r.status}: ${r.stderr}`);
-    return r.stdout;
-  };
+  const recover = () => recoverStack(live);
 
   /** After `pulumi up`: the site serves the expected version, and the engine holds nothing the state does not know. */
   const converged = async (v: string) => {

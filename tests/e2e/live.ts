@@ -1,5 +1,6 @@
 // Shared pieces of the live suite: stacks brought up by the real `pulumi` CLI (harness/live-stack.ts), HTTP to
 // the published ports on 127.0.0.1 only, and commands run in the stacks' containers.
+import { spawnSync } from "child_process";
 import * as fs from "fs";
 import * as net from "net";
 import * as os from "os";
@@ -33,6 +34,19 @@ export async function recreateAppUnderNginx(live: LiveStack): Promise<number> {
   }
   console.log(`${live.name}: recreated app served through nginx ${elapsed} ms after pulumi up`);
   return elapsed;
+}
+
+/** `npm run recover -- --stack <name>`, as a user runs it (against the stack's own backend and project copy). */
+export async function recover(live: LiveStack): Promise<string> {
+  const r = spawnSync("npm", ["run", "-s", "recover", "--", "--stack", live.name, "--cwd", live.projectDir], {
+    cwd: ROOT,
+    env: await live.cliEnv(),
+    encoding: "utf8",
+    timeout: 180_000,
+  });
+  console.log(`npm run recover (${live.name}):\n${r.stdout}${r.stderr}`);
+  if (r.status !== 0) throw new Error(`npm run recover exited ${r.status}: ${r.stderr}`);
+  return r.stdout;
 }
 
 /**
