@@ -29,6 +29,7 @@ export const ALTERNATIVES: Record<keyof RawConfig, string | ((current: string) =
   pythonImage: "python:3.12",
   appImageRepository: "registry.example:5000/flask",
   appVersion: "0.0.2",
+  appKeepBuilds: "5",
   requirePinnedImages: (v) => String(v !== "true"),
   appAlias: "flask-web",
   appPort: "5001",
