@@ -83,7 +83,7 @@ const ROLES: [RegExp, string][] = [
   [/^my-network$/, "network"],
   [/^flask-socket(-\d+)?$/, "socket volume"],
   [/^flask-secret-key$/, "generated secret key"],
-  [/^flask-image$/, "app image"],
+  [/^flask-(image|build-.+)$/, "app image"],
   [/^flask-container(-\d+)?$/, "app container"],
   [/^nginx-base-image$/, "nginx base image"],
   [/^nginx-image$/, "nginx image"],
