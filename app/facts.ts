@@ -2,6 +2,11 @@
 // Dockerfile receives them as build args. No Pulumi imports, so anything can read them cheaply.
 import type { StackConfig } from "../infra/config";
 
+/**
+ * The files of this folder the image is built from (besides the Dockerfile): app/.dockerignore lets in these
+ * alone, and a build's content hash covers them (infra/builds.ts).
+ */
+export const IMAGE_FILES = ["main.py", "requirements.txt", "gunicorn.conf.py"];
 /** The route main.py serves for healthchecks. */
 export const APP_HEALTH_PATH = "/healthz";
 /** Where the image keeps the code, and where dev bind-mounts it. */

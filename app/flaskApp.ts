@@ -3,8 +3,17 @@ import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
 import type { StackConfig } from "../infra/config";
-import { FIRST_APP_HOST, hostAddress, labelList, objectName, replicaSuffix } from "../infra/naming";
-import { buildImage, type BuiltImage } from "../infra/image";
+import {
+  AppBuild,
+  contentHash,
+  keptVersions,
+  planRelease,
+  VersionConflict,
+  type KeptBuild,
+  type ReleasePlan,
+} from "../infra/builds";
+import { FIRST_APP_HOST, hostAddress, LABEL, labelBuildArgs, labelList, objectName, replicaSuffix } from "../infra/naming";
+import { buildImage, tagImage } from "../infra/image";
 import type { RegistrySettings } from "../infra/config";
 import { declareWorkload, type ReplicaSpec, type SecretMount, type Workload, type WorkloadSettings } from "../infra/workload";
 import { NGINX_DNS_CACHE_S } from "../nginx/conf";
@@ -21,6 +30,7 @@ import {
   GUNICORN_CONF,
   METRICS_DIR_ENV,
   METRICS_PORT_ENV,
+  IMAGE_FILES,
   SECRET_KEY_FILE_ENV,
   SECRET_KEY_FILE_NAME,
   SECRETS_DIR,
@@ -43,10 +53,17 @@ export interface FlaskAppArgs {
   secretAsFile?: boolean;
   /** metricsPort set: gunicorn's master serves the app's Prometheus metrics on APP_METRICS_PORT. */
   metrics?: boolean;
+  /** The stack's app builds on the engine (infra/builds.ts findBuilds). */
+  builds: KeptBuild[];
 }
 
 export class FlaskApp extends pulumi.ComponentResource {
-  readonly image: BuiltImage;
+  /** The released build: its ID on the engine, and what the workload runs. */
+  readonly image: { id: pulumi.Output<string>; ref: pulumi.Output<string> };
+  /** The image's name: `<repository>:<version>-<stack>`, with the registry when there is one. */
+  readonly imageName: string;
+  /** The versions whose builds the stack keeps, newest build first. */
+  readonly keptVersions: string[];
   readonly workload: Workload;
   readonly upstream: AppUpstream;
   /** upstreamTransport unix: each replica's socket volume, in replica order, for nginx to mount. */
@@ -56,26 +73,81 @@ export class FlaskApp extends pulumi.ComponentResource {
     super("flask-proxy:index:FlaskApp", name, {}, opts);
     const { app, settings } = args;
 
-    this.image = buildImage(
-      `${name}-image`,
-      {
-        imageName: `${app.imageRepository}:${app.version}-${args.stack}`,
-        context: __dirname,
-        buildArgs: {
-          BASE_IMAGE: app.baseImage,
-          APP_VERSION: app.version,
-          APP_UID: String(APP_UID),
-          CODE_DIR,
-          SOCKET_DIR: APP_SOCKET_DIR,
-          APP_PORT: String(app.port),
-          GUNICORN_CONF,
+    // The build args but the version and the labels: with the files below, what a build is made from.
+    const buildArgs = {
+      BASE_IMAGE: app.baseImage,
+      APP_UID: String(APP_UID),
+      CODE_DIR,
+      SOCKET_DIR: APP_SOCKET_DIR,
+      APP_PORT: String(app.port),
+      GUNICORN_CONF,
+    };
+    const content = contentHash(__dirname, IMAGE_FILES, buildArgs);
+    const tag = `${app.imageRepository}:${app.version}-${args.stack}`;
+    this.imageName = args.registry ? `${args.registry.address}/${tag}` : tag;
+    let plan: ReleasePlan;
+    try {
+      plan = planRelease(args.builds, {
+        version: app.version,
+        content,
+        keep: app.keepBuilds,
+        imageName: this.imageName,
+        // Bind-mounted code shadows the image's copy, so the build's code never runs: rebuilt, as before.
+        rebuildOnConflict: app.codeMount !== undefined,
+      });
+    } catch (e) {
+      if (e instanceof VersionConflict) throw new pulumi.RunError(e.message);
+      throw e;
+    }
+    if (plan.rebuilds) {
+      pulumi.log.warn(`appVersion ${app.version}: app/ changed since its build; rebuilt (the code is bind-mounted)`, this);
+    }
+    const versionArgs = (version: string, built: string) => ({
+      ...buildArgs,
+      ...labelBuildArgs(args.project, args.stack),
+      APP_VERSION: version,
+      VERSION_LABEL: LABEL.appVersion,
+      CONTENT_LABEL: LABEL.appContent,
+      CONTENT: built,
+    });
+    if (args.registry) {
+      // With a registry: one build, pushed and run by digest, replaced by the next (no kept builds).
+      this.keptVersions = [app.version];
+      const built = buildImage(
+        `${name}-image`,
+        {
+          imageName: tag,
+          context: __dirname,
+          buildArgs: versionArgs(app.version, content),
+          project: args.project,
+          stack: args.stack,
+          registry: args.registry,
         },
-        project: args.project,
-        stack: args.stack,
-        registry: args.registry,
-      },
-      { parent: this },
-    );
+        { parent: this },
+      );
+      this.image = { id: built.id, ref: built.ref };
+    } else {
+      this.keptVersions = keptVersions(plan, app.version);
+      // Each kept build is a resource named after its version; the released one is built only if it is new.
+      const build = (version: string, built: string) =>
+        new AppBuild(
+          `${name}-build-${version}`,
+          {
+            version,
+            content: built,
+            tag: `${app.imageRepository}:${version}-${args.stack}`,
+            context: __dirname,
+            files: ["Dockerfile", ...IMAGE_FILES],
+            buildArgs: versionArgs(version, built),
+            stack: args.stack,
+          },
+          { parent: this },
+        );
+      const released = build(app.version, plan.reuse?.content ?? content);
+      for (const b of plan.others) build(b.version, b.content);
+      tagImage(`${name}-image-tag`, released.imageId, this.imageName, { parent: this });
+      this.image = { id: released.imageId, ref: released.imageId };
+    }
 
     // Secret in state and in the container's env: from secret config, else generated once per stack.
     const secretKey =
@@ -170,7 +242,7 @@ export class FlaskApp extends pulumi.ComponentResource {
       { parent: this },
     );
 
-    this.registerOutputs({ imageName: this.image.image.imageName });
+    this.registerOutputs({ imageName: this.imageName, keptVersions: this.keptVersions });
   }
 }
 

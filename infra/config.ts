@@ -53,6 +53,7 @@ export const configSchema = z.object({
     "is a repository without a tag",
   ),
   appVersion: text.regex(/^[\w][\w.-]{0,100}$/, "must be a valid image tag part, e.g. 0.0.1"),
+  appKeepBuilds: int(1, 20),
   requirePinnedImages: bool,
   appAlias: text.regex(DNS_LABEL, "must be a lowercase DNS label, e.g. flask-app"),
   appPort: int(1024, 65535),
@@ -132,6 +133,8 @@ export interface StackConfig {
     /** Repository of the image built from app/; the tag is `<version>-<stack>`. */
     imageRepository: string;
     version: string;
+    /** How many app builds the stack keeps on the engine (the released one included), to roll back to. */
+    keepBuilds: number;
     /** The name nginx proxies to and the network alias: one value. */
     alias: string;
     port: number;
@@ -461,6 +464,7 @@ function typed(c: RawConfig, project: string, ctx: LoadContext): StackConfig {
       baseImage: c.pythonImage,
       imageRepository: c.appImageRepository,
       version: c.appVersion,
+      keepBuilds: c.appKeepBuilds,
       alias: c.appAlias,
       port: c.appPort,
       server:

@@ -18,21 +18,29 @@ export interface BuiltImage {
   ref: pulumi.Output<string>;
 }
 
-export function buildImage(
-  name: string,
-  args: {
-    imageName: string;
-    context: string;
-    buildArgs: Record<string, pulumi.Input<string>>;
-    project: string;
-    stack: string;
-    /** Push the build there (as `<address>/<imageName>`); absent: it stays on the engine. */
-    registry?: RegistrySettings;
-  },
-  opts: pulumi.CustomResourceOptions,
-): BuiltImage {
+export interface BuildArgs {
+  /** repository:tag (without the registry). */
+  imageName: string;
+  context: string;
+  buildArgs: Record<string, pulumi.Input<string>>;
+  project: string;
+  stack: string;
+  /** Push the build there (as `<address>/<imageName>`); absent: it stays on the engine. */
+  registry?: RegistrySettings;
+}
+
+/** An image built from a folder, tagged `imageName`, held on the engine until `pulumi destroy` or a rebuild. */
+export function buildImage(name: string, args: BuildArgs, opts: pulumi.CustomResourceOptions): BuiltImage {
+  const image = newBuild(name, args, opts);
+  const held = holdImage(name, image.repoDigest, args.registry, opts);
+  new ImageTag(`${name}-tag`, { imageId: held.id, tag: image.imageName }, opts);
+  return { image, ...held };
+}
+
+/** The build itself. docker.Image never deletes what it built: holdImage does. */
+export function newBuild(name: string, args: BuildArgs, opts: pulumi.CustomResourceOptions): docker.Image {
   const registry = args.registry;
-  const image = new docker.Image(
+  return new docker.Image(
     name,
     {
       imageName: registry ? `${registry.address}/${args.imageName}` : args.imageName,
@@ -45,17 +53,39 @@ export function buildImage(
     },
     opts,
   );
-  // docker.Image never deletes what it built. A RemoteImage of the build's ID (found on the engine, never
-  // pulled) does: on destroy, and for the previous build once a rebuild has replaced it. Without a push,
-  // repoDigest is the image ID. Forced: swarm keeps its stopped tasks' containers, which would block the
-  // removal; the engine still refuses while a running container uses the image. After a push, repoDigest is
-  // the registry's digest, which names the pushed image on the engine too.
-  const local = new docker.RemoteImage(`${name}-local`, { name: image.repoDigest, keepLocally: false, forceRemove: true }, opts);
-  new ImageTag(`${name}-tag`, { imageId: local.imageId, tag: image.imageName }, opts);
-  if (!registry) return { image, id: local.imageId, ref: local.imageId };
-  // The registry keeps what was pushed until this goes: on destroy, or once a new build has replaced it.
-  const manifest = new PushedManifest(`${name}-manifest`, { ref: image.repoDigest, caPem: registry.caPem }, opts);
-  return { image, id: local.imageId, ref: pulumi.all([image.repoDigest, manifest.id]).apply(([ref]) => ref) };
+}
+
+/**
+ * Holds a built image on the engine (and, with a registry, its pushed manifest) until this goes: on destroy,
+ * or once the program no longer declares it (after a rebuild, or a build dropped from the kept set). `ref`:
+ * the build's repoDigest, which is the image ID without a push. Resource names `<name>-local` (and
+ * `-manifest`).
+ */
+export function holdImage(
+  name: string,
+  ref: pulumi.Input<string>,
+  registry: RegistrySettings | undefined,
+  opts: pulumi.CustomResourceOptions,
+): { id: pulumi.Output<string>; ref: pulumi.Output<string> } {
+  // A RemoteImage of the build's ID (found on the engine, never pulled) deletes it: docker.Image does not.
+  // Forced: swarm keeps its stopped tasks' containers, which would block the removal; the engine still refuses
+  // while a running container uses the image, and Pulumi deletes the containers that use it first. After a
+  // push, ref is the registry's digest, which names the pushed image on the engine too.
+  const local = new docker.RemoteImage(`${name}-local`, { name: ref, keepLocally: false, forceRemove: true }, opts);
+  if (!registry) return { id: local.imageId, ref: local.imageId };
+  // The registry keeps what was pushed until this goes.
+  const manifest = new PushedManifest(`${name}-manifest`, { ref, caPem: registry.caPem }, opts);
+  return { id: local.imageId, ref: pulumi.all([ref, manifest.id]).apply(([r]) => r) };
+}
+
+/** Keeps `tag` on the image `imageId` (see ImageTag). */
+export function tagImage(
+  name: string,
+  imageId: pulumi.Input<string>,
+  tag: pulumi.Input<string>,
+  opts: pulumi.CustomResourceOptions,
+) {
+  return new ImageTag(name, { imageId, tag }, opts);
 }
 
 interface TagInputs {

@@ -5,6 +5,10 @@
 export const LABEL = {
   project: "org.flask-proxy.project",
   stack: "org.flask-proxy.stack",
+  /** On an app build: the appVersion it was built as. */
+  appVersion: "org.flask-proxy.app-version",
+  /** On an app build: the hash of what it was built from (infra/builds.ts). */
+  appContent: "org.flask-proxy.app-content",
 } as const;
 
 export function stackLabels(project: string, stack: string): Record<string, string> {

@@ -39,7 +39,7 @@ describe("drift on prod: shown by preview --refresh, repaired by up --refresh", 
     [
       "the built app image's tag removed",
       // `docker rmi -f <tag>`: the image is in use by the app container, so the engine removes the tag only.
-      () => docker.getImage(String(live.resource("flask-image").inputs?.imageName)).remove({ force: true }),
+      () => docker.getImage(String(live.resource("flask-image-tag").inputs?.tag)).remove({ force: true }),
     ],
   ])("%s", async (_what, change) => {
     await change();

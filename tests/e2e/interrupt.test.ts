@@ -53,7 +53,7 @@ describe("interrupted updates of prod", () => {
 
   // The kill comes a moment after the step is announced, while the provider is at work on it.
   test.each([
-    ["while the app image builds", /flask-image updating/, 0, {}],
+    ["while the app image builds", /flask-build-\S+ creating/, 0, {}],
     ["while the app container is being replaced", /flask-container creating replacement/, 200, {}],
     ["while nginx is being replaced", /nginx-container creating replacement/, 200, { nginxWorkerProcesses: "2" }],
   ])("SIGKILL %s: npm run recover, then pulumi up converges with nothing orphaned", async (_when, at, delayMs, change) => {

@@ -4,6 +4,7 @@
 import * as crypto from "crypto";
 import * as path from "path";
 import type * as PulumiModule from "@pulumi/pulumi";
+import type { KeptBuild } from "../../infra/builds";
 import { projectFile, ROOT, stackConfig, stackNames } from "../../infra/stack-files";
 
 export { ROOT, stackConfig, stackNames };
@@ -41,6 +42,9 @@ function computedOutputs(type: string, name: string, inputs: Record<string, unkn
         imageId: fakeDigest(`remote:${String(inputs.name)}`),
         repoDigest: `${String(inputs.name)}@${fakeDigest(String(inputs.name))}`,
       };
+    case "pulumi-nodejs:dynamic:Resource":
+      // An app build's image ID (infra/builds.ts AppBuild).
+      return "content" in inputs ? { imageId: fakeDigest(`build:${name}:${String(inputs.content)}`) } : {};
     case "random:index/randomPassword:RandomPassword":
       return { result: `mock-${name}` };
     default:
@@ -59,7 +63,11 @@ export class ProgramError extends Error {
   }
 }
 
+const BUILDS = path.join(ROOT, "infra", "builds");
+
 export interface RunOptions {
+  /** The app builds the engine is said to keep for the stack (none by default). */
+  keptBuilds?: KeptBuild[];
   overrides?: Record<string, string>;
   preview?: boolean;
   /** Run the stack file's config under another stack name (its own names), e.g. a second prod beside prod. */
@@ -132,16 +140,22 @@ export async function runProgram(stack: string, opts: RunOptions = {}): Promise<
         byName.set(t.name, entry);
         return undefined;
       });
-      let mod: Record<string, unknown> = {};
       try {
-        isolated(() => {
-          // eslint-disable-next-line @typescript-eslint/no-require-imports
-          mod = require(path.join(ROOT, "index.ts")) as Record<string, unknown>;
-        }, pulumi);
+        // The whole run in isolation: the providers' SDKs load each resource class on first use, which for
+        // an async program is after its first await.
+        return await isolatedRun(
+          async () => {
+            // eslint-disable-next-line @typescript-eslint/no-require-imports
+            const program = require(path.join(ROOT, "index.ts")) as () => Promise<Record<string, unknown>>;
+            return await program();
+          },
+          pulumi,
+          opts.keptBuilds ?? [],
+        );
       } catch (e) {
         programError = e as Error;
+        return {};
       }
-      return mod;
     })) as Record<string, unknown>) ?? {};
   await settle();
   for (const l of process.listeners("exit")) if (!exitListeners.has(l)) process.removeListener("exit", l);
@@ -152,21 +166,33 @@ export async function runProgram(stack: string, opts: RunOptions = {}): Promise<
 // The program must run against the pulumi instance the mocks were set on, and be loaded afresh each time.
 // Under jest that is an isolated registry; in a plain Node process (the bench) the require cache is cleared
 // of Pulumi and the project's files instead, after which the program finds the instance just loaded.
-function isolated(fn: () => void, pulumi?: typeof PulumiModule): void {
+function isolated(fn: () => void): void {
   if (typeof jest === "undefined") {
-    if (!pulumi) {
-      const fresh = (k: string) =>
-        k.includes(`${path.sep}node_modules${path.sep}@pulumi${path.sep}`) || !k.includes("node_modules");
-      for (const k of Object.keys(require.cache)) if (k.startsWith(ROOT) && fresh(k)) delete require.cache[k];
-    }
+    const fresh = (k: string) =>
+      k.includes(`${path.sep}node_modules${path.sep}@pulumi${path.sep}`) || !k.includes("node_modules");
+    for (const k of Object.keys(require.cache)) if (k.startsWith(ROOT) && fresh(k)) delete require.cache[k];
     fn();
     return;
   }
-  jest.isolateModules(() => {
-    if (pulumi) jest.doMock("@pulumi/pulumi", () => pulumi);
-    fn();
-  });
-  if (pulumi) jest.dontMock("@pulumi/pulumi");
+  jest.isolateModules(fn);
+}
+
+/** Runs the program against `pulumi` (isolated as above), with the engine's kept builds said to be `keptBuilds`. */
+async function isolatedRun<T>(fn: () => Promise<T>, pulumi: typeof PulumiModule, keptBuilds: KeptBuild[]): Promise<T> {
+  if (typeof jest === "undefined") return fn();
+  try {
+    let result!: T;
+    await jest.isolateModulesAsync(async () => {
+      jest.doMock("@pulumi/pulumi", () => pulumi);
+      // The unit tests never ask the engine.
+      jest.doMock(BUILDS, () => ({ ...jest.requireActual<object>(BUILDS), findBuilds: async () => keptBuilds }));
+      result = await fn();
+    });
+    return result;
+  } finally {
+    jest.dontMock("@pulumi/pulumi");
+    jest.dontMock(BUILDS);
+  }
 }
 
 // How secret values reach the mock monitor: wrapped with Pulumi's secret signature.

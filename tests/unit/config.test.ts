@@ -20,6 +20,7 @@ const BAD: Record<keyof RawConfig, string[]> = {
   pythonImage: ["", "python::3"],
   appImageRepository: ["flask:1", "", "UPPER"],
   appVersion: ["", "has space", "-leading-dash"],
+  appKeepBuilds: ["0", "21", "two"],
   requirePinnedImages: ["yes", "1"],
   appAlias: ["Flask_App", "", "-x"],
   appPort: ["80", "70000", "abc", "5000.5"],

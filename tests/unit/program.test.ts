@@ -7,6 +7,7 @@ import {
   APP_UID,
   CODE_DIR,
   GUNICORN_CONF,
+  IMAGE_FILES,
   SOCKET_DIR_ENV,
   SOCKET_FILE,
   socketCutoverCommand,
@@ -35,10 +36,9 @@ describe("dev stack: the tutorial's topology", () => {
     ).toEqual([
       "docker:index/container:Container flask-container",
       "docker:index/container:Container nginx-container",
-      "docker:index/image:Image flask-image",
       "docker:index/network:Network my-network",
-      "docker:index/remoteImage:RemoteImage flask-image-local",
       "docker:index/remoteImage:RemoteImage nginx-base-image",
+      "pulumi-nodejs:dynamic:Resource flask-build-0.0.1",
       "pulumi-nodejs:dynamic:Resource flask-image-tag",
       "random:index/randomPassword:RandomPassword flask-secret-key",
     ]);
@@ -46,22 +46,23 @@ describe("dev stack: the tutorial's topology", () => {
 
   test("the build's tag is held by a resource that refresh reads (docker.Image reads nothing back)", () => {
     const tag = find(run, "flask-image-tag");
-    expect(tag.inputs).toMatchObject({ imageId: find(run, "flask-image-local").outputs.imageId, tag: "flask:0.0.1-dev" });
+    expect(tag.inputs).toMatchObject({ imageId: find(run, "flask-build-0.0.1").outputs.imageId, tag: "flask:0.0.1-dev" });
   });
 
-  test("nginx:1.13.7 and the app image built from app/ as flask:0.0.1-dev, not pushed", () => {
+  test("nginx:1.13.7 and the app image built from app/ as flask:0.0.1-dev, by a resource named after its version", () => {
     expect(find(run, "nginx-base-image").inputs).toMatchObject({ name: "nginx:1.13.7", keepLocally: true });
-    const img = find(run, "flask-image").inputs as {
-      imageName: string;
-      skipPush: boolean;
-      build: { context: string; dockerfile: string; args: Record<string, string> };
+    const img = find(run, "flask-build-0.0.1").inputs as {
+      version: string;
+      content: string;
+      tag: string;
+      context: string;
+      files: string[];
+      buildArgs: Record<string, string>;
     };
-    expect(img.imageName).toBe("flask:0.0.1-dev");
-    expect(img.skipPush).toBe(true);
-    expect(img.build.context).toBe(path.join(ROOT, "app"));
-    expect(img.build.dockerfile).toBe(path.join(ROOT, "app", "Dockerfile"));
+    expect([img.version, img.tag, img.context]).toEqual(["0.0.1", "flask:0.0.1-dev", path.join(ROOT, "app")]);
+    expect(img.files).toEqual(["Dockerfile", ...IMAGE_FILES]);
     // The app's facts reach the Dockerfile from app/flaskApp.ts, stated once there.
-    expect(img.build.args).toEqual({
+    expect(img.buildArgs).toEqual({
       BASE_IMAGE: "python:3",
       APP_VERSION: "0.0.1",
       APP_UID: String(APP_UID),
@@ -69,20 +70,16 @@ describe("dev stack: the tutorial's topology", () => {
       SOCKET_DIR: APP_SOCKET_DIR,
       APP_PORT: "5000",
       GUNICORN_CONF,
-      // The stack's labels on the image: its own build, found and removed by them.
+      // The stack's labels on the image: its own build, found and removed by them; and what it is.
       PROJECT_LABEL: "org.flask-proxy.project",
       PROJECT: "flask-proxy",
       STACK_LABEL: "org.flask-proxy.stack",
       STACK: "dev",
+      VERSION_LABEL: "org.flask-proxy.app-version",
+      CONTENT_LABEL: "org.flask-proxy.app-content",
+      CONTENT: img.content,
     });
-  });
-
-  test("the built image is held by a RemoteImage of its ID, so destroy removes it (docker.Image's delete does not)", () => {
-    expect(find(run, "flask-image-local").inputs).toEqual({
-      name: find(run, "flask-image").outputs.repoDigest,
-      keepLocally: false,
-      forceRemove: true,
-    });
+    expect(img.content).toMatch(/^[0-9a-f]{64}$/);
   });
 
   test("flask: flask run on 0.0.0.0, FLASK_APP, code mounted at /code, alias flask-app, 8080 → 5000 on loopback", () => {
@@ -95,7 +92,7 @@ describe("dev stack: the tutorial's topology", () => {
     expect(c.networksAdvanced).toEqual([{ name: "my-network-id", aliases: ["flask-app"] }]); // by ID (the mocks give each resource the ID <name>-id)
     expect(c.ports).toEqual([{ internal: 5000, external: 8080, ip: "127.0.0.1", protocol: "tcp" }]);
     // The built image's ID, so a rebuild replaces the container, and the container goes before the image.
-    expect(c.image).toBe(find(run, "flask-image-local").outputs.imageId);
+    expect(c.image).toBe(find(run, "flask-build-0.0.1").outputs.imageId);
   });
 
   test("nginx: the repo's rendered conf mounted as conf.d/default.conf, 80 → 80 on loopback, after flask", () => {
@@ -118,7 +115,7 @@ describe("dev stack: the tutorial's topology", () => {
   });
 
   test("components own their resources; outputs name what was created", () => {
-    for (const name of ["flask-image", "flask-container", "flask-secret-key"]) expect(find(run, name).parent).toBe("flask");
+    for (const name of ["flask-build-0.0.1", "flask-container", "flask-secret-key"]) expect(find(run, name).parent).toBe("flask");
     for (const name of ["nginx-base-image", "nginx-container"]) expect(find(run, name).parent).toBe("nginx");
     expect(run.outputs).toEqual({
       url: "http://127.0.0.1:80/",
@@ -128,6 +125,7 @@ describe("dev stack: the tutorial's topology", () => {
       nginxWorkload: "flask-proxy-dev-nginx",
       appImage: "flask:0.0.1-dev",
       metricsUrl: "(no metrics: metricsPort is 0)",
+      appVersions: ["0.0.1"],
     });
   });
 });
