@@ -204,9 +204,24 @@ const appBuildProvider: pulumi.dynamic.ResourceProvider = {
     const replaces = (["version", "content", "tag"] as const).filter((k) => olds[k] !== news[k]);
     return { changes: replaces.length > 0, replaces };
   },
-  // Pulumi deletes the containers that run it first; a running container still blocks the removal.
+  // Pulumi deletes the containers that run it first; a running container still blocks the removal. A build
+  // replaced for a new tag only (appImageRepository) adopted this same image: then only the old tag goes.
   async delete(id: string, props: AppBuildState) {
-    await engineClient(props.engine)
+    const engine = engineClient(props.engine);
+    const image = await engine
+      .getImage(id)
+      .inspect()
+      .catch((e: { statusCode?: number }) => {
+        if (e.statusCode !== 404) throw e;
+        return undefined;
+      });
+    if (!image) return;
+    const tags = image.RepoTags ?? [];
+    if (tags.some((t) => t !== props.tag)) {
+      if (tags.includes(props.tag)) await engine.getImage(props.tag).remove();
+      return;
+    }
+    await engine
       .getImage(id)
       .remove({ force: true })
       .catch((e: { statusCode?: number }) => {

@@ -224,19 +224,32 @@ export async function execIn(
   user?: string,
   timeoutMs = 30_000,
 ): Promise<ExecResult> {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const { PassThrough } = require("stream") as typeof import("stream");
   const exec = await container.exec({ Cmd: cmd, User: user, AttachStdout: true, AttachStderr: true });
   const stream = await exec.start({});
+  const { stdout, stderr } = await demuxed(container, stream, timeoutMs, cmd.join(" "));
+  return { exitCode: (await exec.inspect()).ExitCode ?? -1, stdout, stderr };
+}
+
+/**
+ * An engine stream that multiplexes stdout and stderr (an exec's, a container's logs), read to its end as
+ * two strings; `timeoutMs` bounds the wait (`what` names it in the error).
+ */
+export async function demuxed(
+  container: Dockerode.Container,
+  stream: NodeJS.ReadableStream,
+  timeoutMs = 30_000,
+  what = "the engine's stream",
+): Promise<{ stdout: string; stderr: string }> {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { PassThrough } = require("stream") as typeof import("stream");
   const out = new PassThrough();
   const err = new PassThrough();
   let stdout = "";
   let stderr = "";
   out.on("data", (d: Buffer) => (stdout += d.toString("utf8")));
   err.on("data", (d: Buffer) => (stderr += d.toString("utf8")));
-  container.modem.demuxStream(stream, out, err);
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${cmd.join(" ")}: no exit within ${timeoutMs} ms`)), timeoutMs);
+  const ended = new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${what}: no end within ${timeoutMs} ms`)), timeoutMs);
     stream.on("end", () => {
       clearTimeout(timer);
       resolve();
@@ -246,5 +259,7 @@ export async function execIn(
       reject(e);
     });
   });
-  return { exitCode: (await exec.inspect()).ExitCode ?? -1, stdout, stderr };
+  container.modem.demuxStream(stream, out, err);
+  await ended;
+  return { stdout, stderr };
 }

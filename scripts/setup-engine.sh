@@ -17,6 +17,9 @@ install_packages() {
   command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
   # The metrics test runs a real Prometheus server (on 127.0.0.1, its own config and storage; not the service).
   command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+  # The remote-engine test: keys and certificates it makes, and ssh:// as the provider reaches it.
+  command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
+  command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   [ ${#missing[@]} -eq 0 ] && return 0
   log "installing ${missing[*]} from Debian"
   export DEBIAN_FRONTEND=noninteractive

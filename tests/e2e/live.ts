@@ -5,10 +5,11 @@ import * as fs from "fs";
 import * as net from "net";
 import * as os from "os";
 import * as path from "path";
-import { PassThrough, Readable } from "stream";
+import { Readable } from "stream";
 import type Docker from "dockerode";
 import type { LiveStack } from "../../harness/live-stack";
 import { get, within } from "../../harness/load";
+import { demuxed } from "../../infra/engine";
 import { ROOT } from "../../infra/stack-files";
 
 export { docker, upStack, type LiveStack } from "../../harness/live-stack";
@@ -105,15 +106,5 @@ export async function versionsServing(url: string, n = 30): Promise<string[]> {
 /** A container's log so far, stdout and stderr apart (the engine multiplexes them; dockerode splits them). */
 export async function logsOf(container: Docker.Container): Promise<{ stdout: string; stderr: string }> {
   const buf = await container.logs({ stdout: true, stderr: true, follow: false });
-  const out = new PassThrough();
-  const err = new PassThrough();
-  let stdout = "";
-  let stderr = "";
-  out.on("data", (d: Buffer) => (stdout += d.toString("utf8")));
-  err.on("data", (d: Buffer) => (stderr += d.toString("utf8")));
-  const source = Readable.from([buf]);
-  const ended = new Promise((resolve) => source.on("end", resolve));
-  container.modem.demuxStream(source, out, err);
-  await ended;
-  return { stdout, stderr };
+  return demuxed(container, Readable.from([buf]), 30_000, "the container's log");
 }

@@ -153,6 +153,23 @@ describe("rollback on prod: a version names one kept build", () => {
     await live.configure({ appVersion: "0.0.2" });
   });
 
+  test("a new appImageRepository re-tags the kept builds, without a build, and no request fails", async () => {
+    // The same builds under another name: each build's image stays (the running container uses it); only
+    // the old tag goes. Found by `npm run docs:changes`: the old build's delete removed the image by ID.
+    const serving = await imageOfApp();
+    const before = (await appBuilds(live.name)).map((b) => b.split(" ")[0]);
+    const { load, error } = await underLoad(live.url, () =>
+      live.up({ config: { appImageRepository: "registry.example:5000/flask" } }),
+    );
+    console.log(`rollback test: appImageRepository changed; ${load.requests} responses, ${JSON.stringify(failures(load))}`);
+    expect(error).toBeUndefined();
+    expect(failures(load)).toEqual(NO_FAILURES);
+    expect(await imageOfApp()).toBe(serving);
+    expect((await appBuilds(live.name)).map((b) => b.split(" ")[0])).toEqual(before);
+    const tags = (await docker.getImage(serving).inspect()).RepoTags ?? [];
+    expect(tags).toEqual([`registry.example:5000/flask:0.0.2-${live.name}`]);
+  });
+
   test("a second pulumi preview finds nothing to change; destroy leaves no kept build", async () => {
     expect(await live.preview()).toEqual([]);
     const name = live.name;
