@@ -165,7 +165,9 @@ function refusal(e: Error, projectDir: string): string {
     .map((l) => l.trim());
   const problem =
     lines.find((l) => l.startsWith("- flask-proxy:") || l.startsWith("- ")) ?? lines.find((l) => l.startsWith("error:"));
-  return `refused: ${(problem ?? "preview failed").replace(/^- /, "").replace(/^error: /, "")}`;
+  // An image ID differs from run to run (each run builds anew): the table names none.
+  const text = (problem ?? "preview failed").replace(/^- /, "").replace(/^error: /, "");
+  return `refused: ${text.replace(/sha256:[0-9a-f]{12,64}/g, "sha256:…")}`;
 }
 
 async function keyRows(live: LiveStack, stackFile: string): Promise<KeyRow[]> {
