@@ -143,6 +143,16 @@ async function machine() {
 
 type Machine = Awaited<ReturnType<typeof machine>>;
 
+/** One scenario's figures as results.json holds them. */
+const scenarioFigures = ({ name, rps, p50Ms, p99Ms, errors, non2xx }: Measured) => ({
+  name,
+  rps: Math.round(rps),
+  p50Ms,
+  p99Ms,
+  errors,
+  non2xx,
+});
+
 /** What the data plane measured: scenario medians over the rounds so far, ratios, targets, scaling. */
 interface DataPlaneRun {
   rounds: Measured[][];
@@ -169,15 +179,7 @@ function dataFigures(run: DataPlaneRun) {
   };
   const round3 = (n: number) => Math.round(n * 1000) / 1000;
   const results = {
-    scenarios: scenarios.map(({ name, rps, p50Ms, p99Ms, errors, non2xx }) => ({
-      name,
-      rps: Math.round(rps),
-      p50Ms,
-      p99Ms,
-      errors,
-      non2xx,
-      firstOkMs: firstOks[name],
-    })),
+    scenarios: scenarios.map((sc) => ({ ...scenarioFigures(sc), firstOkMs: firstOks[sc.name] })),
     scaling: {
       replicas: scaling.map((s, i) => ({
         replicas: SCALING[i],
@@ -395,14 +397,9 @@ async function opsSuite(): Promise<Record<string, unknown>> {
   );
   return {
     ops: {
-      scenarios: scenarios.map(({ name, rps, p50Ms, p99Ms, errors, non2xx }) => ({
-        name,
-        rps: Math.round(rps),
-        p50Ms,
-        p99Ms,
-        errors,
-        non2xx,
-        vsProd: Math.round(pairedRatio(rounds, name, "prod", "rps") * 1000) / 1000,
+      scenarios: scenarios.map((sc) => ({
+        ...scenarioFigures(sc),
+        vsProd: Math.round(pairedRatio(rounds, sc.name, "prod", "rps") * 1000) / 1000,
       })),
       settings: Object.fromEntries(OPS_VARIANTS),
       note: "Each scenario is the prod stack with the listed config changed; every stack is up during the rounds",
