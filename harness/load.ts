@@ -10,6 +10,7 @@
 // (RFC 9112 §9.3.1). Those resends are counted apart; a refused connection, a second reset, a reset
 // mid-response, a timeout or a non-2xx status is a failure.
 import * as http from "http";
+import * as https from "https";
 
 /** Every response of a load run, counted. */
 export interface LoadCount {
@@ -44,20 +45,28 @@ const TIMEOUT_MS = 10_000;
 
 type Outcome = { status: number } | { error: "timeout" | "error" | "stale"; message: string };
 
+/** For an https:// URL: the CA (PEM) the server's chain is verified against, as a client that trusts it would. */
+export interface LoadTls {
+  ca?: string;
+}
+
 /** One GET; `agent: false` opens a connection of its own. */
-function once(agent: http.Agent | false, url: URL): Promise<Outcome> {
+function once(agent: http.Agent | false, url: URL, tls: LoadTls): Promise<Outcome> {
   return new Promise((resolve) => {
     let settled = false;
     const settle = (o: Outcome) => {
       if (!settled) resolve(o);
       settled = true;
     };
-    const req = http.get(url, { agent, timeout: TIMEOUT_MS }, (res) => {
+    const options = { agent, timeout: TIMEOUT_MS };
+    const onResponse = (res: http.IncomingMessage) => {
       res.on("data", () => undefined);
       res.on("end", () => settle({ status: res.statusCode ?? 0 }));
       // Cut off mid-response: the request was answered in part, so it is lost, not retried.
       res.on("close", () => settle({ error: "error", message: "connection closed mid-response" }));
-    });
+    };
+    const req =
+      url.protocol === "https:" ? https.get(url, { ...options, ca: tls.ca }, onResponse) : http.get(url, options, onResponse);
     req.on("timeout", () => {
       req.destroy();
       settle({ error: "timeout", message: "no response in time" });
@@ -72,16 +81,19 @@ function once(agent: http.Agent | false, url: URL): Promise<Outcome> {
 }
 
 /**
- * Steady load through nginx (16 connections, bounded at 600,000 requests and 180 s) while `during` runs, and
- * one more second after it; returns every response counted, and what `during` returned or threw.
+ * Steady load through nginx (16 connections, over TLS for an https:// URL; bounded at 600,000 requests and
+ * 180 s) while `during` runs, and one more second after it; returns every response counted, and what
+ * `during` returned or threw.
  */
 export async function underLoad<T>(
   url: string,
   during: () => Promise<T>,
+  tls: LoadTls = {},
 ): Promise<{ load: LoadCount; value?: T; error?: Error }> {
   const target = new URL(url);
   if (target.hostname !== "127.0.0.1") throw new Error(`not a loopback URL: ${url}`);
-  const agent = new http.Agent({ keepAlive: true, maxSockets: CONNECTIONS });
+  const agentOptions = { keepAlive: true, maxSockets: CONNECTIONS };
+  const agent = target.protocol === "https:" ? new https.Agent({ ...agentOptions, ca: tls.ca }) : new http.Agent(agentOptions);
   const load: LoadCount = { requests: 0, ok: 0, non2xx: 0, errors: 0, timeouts: 0, retried: 0 };
   const deadline = Date.now() + MAX_SECONDS * 1000;
   let stop = false;
@@ -89,11 +101,11 @@ export async function underLoad<T>(
   const worker = async () => {
     while (!stop && sent < MAX_REQUESTS && Date.now() < deadline) {
       sent++;
-      let outcome = await once(agent, target);
+      let outcome = await once(agent, target, tls);
       if ("error" in outcome && outcome.error === "stale") {
         // Once, on a new connection: another idle one from the pool may be closing too.
         load.retried++;
-        outcome = await once(false, target);
+        outcome = await once(false, target, tls);
         if ("error" in outcome && outcome.error === "stale") outcome = { error: "error", message: outcome.message };
       }
       if ("status" in outcome) {

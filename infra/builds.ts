@@ -193,6 +193,38 @@ async function buildOrAdopt(inputs: AppBuildInputs): Promise<string> {
   return (await engine.getImage(inputs.tag).inspect()).Id;
 }
 
+const isNotFound = (e: unknown) => (e as { statusCode?: number }).statusCode === 404;
+// The engine's answer to a second removal of an image another removal is deleting at that moment.
+const isRemovedMeanwhile = (e: unknown) => /unrecognized image ID/.test(String((e as Error).message));
+
+/**
+ * Removes a build's image, or only its tag `tag` when another tag holds the image. Pulumi deletes the
+ * containers that run it first; a running container still blocks the removal. A destroy deletes the kept
+ * builds at once, and two removals meet on one image: two builds may hold the same one (a build replaced for
+ * a new tag only, appImageRepository, adopted it), and builds of one app/ share their parent layers, which a
+ * removal prunes. The engine answers the second removal of an image 500 "unrecognized image ID"; the build is
+ * then looked up again and the removal repeated, so it ends once the image is gone.
+ */
+export async function removeBuild(settings: EngineSettings, id: string, tag: string): Promise<void> {
+  const engine = engineClient(settings);
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const image = await engine.getImage(id).inspect();
+      const tags = image.RepoTags ?? [];
+      if (tags.some((t) => t !== tag)) {
+        if (tags.includes(tag)) await engine.getImage(tag).remove();
+        return;
+      }
+      await engine.getImage(id).remove({ force: true });
+      return;
+    } catch (e) {
+      if (isNotFound(e)) return;
+      if (!isRemovedMeanwhile(e) || attempt === 3) throw e;
+      await new Promise((r) => setTimeout(r, 100 * attempt));
+    }
+  }
+}
+
 const appBuildProvider: pulumi.dynamic.ResourceProvider = {
   async create(inputs: AppBuildInputs) {
     const imageId = await buildOrAdopt(inputs);
@@ -204,29 +236,8 @@ const appBuildProvider: pulumi.dynamic.ResourceProvider = {
     const replaces = (["version", "content", "tag"] as const).filter((k) => olds[k] !== news[k]);
     return { changes: replaces.length > 0, replaces };
   },
-  // Pulumi deletes the containers that run it first; a running container still blocks the removal. A build
-  // replaced for a new tag only (appImageRepository) adopted this same image: then only the old tag goes.
   async delete(id: string, props: AppBuildState) {
-    const engine = engineClient(props.engine);
-    const image = await engine
-      .getImage(id)
-      .inspect()
-      .catch((e: { statusCode?: number }) => {
-        if (e.statusCode !== 404) throw e;
-        return undefined;
-      });
-    if (!image) return;
-    const tags = image.RepoTags ?? [];
-    if (tags.some((t) => t !== props.tag)) {
-      if (tags.includes(props.tag)) await engine.getImage(props.tag).remove();
-      return;
-    }
-    await engine
-      .getImage(id)
-      .remove({ force: true })
-      .catch((e: { statusCode?: number }) => {
-        if (e.statusCode !== 404) throw e;
-      });
+    await removeBuild(props.engine, id, props.tag);
   },
 };
 
