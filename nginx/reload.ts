@@ -1,12 +1,13 @@
 // nginx's conf.d/default.conf on plain containers: a volume nginx mounts read-only, so that a change of the
 // rendered conf reloads the running nginx (its master keeps the listening socket; old workers finish their
 // requests) instead of replacing the container, which would refuse connections while the new one starts.
-//   ConfFile   writes the conf into the volume: before nginx starts, and on every change. While nginx runs, a
+//   ConfFile   writes the conf into the volume (with tls on, the certificate and key first, into tls/ of the
+//              same volume: nginx/conf.ts TLS_DIR): before nginx starts, and on every change. While nginx runs, a
 //              changed conf is first tested there (`nginx -t`); one it refuses is taken back and fails
 //              `pulumi up` with nginx's message. A failed update keeps the old state, so the state records
 //              only a conf nginx accepted, and the next `up` and `preview` still show the change.
 //   ConfReload after the container: `nginx -s reload` in the running container (a new one read the conf at
-//              start). It runs after the container's own update, so a conf meant for a replaced container
+//              start); a new certificate or key is a reload too, never a new container. It runs after the container's own update, so a conf meant for a replaced container
 //              (new socket mounts) is never loaded into the old one.
 import * as pulumi from "@pulumi/pulumi";
 import type * as docker from "@pulumi/docker";
