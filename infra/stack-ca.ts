@@ -2,7 +2,6 @@
 // secret), and a leaf for the domain issued from it. The leaf is issued again by the `pulumi up` that finds a
 // third or less of its lifetime left; nginx then reloads with it (nginx/reload.ts), without a replacement.
 // Without a `pulumi up` nothing renews it (the on-engine renewal agent is the ACME work's).
-import * as crypto from "crypto";
 import * as pulumi from "@pulumi/pulumi";
 import { createRootCa, issue, leafNames, renewalDue, type CertifiedKey } from "./tls";
 
@@ -52,7 +51,10 @@ async function issueLeaf(inputs: LeafInputs): Promise<LeafOutputs> {
     { commonName: inputs.domain, days: LEAF_DAYS, ...leafNames(inputs.domain) },
   );
   // Node's parser reads the validity back (the library's own dates are what was asked for, to the second).
-  const cert = new crypto.X509Certificate(leaf.certPem);
+  // Required here: this runs as a serialized closure in the dynamic-provider process (see infra/tls.ts).
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { X509Certificate } = require("crypto") as typeof import("crypto");
+  const cert = new X509Certificate(leaf.certPem);
   return {
     ...inputs,
     ...leaf,

@@ -88,6 +88,14 @@ export function certificateProblems(certPem: string, keyPem: string, domain: str
 }
 
 // --- issuing (tls: internal, and the tests' own CAs) ---
+// These run inside Pulumi's dynamic-provider process too, as serialized closures: Node's crypto is required
+// where it is used, since the module object a transpiler's import helper wraps cannot be serialized.
+
+/** Node's crypto module, required at the call. */
+function nodeCrypto(): typeof import("crypto") {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  return require("crypto") as typeof import("crypto");
+}
 
 /** @peculiar/x509 needs a Reflect metadata API (tsyringe's); the `reflect-metadata` package is not installed here. */
 function reflectMetadata(): void {
@@ -117,7 +125,7 @@ function x509Lib(): typeof import("@peculiar/x509") {
   reflectMetadata();
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const lib = require("@peculiar/x509") as typeof import("@peculiar/x509");
-  lib.cryptoProvider.set(crypto.webcrypto as unknown as LibCrypto);
+  lib.cryptoProvider.set(nodeCrypto().webcrypto as unknown as LibCrypto);
   return lib;
 }
 
@@ -143,21 +151,24 @@ export interface IssueOptions {
 }
 
 async function newKeys(): Promise<WebKeyPair> {
-  return (await crypto.webcrypto.subtle.generateKey(EC, true, ["sign", "verify"])) as WebKeyPair;
+  return (await nodeCrypto().webcrypto.subtle.generateKey(EC, true, ["sign", "verify"])) as WebKeyPair;
 }
 
 async function pkcs8Pem(key: WebKey): Promise<string> {
-  const der = Buffer.from(await crypto.webcrypto.subtle.exportKey("pkcs8", key));
-  return crypto.createPrivateKey({ key: der, format: "der", type: "pkcs8" }).export({ format: "pem", type: "pkcs8" }).toString();
+  const der = Buffer.from(await nodeCrypto().webcrypto.subtle.exportKey("pkcs8", key));
+  return nodeCrypto()
+    .createPrivateKey({ key: der, format: "der", type: "pkcs8" })
+    .export({ format: "pem", type: "pkcs8" })
+    .toString();
 }
 
 async function importSigningKey(keyPem: string): Promise<LibSigningKey> {
-  const der = crypto.createPrivateKey(keyPem).export({ format: "der", type: "pkcs8" });
-  return (await crypto.webcrypto.subtle.importKey("pkcs8", der, EC, true, ["sign"])) as unknown as LibSigningKey;
+  const der = nodeCrypto().createPrivateKey(keyPem).export({ format: "der", type: "pkcs8" });
+  return (await nodeCrypto().webcrypto.subtle.importKey("pkcs8", der, EC, true, ["sign"])) as unknown as LibSigningKey;
 }
 
 const serial = () =>
-  crypto
+  nodeCrypto()
     .randomBytes(16)
     .toString("hex")
     .replace(/^[89a-f]/, "1"); // positive, 128 bits
