@@ -183,7 +183,9 @@ describe("prod: HTTPS at the edge (tls: certificate, then internal)", () => {
         () => undefined,
         (e: Error) => e,
       );
-      console.log(`tls: ${what}: ${error?.message.match(/flask-proxy:tls\w+: [^\n]*/)?.[0] ?? "pulumi up succeeded"}`);
+      console.log(
+        `tls: ${what}: ${error?.message.match(/flask-proxy:tls\w+: [^\n]*/)?.[0] ?? error?.message.match(/error: [^\n]*/)?.[0] ?? "pulumi up succeeded"}`,
+      );
       expect([what, error?.message ?? "pulumi up succeeded"]).toEqual([what, expect.stringMatching(says)]);
       const after = await nginx();
       expect([what, after.Id, after.State.StartedAt]).toEqual([what, before.Id, before.State.StartedAt]);
