@@ -69,6 +69,10 @@ export = async () => {
 
   return {
     url: nginx.url,
+    // tls on: the site's address; plain HTTP on `url` redirects there.
+    httpsUrl: nginx.httpsUrl ?? "(no HTTPS: tls is off)",
+    // tls internal: the root to trust, e.g. `curl --cacert <(pulumi stack output caCertificate) <httpsUrl>`.
+    caCertificate: nginx.caCertificate ?? "(no stack CA: tls is not internal)",
     appUrl: cfg.app.hostPort ? localUrl(cfg.bindAddress, cfg.app.hostPort) : "(not published)",
     networkName: network.name,
     appWorkload: flask.workload.service?.name ?? flask.workload.containers.map((c) => c.name),

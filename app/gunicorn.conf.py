@@ -18,6 +18,13 @@ socket_dir = os.environ.get("GUNICORN_SOCKET_DIR")
 if socket_dir:
     bind.append(f"unix:{socket_dir}/{socket.gethostname()}.sock")
 
+# The scheme of the request nginx was reached by: gunicorn sets wsgi.url_scheme from X-Forwarded-Proto (so Flask
+# builds https:// URLs behind nginx's TLS listener) only from peers it trusts. Those are forwarded_allow_ips
+# (default 127.0.0.1: nobody on the network) and unix-socket peers, which here is nginx alone. Only the header
+# nginx sets counts: the X-Forwarded-Ssl and X-Forwarded-Protocol gunicorn also reads by default would reach it
+# from any client, as nginx passes them through.
+secure_scheme_headers = {"X-FORWARDED-PROTO": "https"}
+
 # metricsPort set: prometheus_client's multiprocess mode. Each worker writes its values to files in
 # PROMETHEUS_MULTIPROC_DIR (main.py counts); the master sums them and serves them on APP_METRICS_PORT, inside the
 # network only (nginx's metrics listener passes them to the host), with each gunicorn process's own figures.

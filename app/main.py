@@ -2,7 +2,7 @@
 import os
 import socket
 
-from flask import Flask
+from flask import Flask, url_for
 from flask.sessions import SecureCookieSessionInterface
 
 app = Flask(__name__)
@@ -45,6 +45,13 @@ VERSION = os.environ.get("APP_VERSION", "dev")
 @app.route("/")
 def index():
     return "Hello world!"
+
+
+@app.route("/links")
+def links():
+    """Absolute URLs as Flask builds them: https:// behind nginx's TLS listener. gunicorn takes the scheme from
+    nginx's X-Forwarded-Proto, trusted only on the unix socket nginx alone shares (gunicorn.conf.py)."""
+    return {"index": url_for("index", _external=True)}
 
 
 @app.route("/healthz")

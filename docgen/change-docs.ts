@@ -41,6 +41,12 @@ export const ALTERNATIVES: Record<keyof RawConfig, string | ((current: string) =
   appCodeMount: "app",
   appHostPort: "8081",
   httpPort: "8001",
+  tls: (v) => (v === "off" ? "internal" : "off"),
+  domain: "app.example.com",
+  httpsPort: "8444",
+  // Refused unless tls is certificate (and then checked against each other): the table says which.
+  tlsCertificate: "-----BEGIN CERTIFICATE-----",
+  tlsPrivateKey: "-----BEGIN PRIVATE KEY-----",
   bindAddress: (v) => (v === "0.0.0.0" ? "127.0.0.1" : "0.0.0.0"),
   nginxConfigFile: "nginx/dev.conf",
   proxyHostHeader: "localhost",

@@ -4,7 +4,7 @@
 import { parse as parseYaml } from "yaml";
 // Secret keys: Pulumi.yaml declares them as plain strings with an empty default (no `secret: true`), so the
 // table learns from the program which ones the program generates when unset.
-import { SECRET_KEYS } from "../infra/config";
+import { GENERATED_KEYS, SECRET_KEYS } from "../infra/config";
 import { DocRegion, markdownTable } from "./doc-region";
 import { projectFile, stackFileConfig, stackNames } from "../infra/stack-files";
 
@@ -74,7 +74,7 @@ export function renderConfigTable(): string {
     return [
       code(key),
       secret ? "secret" : (decl.type ?? ""),
-      secret ? "generated" : decl.default === undefined ? "" : showValue(decl.default, decl.type),
+      GENERATED_KEYS.has(key) ? "generated" : secret || decl.default === undefined ? "" : showValue(decl.default, decl.type),
       ...names.map((stack) => {
         const values = stacks.get(stack);
         return values?.has(key) ? showValue(values.get(key), decl.type) : "";

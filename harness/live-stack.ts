@@ -173,6 +173,13 @@ export class LiveStack {
     if (entries.length) await this.stack.setAllConfig(Object.fromEntries(entries));
   }
 
+  /** Sets config values as secrets (encrypted in the stack file), as `pulumi config set --secret` does. */
+  async configureSecrets(config: Record<string, string>): Promise<void> {
+    const ns = projectFile().name;
+    const entries = Object.entries(config).map(([k, value]) => [`${ns}:${k}`, { value, secret: true }]);
+    if (entries.length) await this.stack.setAllConfig(Object.fromEntries(entries));
+  }
+
   private urns(names: string[]): string[] {
     return names.map((n) => this.resource(n).urn);
   }

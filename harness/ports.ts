@@ -13,7 +13,7 @@ import * as path from "path";
 /** Linux's list; elsewhere the IANA range, which macOS and Windows use. */
 const RANGE_FILE = "/proc/sys/net/ipv4/ip_local_port_range";
 const IANA_EPHEMERAL = { low: 49152, high: 65535 };
-/** Below this lie the fixed ports the stack files use (80, 8000, 8080, 8100, 8190) and common services'. */
+/** Below this lie the fixed ports the stack files use (80, 8000, 8080, 8100, 8190, 8443) and common services'. */
 const POOL_FLOOR = 20000;
 const LOCK_DIR = path.join(os.tmpdir(), "flask-proxy-ports");
 

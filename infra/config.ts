@@ -8,6 +8,7 @@ import { closest } from "fastest-levenshtein";
 import { z } from "zod";
 import { isNginxVariable } from "../nginx/variables";
 import { FIRST_APP_HOST } from "./naming";
+import { certificateProblems, pemChain } from "./tls";
 import type { Limits } from "./workload";
 
 export const PROJECT = "flask-proxy";
@@ -21,6 +22,8 @@ const DNS_LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 const REGISTRY = /^(?:(?:localhost|[a-z0-9-]+(?:\.[a-z0-9-]+)+)(?::\d{1,5})?|[a-z0-9-]+:\d{1,5})$/;
 const NODE_LABEL = /^[a-z0-9](?:[a-z0-9._-]{0,126}[a-z0-9])?$/;
 const IPV4 = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/;
+/** A lowercase DNS name (one label is enough: localhost), at most 253 characters. */
+const DNS_NAME = /^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/;
 
 const text = z.string().trim();
 const int = (min: number, max: number) =>
@@ -64,6 +67,15 @@ export const configSchema = z.object({
   appCodeMount: text,
   appHostPort: optionalPort,
   httpPort: port,
+  tls: z.enum(["off", "internal", "certificate"], { error: "must be off, internal or certificate" }),
+  domain: text.refine(
+    (s) => DNS_NAME.test(s) || IPV4.test(s),
+    "must be a lowercase DNS name such as example.com, or an IPv4 address",
+  ),
+  httpsPort: port,
+  /** PEM: the certificate, then its chain; set with `pulumi config set --secret`. Checked against the key and domain in parseConfig. */
+  tlsCertificate: text.optional(),
+  tlsPrivateKey: text.optional(),
   bindAddress: text.regex(IPV4, "must be an IPv4 address such as 127.0.0.1 or 0.0.0.0"),
   nginxConfigFile: text,
   // A host[:port] or a single nginx variable: anything else could break out of the quoted directive. A
@@ -119,7 +131,9 @@ export type RawConfig = z.infer<typeof configSchema>;
 type Key = keyof RawConfig;
 export const CONFIG_KEYS = Object.keys(configSchema.shape) as Key[];
 /** Keys whose values never appear in messages (and that the docs show as secrets). */
-export const SECRET_KEYS: ReadonlySet<string> = new Set<Key>(["flaskSecretKey"]);
+export const SECRET_KEYS: ReadonlySet<string> = new Set<Key>(["flaskSecretKey", "tlsCertificate", "tlsPrivateKey"]);
+/** Secret keys the program generates a value for when unset (the others are simply empty). */
+export const GENERATED_KEYS: ReadonlySet<string> = new Set<Key>(["flaskSecretKey"]);
 
 export type AppServer = { kind: "flask-dev"; reload: boolean } | { kind: "gunicorn"; workers: number; threads: number };
 
@@ -159,6 +173,8 @@ export interface StackConfig {
     exporterImage: string;
   };
   nginx: {
+    /** HTTPS at the edge; absent: plain HTTP only (tls: off). */
+    tls?: TlsSettings;
     /** The public nginx image (RemoteImage). */
     baseImage: string;
     httpPort: number;
@@ -202,6 +218,17 @@ export interface StackConfig {
   restartPolicy: RawConfig["restartPolicy"];
   healthchecks: boolean;
   waitForHealthy: boolean;
+}
+
+export interface TlsSettings {
+  /** internal: the stack's own CA issues the leaf; certificate: the one given in config. */
+  mode: "internal" | "certificate";
+  /** The name the certificate is for, and nginx's server_name. */
+  domain: string;
+  /** Host port of the TLS listener (the redirect from plain HTTP goes there). */
+  httpsPort: number;
+  /** certificate: the leaf and its chain (re-encoded, one PEM block after another) and the key. */
+  certificate?: { certPem: string; keyPem: string };
 }
 
 export interface RegistrySettings {
@@ -352,6 +379,45 @@ const RULES: Rule[] = [
     ok: (c) => c.target === "swarm" || !c[key],
     message: () => "only applies to target: swarm",
   })),
+  ...(["tlsCertificate", "tlsPrivateKey"] as const).flatMap((key): Rule[] => [
+    {
+      keys: ["tls", key],
+      key,
+      ok: (c) => c.tls !== "certificate" || !!c[key],
+      message: () => `is required with tls: certificate (PEM text: \`pulumi config set --secret ${key} -- "$(cat <file>.pem)"\`)`,
+    },
+    {
+      keys: ["tls", key],
+      key,
+      ok: (c) => c.tls === "certificate" || !c[key],
+      message: () => "only applies to tls: certificate",
+    },
+  ]),
+  // Part 1 of HTTPS: the certificate files live in the conf volume that only plain containers have.
+  swarmOnly(
+    "tls",
+    (c) => c.tls === "off",
+    "is not available with target: swarm yet (the certificate and key are files in nginx's conf volume, which swarm services do not have); use tls: off",
+  ),
+  {
+    keys: ["tls", "nginxConfigFile"],
+    key: "tls",
+    ok: (c) => c.tls === "off" || c.nginxConfigFile === "",
+    message: () => "needs nginxConfigFile empty (the certificate reaches nginx in the rendered conf's volume, next to the conf)",
+  },
+  {
+    keys: ["tls", "upstreamTransport"],
+    key: "tls",
+    ok: (c) => c.tls === "off" || c.upstreamTransport === "unix",
+    message: () =>
+      "needs upstreamTransport: unix (gunicorn trusts nginx's X-Forwarded-Proto only on the socket nginx alone shares; over TCP the app would build http:// URLs)",
+  },
+  {
+    keys: ["tls", "httpsPort", "httpPort", "appHostPort", "metricsPort"],
+    key: "httpsPort",
+    ok: (c) => c.tls === "off" || ![c.httpPort, c.appHostPort, c.metricsPort].includes(c.httpsPort),
+    message: (c) => `host port ${c.httpsPort} is already taken by httpPort, appHostPort or metricsPort`,
+  },
   {
     keys: ["registryCaFile"],
     key: "registryCaFile",
@@ -447,6 +513,11 @@ export function parseConfig(all: Record<string, string>, ctx: LoadContext, check
   for (const rule of RULES) {
     if (rule.keys.every((k) => k in valid) && !rule.ok(c, ctx)) problems.push(`${prefix}${rule.key}: ${rule.message(c, ctx)}`);
   }
+  // The certificate and key against each other, the clock and the domain, before anything is declared.
+  if (c.tls === "certificate" && c.tlsCertificate && c.tlsPrivateKey && "domain" in valid) {
+    for (const p of certificateProblems(c.tlsCertificate, c.tlsPrivateKey, c.domain))
+      problems.push(`${prefix}${p.key}: ${p.message}`);
+  }
   if (problems.length > 0) throw new ConfigError(problems);
 
   const cfg = typed(c, project, ctx);
@@ -482,6 +553,24 @@ function typed(c: RawConfig, project: string, ctx: LoadContext): StackConfig {
     },
     metrics: c.metricsPort ? { hostPort: c.metricsPort, exporterImage: c.nginxExporterImage } : undefined,
     nginx: {
+      tls:
+        c.tls === "off"
+          ? undefined
+          : {
+              mode: c.tls,
+              domain: c.domain,
+              httpsPort: c.httpsPort,
+              certificate:
+                c.tls === "certificate" && c.tlsCertificate && c.tlsPrivateKey
+                  ? {
+                      // One block after another, each ending in a newline: what nginx reads as a chain.
+                      certPem: pemChain(c.tlsCertificate)
+                        .map((cert) => cert.toString())
+                        .join(""),
+                      keyPem: `${c.tlsPrivateKey.trim()}\n`,
+                    }
+                  : undefined,
+            },
       baseImage: c.nginxImage,
       httpPort: c.httpPort,
       configFile: abs(c.nginxConfigFile),

@@ -57,6 +57,8 @@ export interface WorkloadSpec {
   aliases?: string[];
   /** A container port published on the host. */
   publish?: { internal: number; external: number };
+  /** Containers only: more container ports published like `publish` (nginx's TLS listener). */
+  alsoPublish?: { internal: number; external: number }[];
   /** Containers only: a container port published on 127.0.0.1 whatever bindAddress is (metrics, for the host alone). */
   hostOnly?: { internal: number; external: number };
   /** Read-only bind mounts from the host. */
@@ -125,6 +127,8 @@ export function declareWorkload(
   if (settings.target === "swarm") {
     // Swarm publishes on every interface: there is no host-only port (config validation refuses metrics there).
     if (spec.hostOnly) throw new Error(`${name}: a port for the host only cannot be published with target: swarm`);
+    // Config validation keeps tls (the one user of a second port) off swarm for now.
+    if (spec.alsoPublish?.length) throw new Error(`${name}: a second published port is not supported with target: swarm`);
     // Config validation keeps volumes out of swarm stacks: tasks land on any node.
     if (spec.replicas.some((r) => r.volumes?.length)) {
       throw new Error(`${name}: named volumes are not supported with target: swarm`);
@@ -210,6 +214,12 @@ function containerArgs(spec: WorkloadSpec, settings: WorkloadSettings, replica: 
       ...(spec.publish
         ? [{ internal: spec.publish.internal, external: spec.publish.external, ip: settings.bindAddress, protocol: "tcp" }]
         : []),
+      ...(spec.alsoPublish ?? []).map((p) => ({
+        internal: p.internal,
+        external: p.external,
+        ip: settings.bindAddress,
+        protocol: "tcp",
+      })),
       ...(spec.hostOnly
         ? [{ internal: spec.hostOnly.internal, external: spec.hostOnly.external, ip: LOOPBACK, protocol: "tcp" }]
         : []),

@@ -1,6 +1,7 @@
 // Renders nginx's conf.d/default.conf from the same values the network alias and app port come from, and
 // checks that a bind-mounted copy is exactly that render. Everything used here exists in nginx 1.13.7 and
-// in current nginx, except proxy_socket_keepalive (1.15.6), rendered only with upstreamDeadPeerTimeout.
+// in current nginx, except proxy_socket_keepalive (1.15.6), rendered only with upstreamDeadPeerTimeout, and
+// the TLS listener's directives, rendered for the nginx version the image tag names (see nginxVersion).
 import * as fs from "fs";
 import { APP_METRICS_PORT, appUpstream, NGINX_EXPORTER_ALIAS, NGINX_EXPORTER_PORT, type AppUpstream } from "../app/facts";
 import type { StackConfig } from "../infra/config";
@@ -15,7 +16,85 @@ const DOCKER_DNS = "127.0.0.11";
 /** How long nginx caches the app alias's addresses (TCP without keepalive). */
 export const NGINX_DNS_CACHE_S = 5;
 
+/** The TLS listener's container port (the program publishes it on httpsPort). */
+export const HTTPS_CONTAINER_PORT = 443;
+/**
+ * Where the TLS listener reads its certificate (leaf, then chain) and key: files in the conf volume, next to
+ * the conf, written by whoever provides them (the program's ConfFile for internal and certificate; an ACME
+ * agent later). The directory is root's alone (0700): nginx's master reads them before dropping privileges.
+ */
+export const TLS_DIR = "/etc/nginx/conf.d/tls";
+export const TLS_CERT_FILE = "fullchain.pem";
+export const TLS_KEY_FILE = "privkey.pem";
+/** Served at /.well-known/acme-challenge/ on plain HTTP (never redirected): HTTP-01 tokens go here. */
+export const ACME_WEBROOT = "/etc/nginx/conf.d/acme-challenge";
+/** Mozilla's "intermediate" TLS 1.2 suites (guideline 5.7) without the DHE ones, which would need a dhparam file. */
+export const INTERMEDIATE_CIPHERS = [
+  "ECDHE-ECDSA-AES128-GCM-SHA256",
+  "ECDHE-RSA-AES128-GCM-SHA256",
+  "ECDHE-ECDSA-AES256-GCM-SHA384",
+  "ECDHE-RSA-AES256-GCM-SHA384",
+  "ECDHE-ECDSA-CHACHA20-POLY1305",
+  "ECDHE-RSA-CHACHA20-POLY1305",
+].join(":");
+/** HSTS max-age: two years, as Mozilla's generator writes (at least one year is what preload lists ask). */
+export const HSTS_MAX_AGE_S = 63072000;
+
+/** An nginx version, compared part by part. */
+export type NginxVersion = [number, number, number];
+
+/**
+ * The version an image tag names (`nginx:1.27.3`, `nginx:1.25-alpine`, `registry:5000/nginx:1.22.1`); a tag
+ * without one (`latest`, `mainline`, `stable`, a digest) is taken for a current nginx. The image's own binary
+ * may differ (the stand-ins here are Debian's 1.22 under every tag): `nginx -t` has the last word.
+ */
+export function nginxVersion(image: string): NginxVersion | undefined {
+  const name = image.split("@")[0];
+  const tag = name.slice(name.lastIndexOf("/") + 1).split(":")[1] ?? "";
+  const m = /^(\d+)\.(\d+)(?:\.(\d+))?(?:$|[-_])/.exec(tag);
+  return m ? [Number(m[1]), Number(m[2]), Number(m[3] ?? 0)] : undefined;
+}
+
+/** Whether `v` is at least `min` (an unknown version is taken for a current one). */
+export const atLeast = (v: NginxVersion | undefined, min: NginxVersion): boolean => {
+  if (!v) return true;
+  for (let i = 0; i < 3; i++) if (v[i] !== min[i]) return v[i] > min[i];
+  return true;
+};
+
+export interface NginxTls {
+  /** The certificate's domain: server_name of both servers. */
+  serverName: string;
+  /** Host port HTTPS is published on: where plain HTTP redirects to ($host carries no port). */
+  publicPort: number;
+  /** Strict-Transport-Security on HTTPS answers. */
+  hsts: boolean;
+  /** nginx 1.25.1 and later: `http2 on;` (the `listen ... http2` parameter is deprecated there). */
+  http2Directive: boolean;
+  /** TLS 1.3 offered: not by the official images before 1.17 (Debian stretch's OpenSSL 1.1.0 has none). */
+  tls13: boolean;
+  /** Session tickets off (Mozilla: nginx before 1.23.2 never rotates their key); later ones rotate it. */
+  ticketsOff: boolean;
+}
+
+/** What the TLS listener renders for `image`'s nginx version and the stack's mode. */
+export function nginxTls(image: string, tls: { mode: string; domain: string; httpsPort: number }): NginxTls {
+  const v = nginxVersion(image);
+  return {
+    serverName: tls.domain,
+    publicPort: tls.httpsPort,
+    // internal: no HSTS. Browsers do not trust the stack's CA unless told to, and HSTS forbids clicking through
+    // the warning; for localhost it would also pin every port of localhost to HTTPS for a year.
+    hsts: tls.mode !== "internal",
+    http2Directive: atLeast(v, [1, 25, 1]),
+    tls13: atLeast(v, [1, 17, 0]),
+    ticketsOff: !atLeast(v, [1, 23, 2]),
+  };
+}
+
 export interface NginxConfOptions {
+  /** HTTPS: a TLS server on 443 serving the site, and port 80 redirecting to it; absent: port 80 serves. */
+  tls?: NginxTls;
   /** Host name nginx proxies to: the app's network alias. */
   upstreamHost: string;
   upstreamPort: number;
@@ -106,6 +185,89 @@ function logFormat(format: Exclude<AccessLogFormat, "combined">, id: string): st
   ];
 }
 
+/** The server's access_log line (none for the image's default). */
+function accessLogLines(o: NginxConfOptions): string[] {
+  const format = o.accessLogFormat ?? "combined";
+  if (o.accessLog === "buffered") {
+    return [
+      "",
+      "    # One write per 64 KB of log instead of one per request.",
+      `    access_log /var/log/nginx/access.log ${format} buffer=64k flush=5s;`,
+    ];
+  }
+  if (o.accessLog === "on" && format !== "combined") return ["", `    access_log /var/log/nginx/access.log ${format};`];
+  if (o.accessLog === "off") {
+    return ["", "    # No access log: nginx's largest per-request cost after the proxying itself.", "    access_log off;"];
+  }
+  return [];
+}
+
+/** nginx's own health path, for the container healthcheck. */
+function healthLines(o: NginxConfOptions): string[] {
+  if (!o.hardened && !o.healthEndpoint) return [];
+  return [
+    "",
+    `    location = ${NGINX_HEALTH_PATH} {`,
+    "        access_log off;",
+    "        default_type text/plain;",
+    '        return 200 "ok\\n";',
+    "    }",
+  ];
+}
+
+/** Plain HTTP with TLS on: the health path and ACME's challenges are answered, everything else redirected. */
+function redirectServer(o: NginxConfOptions, tls: NginxTls): string[] {
+  const port = tls.publicPort === HTTPS_CONTAINER_PORT ? "" : `:${tls.publicPort}`;
+  return [
+    "# Plain HTTP: the healthcheck and ACME HTTP-01 challenges are answered here; every other request is sent",
+    "# to the same path and query on HTTPS. $host has no port, so the published HTTPS port is written in.",
+    "server {",
+    "    listen 80;",
+    `    server_name ${tls.serverName};`,
+    ...(o.hardened ? ["    server_tokens off;"] : []),
+    ...accessLogLines(o),
+    ...healthLines(o),
+    "",
+    "    location ^~ /.well-known/acme-challenge/ {",
+    `        alias ${ACME_WEBROOT}/;`,
+    "        default_type text/plain;",
+    "    }",
+    "",
+    "    location / {",
+    `        return 301 https://$host${port}$request_uri;`,
+    "    }",
+    "}",
+    "",
+  ];
+}
+
+/** The TLS listener: HTTP/2, TLS 1.2 and 1.3, Mozilla's intermediate settings, the certificate files. */
+function tlsListen(tls: NginxTls): string[] {
+  return [
+    ...(tls.http2Directive
+      ? [`    listen ${HTTPS_CONTAINER_PORT} ssl;`, "    http2 on;"]
+      : [`    listen ${HTTPS_CONTAINER_PORT} ssl http2;`]),
+    `    server_name ${tls.serverName};`,
+    "",
+    `    ssl_certificate ${TLS_DIR}/${TLS_CERT_FILE};`,
+    `    ssl_certificate_key ${TLS_DIR}/${TLS_KEY_FILE};`,
+    "    # Mozilla's intermediate configuration (guideline 5.7).",
+    `    ssl_protocols ${tls.tls13 ? "TLSv1.2 TLSv1.3" : "TLSv1.2"};`,
+    "    ssl_ecdh_curve X25519:prime256v1:secp384r1;",
+    `    ssl_ciphers ${INTERMEDIATE_CIPHERS};`,
+    "    ssl_prefer_server_ciphers off;",
+    "    # Resumption from a cache all workers share (about 40,000 sessions); it survives a reload.",
+    "    ssl_session_cache shared:MozSSL:10m;",
+    "    ssl_session_timeout 1d;",
+    ...(tls.ticketsOff
+      ? [
+          "    # This nginx never rotates the ticket key: tickets off, the cache resumes sessions.",
+          "    ssl_session_tickets off;",
+        ]
+      : []),
+  ];
+}
+
 export function renderNginxConf(o: NginxConfOptions): string {
   const target = `${o.upstreamHost}:${o.upstreamPort}`;
   const hostValue = o.hostHeader.startsWith("$") ? o.hostHeader : `"${o.hostHeader}"`;
@@ -145,7 +307,8 @@ export function renderNginxConf(o: NginxConfOptions): string {
     }
     lines.push("}", "");
   }
-  lines.push("server {", "    listen 80;", "    server_name localhost;");
+  if (o.tls) lines.push(...redirectServer(o, o.tls), "server {", ...tlsListen(o.tls));
+  else lines.push("server {", "    listen 80;", "    server_name localhost;");
   if (o.hardened) {
     lines.push(
       "",
@@ -169,28 +332,9 @@ export function renderNginxConf(o: NginxConfOptions): string {
       "    add_header Referrer-Policy no-referrer always;",
     );
   }
+  if (o.tls?.hsts) lines.push(`    add_header Strict-Transport-Security "max-age=${HSTS_MAX_AGE_S}" always;`);
   if (o.requestId) lines.push("", `    add_header ${REQUEST_ID_HEADER} $req_id always;`);
-  if (o.accessLog === "buffered") {
-    lines.push(
-      "",
-      "    # One write per 64 KB of log instead of one per request.",
-      `    access_log /var/log/nginx/access.log ${format} buffer=64k flush=5s;`,
-    );
-  } else if (o.accessLog === "on" && format !== "combined") {
-    lines.push("", `    access_log /var/log/nginx/access.log ${format};`);
-  } else if (o.accessLog === "off") {
-    lines.push("", "    # No access log: nginx's largest per-request cost after the proxying itself.", "    access_log off;");
-  }
-  if (o.hardened || o.healthEndpoint) {
-    lines.push(
-      "",
-      `    location = ${NGINX_HEALTH_PATH} {`,
-      "        access_log off;",
-      "        default_type text/plain;",
-      '        return 200 "ok\\n";',
-      "    }",
-    );
-  }
+  lines.push(...accessLogLines(o), ...healthLines(o));
   if (!upstreamBlock) {
     lines.push(
       "",
@@ -220,6 +364,9 @@ export function renderNginxConf(o: NginxConfOptions): string {
       "        proxy_set_header X-Forwarded-Proto $scheme;",
       "        proxy_set_header X-Forwarded-Host $host;",
     );
+  } else if (o.tls) {
+    // The scheme nginx was reached by, always set here: gunicorn trusts it on nginx's socket.
+    lines.push("        proxy_set_header X-Forwarded-Proto $scheme;");
   }
   if (o.hardened) {
     const readTimeoutS = o.readTimeoutS ?? 30;
@@ -278,6 +425,7 @@ export function renderNginxConf(o: NginxConfOptions): string {
 export function stackNginxConf(cfg: StackConfig, upstream: AppUpstream = appUpstream(cfg.app)): string {
   return renderNginxConf({
     stack: cfg.stack,
+    tls: cfg.nginx.tls ? nginxTls(cfg.nginx.baseImage, cfg.nginx.tls) : undefined,
     upstreamHost: upstream.host,
     upstreamPort: upstream.port,
     sockets: Array.from({ length: upstream.sockets }, (_, i) => `${nginxSocketDir(i + 1)}/${upstream.socketFile}`),

@@ -10,13 +10,15 @@ import { declareWorkload, localUrl, type Workload, type WorkloadSettings } from 
 import {
   CONF_PATH,
   deadPeerSysctls,
+  HTTPS_CONTAINER_PORT,
   NGINX_HEALTH_PATH,
   NGINX_METRICS_PORT,
   nginxSocketDir,
   stackNginxConf,
   STUB_STATUS_PATH,
 } from "./conf";
-import { ConfFile, ConfReload } from "./reload";
+import { ConfFile, ConfReload, type TlsFiles } from "./reload";
+import { StackCa, StackLeaf } from "../infra/stack-ca";
 
 export interface NginxProxyArgs {
   /** The stack's config: nginx's own settings, and the stack-wide ones its conf is rendered with. */
@@ -39,6 +41,10 @@ export class NginxProxy extends pulumi.ComponentResource {
   /** metricsPort set: nginx-prometheus-exporter, reading nginx's stub_status. */
   readonly exporter?: Workload;
   readonly url: pulumi.Output<string>;
+  /** tls on: the HTTPS address (the site; `url` redirects to it). */
+  readonly httpsUrl?: pulumi.Output<string>;
+  /** tls internal: the stack CA's root certificate (PEM), for clients to trust. */
+  readonly caCertificate?: pulumi.Output<string>;
   /** metricsPort set: the metrics listener, on 127.0.0.1. */
   readonly metricsUrl?: pulumi.Output<string>;
 
@@ -89,7 +95,19 @@ export class NginxProxy extends pulumi.ComponentResource {
         labels: settings.labels,
         conf,
       };
-    const confFile = confTarget ? new ConfFile(`${name}-conf-file`, confTarget, { parent: this }) : undefined;
+    // The TLS listener's files: the configured certificate, or a leaf from the stack's own CA.
+    let tlsFiles: pulumi.Input<TlsFiles> | undefined;
+    if (nginx.tls?.certificate) {
+      tlsFiles = pulumi.secret(nginx.tls.certificate);
+    } else if (nginx.tls?.mode === "internal") {
+      const ca = new StackCa(`${name}-ca`, { commonName: `${cfg.project} ${cfg.stack} CA` }, { parent: this });
+      const leaf = new StackLeaf(`${name}-leaf`, { domain: nginx.tls.domain, ca }, { parent: this });
+      tlsFiles = pulumi.secret(pulumi.all([leaf.certPem, leaf.keyPem]).apply(([certPem, keyPem]) => ({ certPem, keyPem })));
+      this.caCertificate = ca.certPem;
+    }
+    const confFile = confTarget
+      ? new ConfFile(`${name}-conf-file`, { ...confTarget, tls: tlsFiles }, { parent: this })
+      : undefined;
 
     this.workload = declareWorkload(
       name,
@@ -98,6 +116,7 @@ export class NginxProxy extends pulumi.ComponentResource {
         network: args.network,
         publish: { internal: 80, external: nginx.httpPort },
         // Metrics for the host alone: published on 127.0.0.1 whatever bindAddress is.
+        alsoPublish: nginx.tls ? [{ internal: HTTPS_CONTAINER_PORT, external: nginx.tls.httpsPort }] : undefined,
         hostOnly: cfg.metrics ? { internal: NGINX_METRICS_PORT, external: cfg.metrics.hostPort } : undefined,
         binds: nginx.configFile ? [{ source: nginx.configFile, target: CONF_PATH }] : [],
         // Temp and pid paths of the official image (/var/cache/nginx, /run) and of Debian's (/var/lib/nginx).
@@ -127,7 +146,7 @@ export class NginxProxy extends pulumi.ComponentResource {
     if (confTarget && confFile) {
       new ConfReload(
         `${name}-conf-reload`,
-        { ...confTarget, container: this.workload.containers[0], file: confFile },
+        { ...confTarget, container: this.workload.containers[0], file: confFile, tls: tlsFiles },
         { parent: this },
       );
     }
@@ -165,6 +184,12 @@ export class NginxProxy extends pulumi.ComponentResource {
     }
 
     this.url = pulumi.output(localUrl(settings.bindAddress, nginx.httpPort));
-    this.registerOutputs({ url: this.url, metricsUrl: this.metricsUrl });
+    if (nginx.tls) this.httpsUrl = pulumi.output(localUrl(settings.bindAddress, nginx.tls.httpsPort).replace(/^http:/, "https:"));
+    this.registerOutputs({
+      url: this.url,
+      httpsUrl: this.httpsUrl,
+      metricsUrl: this.metricsUrl,
+      caCertificate: this.caCertificate,
+    });
   }
 }

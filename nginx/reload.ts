@@ -1,17 +1,21 @@
 // nginx's conf.d/default.conf on plain containers: a volume nginx mounts read-only, so that a change of the
 // rendered conf reloads the running nginx (its master keeps the listening socket; old workers finish their
 // requests) instead of replacing the container, which would refuse connections while the new one starts.
-//   ConfFile   writes the conf into the volume: before nginx starts, and on every change. While nginx runs, a
+//   ConfFile   writes the conf into the volume (with tls on, the certificate and key first, into tls/ of the
+//              same volume: nginx/conf.ts TLS_DIR): before nginx starts, and on every change. While nginx runs, a
 //              changed conf is first tested there (`nginx -t`); one it refuses is taken back and fails
 //              `pulumi up` with nginx's message. A failed update keeps the old state, so the state records
 //              only a conf nginx accepted, and the next `up` and `preview` still show the change.
 //   ConfReload after the container: `nginx -s reload` in the running container (a new one read the conf at
-//              start). It runs after the container's own update, so a conf meant for a replaced container
+//              start); a new certificate or key is a reload too, never a new container. It runs after the container's own update, so a conf meant for a replaced container
 //              (new socket mounts) is never loaded into the old one.
 import * as pulumi from "@pulumi/pulumi";
 import type * as docker from "@pulumi/docker";
 import type Dockerode from "dockerode";
+import * as crypto from "crypto";
+import * as path from "path";
 import { engineClient, execIn, stackEngine, type EngineSettings } from "../infra/engine";
+import { ACME_WEBROOT, TLS_CERT_FILE, TLS_DIR, TLS_KEY_FILE } from "./conf";
 
 interface ConfTarget {
   /** The volume holding the conf, and the file's name in it. */
@@ -24,19 +28,48 @@ interface ConfTarget {
   engine: EngineSettings;
 }
 
+/** The TLS listener's certificate (leaf, then chain) and key, as PEM. */
+export interface TlsFiles {
+  certPem: string;
+  keyPem: string;
+}
+
 interface FileInputs extends ConfTarget {
   conf: string;
+  /** tls on: the certificate files, written into `tls/` of the volume before the conf that names them. */
+  tls?: TlsFiles;
   /** The nginx container reading the volume (its name, as it is declared after the file). */
   containerName: string;
 }
 
-/** Writes `conf` into the volume from a short-lived container (labelled, so an interrupted run's is found). */
-async function writeConf(target: ConfTarget, conf: string): Promise<void> {
+// The writer's script. The certificate and key go first (the key created 0600, in a directory only root may
+// enter; nginx's master reads both as root before its workers drop to the nginx user), each through a
+// rename, so `nginx -t` and a reload never see a conf that names files missing. The ACME webroot is made
+// world-readable, for the workers to serve challenge files from.
+const WRITE_SCRIPT = [
+  "set -e",
+  'if [ -n "$TLS_CERT" ]; then',
+  `  mkdir -p "/conf/${path.posix.basename(TLS_DIR)}" "/conf/${path.posix.basename(ACME_WEBROOT)}"`,
+  `  chmod 0700 "/conf/${path.posix.basename(TLS_DIR)}"; chmod 0755 "/conf/${path.posix.basename(ACME_WEBROOT)}"`,
+  `  key="/conf/${path.posix.basename(TLS_DIR)}/${TLS_KEY_FILE}"; cert="/conf/${path.posix.basename(TLS_DIR)}/${TLS_CERT_FILE}"`,
+  '  (umask 077; printf "%s" "$TLS_KEY" > "$key.next"; printf "%s" "$TLS_CERT" > "$cert.next")',
+  '  mv -f "$key.next" "$key"; mv -f "$cert.next" "$cert"',
+  "fi",
+  'printf "%s" "$CONF" > "/conf/$FILE.next"',
+  'mv -f "/conf/$FILE.next" "/conf/$FILE"',
+].join("\n");
+
+/**
+ * Writes `conf` (and the TLS files, first) into the volume from a short-lived container (labelled, so an
+ * interrupted run's is found). The key is in the writer's environment for the second it runs: visible only
+ * to who may inspect containers on the engine, who can read the volume anyway.
+ */
+async function writeConf(target: ConfTarget, conf: string, tls?: TlsFiles): Promise<void> {
   const client = engineClient(target.engine);
   const writer = await client.createContainer({
     Image: target.image,
-    Entrypoint: ["sh", "-c", 'printf "%s" "$CONF" > "/conf/$FILE.next" && mv -f "/conf/$FILE.next" "/conf/$FILE"'],
-    Env: [`CONF=${conf}`, `FILE=${target.fileName}`],
+    Entrypoint: ["sh", "-c", WRITE_SCRIPT],
+    Env: [`CONF=${conf}`, `FILE=${target.fileName}`, ...(tls ? [`TLS_CERT=${tls.certPem}`, `TLS_KEY=${tls.keyPem}`] : [])],
     Labels: target.labels,
     HostConfig: { Binds: [`${target.volumeName}:/conf`], NetworkMode: "none" },
   });
@@ -66,20 +99,22 @@ async function testConf(nginx: Dockerode.Container, what: string): Promise<void>
   if (test.exitCode !== 0) throw new Error(`${what}: ${test.stderr.trim()}`);
 }
 
+const sameTls = (a: TlsFiles | undefined, b: TlsFiles | undefined) => a?.certPem === b?.certPem && a?.keyPem === b?.keyPem;
+
 const fileProvider: pulumi.dynamic.ResourceProvider = {
   // No nginx reads the volume yet: it reads the file when it starts.
   async create(inputs: FileInputs) {
-    await writeConf(inputs, inputs.conf);
+    await writeConf(inputs, inputs.conf, inputs.tls);
     return { id: `${inputs.volumeName}/${inputs.fileName}`, outs: inputs };
   },
   async diff(_id: string, olds: FileInputs, news: FileInputs) {
     return {
-      changes: olds.conf !== news.conf || olds.volumeName !== news.volumeName,
+      changes: olds.conf !== news.conf || olds.volumeName !== news.volumeName || !sameTls(olds.tls, news.tls),
       replaces: olds.volumeName !== news.volumeName ? ["volumeName"] : [],
     };
   },
   async update(_id: string, olds: FileInputs, news: FileInputs) {
-    await writeConf(news, news.conf);
+    await writeConf(news, news.conf, news.tls);
     // Without a running nginx there is nothing to test against: a container started later reads the file.
     const nginx = await runningNginx(news);
     if (nginx) {
@@ -87,7 +122,7 @@ const fileProvider: pulumi.dynamic.ResourceProvider = {
         await testConf(nginx, "nginx refused the new conf, which was taken back (nginx keeps serving the old one)");
       } catch (e) {
         // Only the file changed (nginx is reloaded by ConfReload, after this): putting it back is the whole undo.
-        await writeConf(news, olds.conf);
+        await writeConf(news, olds.conf, olds.tls);
         throw e;
       }
     }
@@ -107,16 +142,23 @@ export interface ConfArgs {
   conf: string;
 }
 
-/** The rendered conf, written into the volume nginx mounts. */
+/** The rendered conf, written into the volume nginx mounts (with the TLS files, a secret in the state). */
 export class ConfFile extends pulumi.dynamic.Resource {
-  constructor(name: string, args: ConfArgs, opts: pulumi.CustomResourceOptions) {
-    super(fileProvider, name, { ...args, engine: stackEngine() }, opts);
+  constructor(name: string, args: ConfArgs & { tls?: pulumi.Input<TlsFiles> }, opts: pulumi.CustomResourceOptions) {
+    super(
+      fileProvider,
+      name,
+      { ...args, tls: args.tls ? pulumi.secret(args.tls) : undefined, engine: stackEngine() },
+      { ...opts, additionalSecretOutputs: ["tls"] },
+    );
   }
 }
 
 interface ReloadInputs extends ConfTarget {
   containerId: string;
   conf: string;
+  /** A digest of the TLS files: a new certificate or key is a reload too. */
+  tlsDigest?: string;
 }
 
 const reloadProvider: pulumi.dynamic.ResourceProvider = {
@@ -125,7 +167,9 @@ const reloadProvider: pulumi.dynamic.ResourceProvider = {
     return { id: inputs.containerId, outs: inputs };
   },
   async diff(_id: string, olds: ReloadInputs, news: ReloadInputs) {
-    return { changes: olds.conf !== news.conf || olds.containerId !== news.containerId };
+    return {
+      changes: olds.conf !== news.conf || olds.containerId !== news.containerId || olds.tlsDigest !== news.tlsDigest,
+    };
   },
   async update(_id: string, olds: ReloadInputs, news: ReloadInputs) {
     if (olds.containerId !== news.containerId) return { outs: news }; // a new container: it read the conf at start
@@ -143,14 +187,20 @@ const reloadProvider: pulumi.dynamic.ResourceProvider = {
 export class ConfReload extends pulumi.dynamic.Resource {
   constructor(
     name: string,
-    args: ConfArgs & { container: docker.Container; file: ConfFile },
+    args: ConfArgs & { container: docker.Container; file: ConfFile; tls?: pulumi.Input<TlsFiles> },
     opts: pulumi.CustomResourceOptions,
   ) {
-    const { container, file, ...target } = args;
+    const { container, file, tls, ...target } = args;
+    // The digest only: the key itself stays in ConfFile's (secret) state.
+    const tlsDigest = tls
+      ? pulumi.unsecret(
+          pulumi.output(tls).apply((t) => crypto.createHash("sha256").update(`${t.certPem}\n${t.keyPem}`).digest("hex")),
+        )
+      : undefined;
     super(
       reloadProvider,
       name,
-      { ...target, containerId: container.id, engine: stackEngine() },
+      { ...target, tlsDigest, containerId: container.id, engine: stackEngine() },
       { ...opts, dependsOn: [container, file] },
     );
   }

@@ -31,6 +31,11 @@ const BAD: Record<keyof RawConfig, string[]> = {
   appCodeMount: ["does/not/exist", "app/main.py"],
   appHostPort: ["-1", "65536", "http"],
   httpPort: ["0", "99999", "eighty", ""],
+  tls: ["on", "acme", "OFF", ""],
+  domain: ["", "Example.com", "a..b", "-x.example", "exa mple.com"],
+  httpsPort: ["0", "65536", "https"],
+  tlsCertificate: ["-----BEGIN CERTIFICATE-----"],
+  tlsPrivateKey: ["-----BEGIN PRIVATE KEY-----"],
   bindAddress: ["localhost", "256.0.0.1", ""],
   nginxConfigFile: ["does/not/exist.conf"],
   proxyHostHeader: [

@@ -119,6 +119,8 @@ describe("dev stack: the tutorial's topology", () => {
     for (const name of ["nginx-base-image", "nginx-container"]) expect(find(run, name).parent).toBe("nginx");
     expect(run.outputs).toEqual({
       url: "http://127.0.0.1:80/",
+      httpsUrl: "(no HTTPS: tls is off)",
+      caCertificate: "(no stack CA: tls is not internal)",
       appUrl: "http://127.0.0.1:8080/",
       networkName: "flask-proxy-dev-net",
       appWorkload: ["flask-proxy-dev-flask"],

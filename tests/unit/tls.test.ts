@@ -1,0 +1,239 @@
+// HTTPS at the edge: the certificate checks (before anything is declared), the TLS listener nginx renders for
+// each version, and what the program declares for `certificate` and `internal`.
+import { ConfigError, parseConfig } from "../../infra/config";
+import { createRootCa, issue, leafNames, renewalDue, type CertifiedKey } from "../../infra/tls";
+import { HSTS_MAX_AGE_S, nginxVersion, stackNginxConf, TLS_CERT_FILE, TLS_DIR, TLS_KEY_FILE } from "../../nginx/conf";
+import { ROOT, runProgram, stackConfig, type ProgramRun } from "../support/program";
+
+const DAY = 86_400_000;
+let root: CertifiedKey;
+let intermediate: CertifiedKey;
+let leaf: CertifiedKey;
+let otherKey: string;
+
+beforeAll(async () => {
+  root = await createRootCa({ commonName: "test root", days: 30 });
+  intermediate = await issue(root, { commonName: "test intermediate", days: 30, dnsNames: [], ips: [], ca: true });
+  leaf = await issue(intermediate, { commonName: "localhost", days: 10, ...leafNames("localhost") });
+  otherKey = (await issue(intermediate, { commonName: "other", days: 10, ...leafNames("localhost") })).keyPem;
+});
+
+const chain = () => leaf.certPem + intermediate.certPem;
+const withTls = (overrides: Record<string, string>, stack = "prod") =>
+  stackConfig(stack, { tls: "certificate", tlsCertificate: chain(), tlsPrivateKey: leaf.keyPem, ...overrides });
+function problems(overrides: Record<string, string>, stack = "prod"): string[] {
+  try {
+    parseConfig(withTls(overrides, stack), { stack, root: ROOT });
+  } catch (e) {
+    if (e instanceof ConfigError) return e.problems;
+    throw e;
+  }
+  return [];
+}
+
+describe("tls: certificate is checked before anything is declared, each refusal naming its key", () => {
+  test("a leaf and its chain for the domain, with its key, is accepted and served as a chain (two PEM blocks)", () => {
+    expect(problems({})).toEqual([]);
+    const cfg = parseConfig(withTls({}), { stack: "prod", root: ROOT });
+    expect(cfg.nginx.tls?.certificate?.certPem.match(/BEGIN CERTIFICATE/g)).toHaveLength(2);
+    expect(cfg.nginx.tls).toMatchObject({ mode: "certificate", domain: "localhost", httpsPort: 8443 });
+  });
+
+  test("a key that does not match the certificate", () => {
+    expect(problems({ tlsPrivateKey: otherKey })).toEqual([
+      expect.stringMatching(/^flask-proxy:tlsPrivateKey: does not match tlsCertificate/),
+    ]);
+  });
+
+  test("an expired certificate", async () => {
+    const old = await issue(intermediate, {
+      commonName: "old",
+      days: 1,
+      notBefore: new Date(Date.now() - 3 * DAY),
+      ...leafNames("localhost"),
+    });
+    expect(problems({ tlsCertificate: old.certPem + intermediate.certPem, tlsPrivateKey: old.keyPem })).toEqual([
+      expect.stringMatching(/^flask-proxy:tlsCertificate: the certificate expired on /),
+    ]);
+  });
+
+  test("a certificate not yet valid", async () => {
+    const early = await issue(intermediate, {
+      commonName: "x",
+      days: 5,
+      notBefore: new Date(Date.now() + DAY),
+      ...leafNames("localhost"),
+    });
+    expect(problems({ tlsCertificate: early.certPem, tlsPrivateKey: early.keyPem })).toEqual([
+      expect.stringMatching(/^flask-proxy:tlsCertificate: the certificate is not valid before /),
+    ]);
+  });
+
+  test("a certificate that does not cover the domain (names what it is for)", () => {
+    expect(problems({ domain: "app.example.com" })).toEqual([
+      'flask-proxy:tlsCertificate: does not cover domain "app.example.com" (it is for DNS:localhost, IP Address:127.0.0.1)',
+    ]);
+    // An IP domain is checked against the IP names.
+    expect(problems({ domain: "127.0.0.1" })).toEqual([]);
+    expect(problems({ domain: "127.0.0.2" })).toEqual([
+      expect.stringMatching(/^flask-proxy:tlsCertificate: does not cover domain "127.0.0.2"/),
+    ]);
+  });
+
+  test("a chain out of order, text that is no PEM, a key that is no key", () => {
+    expect(problems({ tlsCertificate: intermediate.certPem + leaf.certPem })).toEqual(
+      expect.arrayContaining([expect.stringMatching(/^flask-proxy:tlsCertificate: certificate 2 did not issue certificate 1/)]),
+    );
+    expect(problems({ tlsCertificate: "hello" })).toEqual([
+      expect.stringMatching(/^flask-proxy:tlsCertificate: holds no PEM certificate/),
+    ]);
+    expect(problems({ tlsPrivateKey: "hello" })).toEqual([
+      expect.stringMatching(/^flask-proxy:tlsPrivateKey: is not a PEM private key/),
+    ]);
+  });
+
+  test("neither value is ever echoed in a message", () => {
+    const all = [
+      ...problems({ tlsPrivateKey: "secret-key-text" }),
+      ...problems({ tls: "off", tlsPrivateKey: "secret-key-text" }),
+    ];
+    expect(all.length).toBeGreaterThan(0);
+    expect(all.join("\n")).not.toContain("secret-key-text");
+    expect(all.join("\n")).not.toContain(leaf.certPem.split("\n")[1]);
+  });
+
+  test("certificate mode needs both; other modes take neither", () => {
+    expect(problems({ tlsCertificate: "", tlsPrivateKey: "" })).toEqual([
+      expect.stringMatching(/^flask-proxy:tlsCertificate: is required with tls: certificate/),
+      expect.stringMatching(/^flask-proxy:tlsPrivateKey: is required with tls: certificate/),
+    ]);
+    expect(problems({ tls: "internal" })).toEqual([
+      "flask-proxy:tlsCertificate: only applies to tls: certificate",
+      "flask-proxy:tlsPrivateKey: only applies to tls: certificate",
+    ]);
+  });
+
+  test("swarm (and so cluster) is refused naming the target; TCP upstreams, a mounted conf and a taken port too", () => {
+    expect(problems({ tls: "internal", tlsCertificate: "", tlsPrivateKey: "" }, "swarm")).toEqual(
+      expect.arrayContaining([expect.stringMatching(/^flask-proxy:tls: is not available with target: swarm yet/)]),
+    );
+    expect(problems({ upstreamTransport: "tcp" })).toEqual([
+      expect.stringMatching(/^flask-proxy:tls: needs upstreamTransport: unix/),
+    ]);
+    expect(problems({ httpsPort: "8000" })).toEqual([
+      "flask-proxy:httpsPort: host port 8000 is already taken by httpPort, appHostPort or metricsPort",
+    ]);
+  });
+});
+
+describe("the TLS listener nginx renders", () => {
+  const render = (overrides: Record<string, string>) =>
+    stackNginxConf(parseConfig(stackConfig("prod", { tls: "internal", ...overrides }), { stack: "prod", root: ROOT }));
+
+  test("the version comes from the image tag; a tag without one is taken for a current nginx", () => {
+    expect(nginxVersion("nginx:1.27.3")).toEqual([1, 27, 3]);
+    expect(nginxVersion("nginx:1.25-alpine")).toEqual([1, 25, 0]);
+    expect(nginxVersion("registry.example:5000/nginx:1.22.1")).toEqual([1, 22, 1]);
+    expect(nginxVersion("nginx:latest")).toBeUndefined();
+    expect(nginxVersion("nginx")).toBeUndefined();
+  });
+
+  test("HTTP/2: `http2 on;` from 1.25.1 (and for unversioned tags), the listen parameter before", () => {
+    expect(render({ nginxImage: "nginx:1.27.3" })).toMatch(/^ {4}listen 443 ssl;\n {4}http2 on;$/m);
+    expect(render({ nginxImage: "nginx:1.25.1" })).toContain("    http2 on;");
+    expect(render({ nginxImage: "nginx:stable" })).toContain("    http2 on;");
+    const old = render({ nginxImage: "nginx:1.25.0" });
+    expect(old).toContain("    listen 443 ssl http2;");
+    expect(old).not.toContain("http2 on");
+  });
+
+  test("TLS 1.2 and 1.3 only (1.2 alone on 1.13.7's OpenSSL 1.1.0); intermediate ciphers; a shared session cache", () => {
+    const conf = render({ nginxImage: "nginx:1.22.1" });
+    expect(conf).toContain("    ssl_protocols TLSv1.2 TLSv1.3;");
+    expect(render({ nginxImage: "nginx:1.13.7", requirePinnedImages: "false" })).toContain("    ssl_protocols TLSv1.2;");
+    expect(conf).toMatch(/ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:[A-Z0-9:-]+;/);
+    expect(conf).not.toMatch(/ssl_ciphers [^;]*(CBC|SHA1\b|RC4|3DES|[ :]AES|[ :]DHE-)/);
+    expect(conf).toContain("    ssl_session_cache shared:MozSSL:10m;");
+    expect(conf).toContain("    ssl_session_timeout 1d;");
+    // Tickets: off where nginx never rotates their key (before 1.23.2), nginx's own rotation after.
+    expect(conf).toContain("    ssl_session_tickets off;");
+    expect(render({ nginxImage: "nginx:1.27.3" })).not.toContain("ssl_session_tickets");
+    expect(conf).toContain(`    ssl_certificate ${TLS_DIR}/${TLS_CERT_FILE};`);
+    expect(conf).toContain(`    ssl_certificate_key ${TLS_DIR}/${TLS_KEY_FILE};`);
+  });
+
+  test("HSTS of two years in certificate mode; none in internal mode", () => {
+    const hsts = `add_header Strict-Transport-Security "max-age=${HSTS_MAX_AGE_S}" always;`;
+    expect(HSTS_MAX_AGE_S).toBeGreaterThanOrEqual(365 * 86400);
+    expect(render({})).not.toContain("Strict-Transport-Security");
+    expect(stackNginxConf(parseConfig(withTls({}), { stack: "prod", root: ROOT }))).toContain(hsts);
+  });
+
+  test("plain HTTP redirects to the same path and query on the published HTTPS port, but for ACME and health", () => {
+    const conf = render({});
+    const plain = conf.slice(conf.indexOf("server {"), conf.indexOf("listen 443"));
+    expect(plain).toContain("    listen 80;");
+    expect(plain).toContain("        return 301 https://$host:8443$request_uri;");
+    expect(plain).toMatch(/location = \/nginx-health \{[^}]*return 200/);
+    expect(plain).toMatch(/location \^~ \/\.well-known\/acme-challenge\/ \{\n\s+alias \/etc\/nginx\/conf\.d\/acme-challenge\/;/);
+    expect(plain).not.toContain("proxy_pass");
+    expect(render({ httpsPort: "443" })).toContain("        return 301 https://$host$request_uri;");
+  });
+
+  test("the app is told the scheme nginx was reached by, even without forwardedHeaders", () => {
+    expect(render({ forwardedHeaders: "false" })).toContain("        proxy_set_header X-Forwarded-Proto $scheme;");
+    expect(render({ tls: "off", forwardedHeaders: "false", tlsCertificate: "", tlsPrivateKey: "" })).not.toContain(
+      "X-Forwarded-Proto",
+    );
+  });
+});
+
+test("an internal leaf is renewed by the `pulumi up` that finds a third or less of its lifetime left", () => {
+  const from = new Date("2026-01-01T00:00:00Z");
+  const to = new Date(from.getTime() + 90 * DAY);
+  expect(renewalDue(from, to, new Date(from.getTime() + 59 * DAY))).toBe(false);
+  expect(renewalDue(from, to, new Date(from.getTime() + 60 * DAY))).toBe(true);
+  expect(renewalDue(from, to, new Date(to.getTime() + DAY))).toBe(true);
+});
+
+describe("the program", () => {
+  let certRun: ProgramRun;
+  let internalRun: ProgramRun;
+  beforeAll(async () => {
+    certRun = await runProgram("prod", {
+      overrides: { tls: "certificate", tlsCertificate: chain(), tlsPrivateKey: leaf.keyPem },
+    });
+    internalRun = await runProgram("prod", { overrides: { tls: "internal" } });
+  });
+  const find = (run: ProgramRun, name: string) => {
+    const r = run.resources.find((x) => x.name === name);
+    if (!r) throw new Error(`${name} not declared`);
+    return r;
+  };
+
+  test("nginx publishes 443 on httpsPort beside 80; the healthcheck stays plain HTTP", () => {
+    const nginx = find(certRun, "nginx-container");
+    expect(nginx.inputs.ports).toEqual([
+      { internal: 80, external: 8000, ip: "127.0.0.1", protocol: "tcp" },
+      { internal: 443, external: 8443, ip: "127.0.0.1", protocol: "tcp" },
+    ]);
+    expect(JSON.stringify(nginx.inputs.healthcheck)).toContain("http://127.0.0.1/nginx-health");
+    expect(certRun.outputs.httpsUrl).toBe("https://127.0.0.1:8443/");
+  });
+
+  test("the certificate and key reach nginx through the conf file (a secret), and the reload sees only a digest", () => {
+    const file = find(certRun, "nginx-conf-file");
+    expect(file.secretInputs).toContain("tls");
+    expect(file.inputs.tls).toEqual({ certPem: chain(), keyPem: leaf.keyPem });
+    const reload = find(certRun, "nginx-conf-reload");
+    expect(reload.inputs.tlsDigest).toMatch(/^[0-9a-f]{64}$/);
+    expect(JSON.stringify(reload.inputs)).not.toContain("PRIVATE KEY");
+  });
+
+  test("internal: a CA of the stack's own and a leaf from it; the root is the caCertificate output", () => {
+    expect(find(internalRun, "nginx-ca").inputs).toMatchObject({ commonName: "flask-proxy prod CA" });
+    expect(find(internalRun, "nginx-leaf").inputs).toMatchObject({ domain: "localhost" });
+    expect(find(internalRun, "nginx-conf-file").secretInputs).toContain("tls");
+    expect(certRun.outputs.caCertificate).toBe("(no stack CA: tls is not internal)");
+  });
+});
