@@ -23,7 +23,7 @@ CERT_FILE=fullchain.pem
 KEY_FILE=privkey.pem
 STATUS="$DATA/agent-status"
 # Per container (tmpfs): a new agent reloads nginx once, whatever an earlier one did.
-LOADED=/tmp/agent-loaded
+LOADED="${ACME_RUN_DIR:-/tmp}/agent-loaded"
 LEGO=${LEGO:-$(command -v lego || echo /lego)}
 
 log() { echo "[cert-agent] $(date -u +%Y-%m-%dT%H:%M:%SZ) $*"; }
