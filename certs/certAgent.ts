@@ -147,6 +147,7 @@ export function certAgentContainerArgs(args: CertAgentArgs): docker.ContainerArg
     ACME_BACKOFF_MAX_SECONDS: args.backoffMaxSeconds?.toString(),
   };
   const wait = args.waitForCertificate ?? true;
+  const waitTimeout = args.waitTimeoutSeconds ?? 180;
   return {
     name: objectName(args.project, args.stack, "cert-agent"),
     image: args.store.image.ref,
@@ -167,15 +168,18 @@ export function certAgentContainerArgs(args: CertAgentArgs): docker.ContainerArg
     readOnly: true,
     tmpfs: { "/tmp": "rw,nosuid,nodev,size=8m" },
     securityOpts: ["no-new-privileges:true"],
+    // Unhealthy at the first failed check (a renewal failing), except during the first issuance: checks failing
+    // in the start period do not count, so `wait` sees "starting" until the CA's certificate is in, or times
+    // out with the CA's error in the agent's log and in its last health check.
     healthcheck: {
       tests: ["CMD", "/usr/local/bin/cert-agent", "health"],
       interval: "10s",
       timeout: "5s",
       retries: 1,
-      startPeriod: "5s",
+      startPeriod: `${waitTimeout}s`,
     },
     wait,
-    waitTimeout: wait ? (args.waitTimeoutSeconds ?? 180) : undefined,
+    waitTimeout: wait ? waitTimeout : undefined,
     memory: 64,
     memorySwap: 64,
   };
