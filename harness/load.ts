@@ -48,6 +48,8 @@ type Outcome = { status: number } | { error: "timeout" | "error" | "stale"; mess
 /** For an https:// URL: the CA (PEM) the server's chain is verified against, as a client that trusts it would. */
 export interface LoadTls {
   ca?: string;
+  /** The name sent as SNI and the certificate is verified for, when it is not the URL's host (127.0.0.1). */
+  servername?: string;
 }
 
 /** One GET; `agent: false` opens a connection of its own. */
@@ -66,7 +68,9 @@ function once(agent: http.Agent | false, url: URL, tls: LoadTls): Promise<Outcom
       res.on("close", () => settle({ error: "error", message: "connection closed mid-response" }));
     };
     const req =
-      url.protocol === "https:" ? https.get(url, { ...options, ca: tls.ca }, onResponse) : http.get(url, options, onResponse);
+      url.protocol === "https:"
+        ? https.get(url, { ...options, ca: tls.ca, servername: tls.servername }, onResponse)
+        : http.get(url, options, onResponse);
     req.on("timeout", () => {
       req.destroy();
       settle({ error: "timeout", message: "no response in time" });
@@ -93,7 +97,10 @@ export async function underLoad<T>(
   const target = new URL(url);
   if (target.hostname !== "127.0.0.1") throw new Error(`not a loopback URL: ${url}`);
   const agentOptions = { keepAlive: true, maxSockets: CONNECTIONS };
-  const agent = target.protocol === "https:" ? new https.Agent({ ...agentOptions, ca: tls.ca }) : new http.Agent(agentOptions);
+  const agent =
+    target.protocol === "https:"
+      ? new https.Agent({ ...agentOptions, ca: tls.ca, servername: tls.servername })
+      : new http.Agent(agentOptions);
   const load: LoadCount = { requests: 0, ok: 0, non2xx: 0, errors: 0, timeouts: 0, retried: 0 };
   const deadline = Date.now() + MAX_SECONDS * 1000;
   let stop = false;

@@ -62,6 +62,15 @@ build_base() {
   rm -rf "$root"
 }
 
+# Debian's lego package, unpacked under $CACHE_DIR/lego (apt-get download: no install on the host).
+lego_deb() {
+  [ -x "$CACHE_DIR/lego/usr/bin/lego" ] && return 0
+  command -v apt-get >/dev/null || die "the goacme/lego stand-in needs apt-get (Debian's lego package)"
+  mkdir -p "$CACHE_DIR/lego-deb"
+  (cd "$CACHE_DIR/lego-deb" && apt-get download lego 2>/dev/null) || die "apt-get download lego failed (apt-get update first?)"
+  dpkg-deb -x "$CACHE_DIR"/lego-deb/lego_*.deb "$CACHE_DIR/lego" || die "unpacking Debian's lego failed"
+}
+
 build_tag() {
   local tag="$1" repo="${1%%:*}" changes=() create=() cid
   repo="${repo##*/}"
@@ -72,16 +81,24 @@ build_tag() {
       changes=(--change 'EXPOSE 80' --change 'CMD ["nginx", "-g", "daemon off;"]') ;;
     python)
       changes=(--change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]') ;;
+    lego)
+      # The official goacme/lego image has lego at /lego as entrypoint; here Debian bookworm's lego 4.9.1
+      # (a Go binary needing only libc), fetched by the host's apt and copied in below.
+      lego_deb
+      changes=(--change 'ENTRYPOINT ["/lego"]' --change 'CMD []') ;;
     nginx-prometheus-exporter)
       # The official image: the exporter as entrypoint, run as nobody, listening on 9113.
       changes=(--change 'ENTRYPOINT ["/usr/bin/prometheus-nginx-exporter"]' --change 'CMD []' --change 'USER 65534'
         --change 'EXPOSE 9113') ;;
-    *) die "no stand-in recipe for image '$tag' (known: nginx*, python*, nginx-prometheus-exporter)" ;;
+    *) die "no stand-in recipe for image '$tag' (known: nginx*, python*, nginx-prometheus-exporter, goacme/lego)" ;;
   esac
   log "tagging stand-in $tag"
   # A commit of the base with the official image's settings: no builder involved, so none of the
   # legacy builder's deprecation notices (the engine here has no buildx).
   cid="$(docker create "${create[@]}" "$BASE_TAG" /bin/true)" || die "creating a container from $BASE_TAG failed"
+  if [ "$repo" = lego ]; then
+    docker cp "$CACHE_DIR/lego/usr/bin/lego" "$cid:/lego" >/dev/null || { docker rm "$cid" >/dev/null; die "copying lego into $tag failed"; }
+  fi
   docker commit "${changes[@]}" --change "LABEL org.example.standin-for=\"$tag\" org.example.standin-base=\"$BASE_TAG\"" \
     "$cid" "$tag" >/dev/null \
     || { docker rm "$cid" >/dev/null; die "committing stand-in $tag failed"; }

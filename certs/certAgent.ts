@@ -1,0 +1,190 @@
+// The ACME certificate agent beside nginx (certs/agent.sh in the official lego image): three volumes, a
+// one-shot seed that puts a placeholder certificate where nginx reads it (nginx -t and nginx's start need the
+// files), and the agent container, which shares nginx's PID namespace to reload it by SIGHUP (no docker socket).
+//
+// Wiring, in order: declareCertStore() → nginx, mounting `store.nginxVolumes` and depending on `store.seed`,
+// its conf serving ACME_CHALLENGE_PATH from NGINX_WEBROOT and reading NGINX_CERT_PATH / NGINX_KEY_PATH →
+// declareCertAgent() with the nginx container. Plain containers only: a swarm service cannot share a PID
+// namespace with another task.
+import * as path from "path";
+import * as docker from "@pulumi/docker";
+import * as pulumi from "@pulumi/pulumi";
+import { buildImage, type BuiltImage } from "../infra/image";
+import { labelList, objectName } from "../infra/naming";
+
+/** File names in the certificates volume (agent.sh writes them): the chain nginx serves, and its key (mode 600). */
+export const CERT_FILE = "fullchain.pem";
+export const KEY_FILE = "privkey.pem";
+/** Where nginx mounts the volumes (read-only). */
+export const NGINX_CERTS_DIR = "/etc/nginx/certs";
+export const NGINX_WEBROOT = "/var/www/acme";
+export const NGINX_CERT_PATH = path.posix.join(NGINX_CERTS_DIR, CERT_FILE);
+export const NGINX_KEY_PATH = path.posix.join(NGINX_CERTS_DIR, KEY_FILE);
+/** What nginx must serve from NGINX_WEBROOT over plain HTTP (not redirected): the HTTP-01 challenges. */
+export const ACME_CHALLENGE_PATH = "/.well-known/acme-challenge/";
+/** Where the agent mounts them (agent.sh's defaults). */
+export const AGENT_DIRS = { data: "/data", certs: "/certs", webroot: "/webroot" } as const;
+/** The client image the agent is built on: the official one (a stand-in here, scripts/build-standins.sh). */
+export const LEGO_IMAGE = "goacme/lego:v4.9.1";
+export const LETS_ENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory";
+
+/** nginx's location for the challenges, inside the port-80 server block, before any redirect. */
+export function acmeChallengeLocation(): string {
+  return `location ^~ ${ACME_CHALLENGE_PATH} {\n    root ${NGINX_WEBROOT};\n    default_type text/plain;\n}`;
+}
+
+export interface CertStoreArgs {
+  project: string;
+  stack: string;
+  labels: Record<string, string>;
+  /** The names the certificate is for; the first names lego's files. */
+  domains: string[];
+  /** The lego image to build on (LEGO_IMAGE by default). */
+  legoImage?: string;
+}
+
+export interface CertStore {
+  image: BuiltImage;
+  /** lego's account key and certificates. Kept on `pulumi destroy` (retainOnDelete): a destroy and `up` reuse
+   * the account and the valid certificate instead of hitting the CA's duplicate-certificate limit. */
+  data: docker.Volume;
+  /** What nginx reads: CERT_FILE and KEY_FILE. */
+  certs: docker.Volume;
+  /** The challenge files. */
+  webroot: docker.Volume;
+  /** Ran to completion before nginx starts: a placeholder certificate if the volume holds none. */
+  seed: docker.Container;
+  /** For nginx's container, as infra/workload.ts's ReplicaSpec.volumes takes them. */
+  nginxVolumes: { volumeName: pulumi.Output<string>; target: string; readOnly: boolean }[];
+}
+
+const volume = (name: string, volumeName: string, labels: Record<string, string>, opts: pulumi.CustomResourceOptions) =>
+  new docker.Volume(name, { name: volumeName, labels: labelList(labels) }, opts);
+
+export function declareCertStore(name: string, args: CertStoreArgs, opts: pulumi.CustomResourceOptions = {}): CertStore {
+  const base = objectName(args.project, args.stack, "certs");
+  const image = buildImage(
+    `${name}-image`,
+    {
+      imageName: `${args.project}-cert-agent:${args.stack}`,
+      context: __dirname,
+      buildArgs: { LEGO_IMAGE: args.legoImage ?? LEGO_IMAGE },
+      project: args.project,
+      stack: args.stack,
+    },
+    opts,
+  );
+  // The engine answers a create of an existing volume with that volume: after a destroy, `up` adopts the kept one.
+  const data = volume(`${name}-data`, `${base}-data`, args.labels, { ...opts, retainOnDelete: true });
+  const certs = volume(`${name}-certs`, `${base}-certs`, args.labels, opts);
+  const webroot = volume(`${name}-webroot`, `${base}-webroot`, args.labels, opts);
+  const seed = new docker.Container(
+    `${name}-seed`,
+    {
+      name: `${base}-seed`,
+      image: image.ref,
+      command: ["seed"],
+      envs: [`ACME_DOMAINS=${args.domains.join(",")}`],
+      labels: labelList(args.labels),
+      volumes: [{ volumeName: certs.name, containerPath: AGENT_DIRS.certs }],
+      networkMode: "none",
+      // Runs once to the end (attach waits for it); a stopped seed is what it should be.
+      attach: true,
+      mustRun: false,
+      healthcheck: { tests: ["NONE"] },
+    },
+    opts,
+  );
+  return {
+    image,
+    data,
+    certs,
+    webroot,
+    seed,
+    nginxVolumes: [
+      { volumeName: certs.name, target: NGINX_CERTS_DIR, readOnly: true },
+      { volumeName: webroot.name, target: NGINX_WEBROOT, readOnly: true },
+    ],
+  };
+}
+
+export interface CertAgentArgs {
+  project: string;
+  stack: string;
+  labels: Record<string, string>;
+  store: CertStore;
+  /** The nginx container to reload: the agent joins its PID namespace (by ID: a new nginx replaces the agent). */
+  nginx: docker.Container;
+  /** The stack's network: the way out to the ACME server. */
+  network: docker.Network;
+  domains: string[];
+  /** The ACME directory URL (acmeServer). */
+  acmeServer: string;
+  acmeEmail?: string;
+  /** PEM of a CA to trust for the ACME server's own TLS (the contents of acmeCaFile): a private CA, Pebble. */
+  acmeCaPem?: pulumi.Input<string>;
+  /** An ACME profile (e.g. `shortlived`); the agent refuses to start if its lego cannot ask for one (4.9.1). */
+  acmeProfile?: string;
+  /** Longest sleep between checks, backoff bounds after a failure (seconds). */
+  checkSeconds?: number;
+  backoffMinSeconds?: number;
+  backoffMaxSeconds?: number;
+  /** `pulumi up` returns once the agent is healthy: a certificate from the CA is installed and nginx reloaded. */
+  waitForCertificate?: boolean;
+  waitTimeoutSeconds?: number;
+}
+
+/** The agent container: environment of agent.sh, the three volumes, nginx's PID namespace, nothing else. */
+export function certAgentContainerArgs(args: CertAgentArgs): docker.ContainerArgs {
+  const env: Record<string, pulumi.Input<string> | undefined> = {
+    ACME_SERVER: args.acmeServer,
+    ACME_EMAIL: args.acmeEmail,
+    ACME_DOMAINS: args.domains.join(","),
+    ACME_CA_PEM: args.acmeCaPem,
+    ACME_PROFILE: args.acmeProfile,
+    ACME_CHECK_SECONDS: args.checkSeconds?.toString(),
+    ACME_BACKOFF_MIN_SECONDS: args.backoffMinSeconds?.toString(),
+    ACME_BACKOFF_MAX_SECONDS: args.backoffMaxSeconds?.toString(),
+  };
+  const wait = args.waitForCertificate ?? true;
+  const waitTimeout = args.waitTimeoutSeconds ?? 180;
+  return {
+    name: objectName(args.project, args.stack, "cert-agent"),
+    image: args.store.image.ref,
+    command: ["run"],
+    envs: Object.entries(env).flatMap(([k, v]) => (v === undefined ? [] : [pulumi.interpolate`${k}=${v}`])),
+    labels: labelList(args.labels),
+    networksAdvanced: [{ name: args.network.id }],
+    pidMode: pulumi.interpolate`container:${args.nginx.id}`,
+    volumes: [
+      { volumeName: args.store.data.name, containerPath: AGENT_DIRS.data },
+      { volumeName: args.store.certs.name, containerPath: AGENT_DIRS.certs },
+      { volumeName: args.store.webroot.name, containerPath: AGENT_DIRS.webroot },
+    ],
+    restart: "unless-stopped",
+    // Root (the files nginx's root master reads, and the same user as that master to signal it) with no
+    // capability at all, on a read-only root with /tmp for lego's and the script's scratch files.
+    capabilities: { drops: ["ALL"] },
+    readOnly: true,
+    tmpfs: { "/tmp": "rw,nosuid,nodev,size=8m" },
+    securityOpts: ["no-new-privileges:true"],
+    // Unhealthy at the first failed check (a renewal failing), except during the first issuance: checks failing
+    // in the start period do not count, so `wait` sees "starting" until the CA's certificate is in, or times
+    // out with the CA's error in the agent's log and in its last health check.
+    healthcheck: {
+      tests: ["CMD", "/usr/local/bin/cert-agent", "health"],
+      interval: "10s",
+      timeout: "5s",
+      retries: 1,
+      startPeriod: `${waitTimeout}s`,
+    },
+    wait,
+    waitTimeout: wait ? waitTimeout : undefined,
+    memory: 64,
+    memorySwap: 64,
+  };
+}
+
+export function declareCertAgent(name: string, args: CertAgentArgs, opts: pulumi.CustomResourceOptions = {}): docker.Container {
+  return new docker.Container(name, certAgentContainerArgs(args), { ...opts, dependsOn: [args.nginx, args.store.seed] });
+}

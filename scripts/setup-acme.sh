@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what the ACME live tests run, from the Go module proxy: Pebble (Let's Encrypt's ACME test server)
+# and pebble-challtestsrv (its DNS answerer). The renewal agent's ACME client (lego) is not built here: lego
+# v5.6.0 needs modules the proxy refuses here (403 for e.g. gitlab.com/greyxor/slogor v1.7.1, which its CLI's
+# logger imports), so the agent runs Debian bookworm's lego 4.9.1 (scripts/build-standins.sh goacme/lego:v4.9.1). Idempotent: a binary already at its version is kept, so a warm run costs
+# a few `go version -m` calls. Prints the directory the binaries are in (its last line of stdout).
+# Usage: setup-acme.sh            (env: ACME_TOOLS_DIR, default ~/.cache/flask-proxy/acme-tools; GO, default go)
+set -euo pipefail
+log() { printf '[setup-acme] %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+PEBBLE_VERSION="v2.10.3"
+DIR="${ACME_TOOLS_DIR:-$HOME/.cache/flask-proxy/acme-tools}"
+GO="${GO:-$(command -v go || echo /usr/local/go/bin/go)}"
+[ -x "$GO" ] || die "no Go toolchain (looked for go on PATH and /usr/local/go/bin/go)"
+mkdir -p "$DIR"
+
+# The module version a binary was built from, as Go records it in the binary ("" if absent or unreadable).
+built_version() { [ -x "$1" ] && "$GO" version -m "$1" 2>/dev/null | awk '$1 == "mod" { print $3; exit }' || true; }
+
+install() { # binary package version
+  local bin="$DIR/$1"
+  if [ "$(built_version "$bin")" = "$3" ]; then log "$1 $3 present"; return 0; fi
+  local start=$SECONDS
+  log "go install $2@$3"
+  # CGO off: static binaries, independent of the host's libc.
+  GOBIN="$DIR" CGO_ENABLED=0 "$GO" install -trimpath -ldflags '-s -w' "$2@$3" \
+    || die "go install $2@$3 failed (is the Go module proxy reachable? GOPROXY=$("$GO" env GOPROXY))"
+  log "  $1 built in $((SECONDS - start)) s"
+}
+
+install pebble github.com/letsencrypt/pebble/v2/cmd/pebble "$PEBBLE_VERSION"
+install pebble-challtestsrv github.com/letsencrypt/pebble/v2/cmd/pebble-challtestsrv "$PEBBLE_VERSION"
+log "ready in $DIR"
+echo "$DIR"

@@ -1,0 +1,66 @@
+// certs/certAgent.ts under Pulumi's mocks: what the lead wires in declares the agent as the agent needs it.
+import * as pulumi from "@pulumi/pulumi";
+import * as docker from "@pulumi/docker";
+
+const declared = new Map<string, Record<string, unknown>>();
+beforeAll(async () => {
+  await pulumi.runtime.setMocks(
+    {
+      newResource: (args) => {
+        declared.set(args.name, args.inputs as Record<string, unknown>);
+        return {
+          id: `${args.name}-id`,
+          state: { ...args.inputs, name: args.inputs.name ?? args.name, repoDigest: "sha256:abc", imageId: "sha256:abc" },
+        };
+      },
+      call: (args) => args.inputs,
+    },
+    "flask-proxy",
+    "prod",
+    false,
+  );
+});
+
+test("agent: nginx's PID namespace by ID, no capability, the three volumes, the ACME settings", async () => {
+  // Loaded after setMocks: resources declared at load time would go to no engine.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const certs = require("../../certs/certAgent") as typeof import("../../certs/certAgent");
+  const labels = { "org.flask-proxy.stack": "prod" };
+  const store = certs.declareCertStore("certs", { project: "flask-proxy", stack: "prod", labels, domains: ["app.example.com"] });
+  const network = new docker.Network("net", { name: "n" });
+  const nginx = new docker.Container("nginx-container", { image: "nginx", name: "flask-proxy-prod-nginx" });
+  certs.declareCertAgent("cert-agent", {
+    project: "flask-proxy",
+    stack: "prod",
+    labels,
+    store,
+    nginx,
+    network,
+    domains: ["app.example.com"],
+    acmeServer: certs.LETS_ENCRYPT_DIRECTORY,
+    acmeEmail: "ops@example.com",
+  });
+  await new Promise((r) => setTimeout(r, 200));
+  const agent = declared.get("cert-agent")!;
+  expect(agent).toMatchObject({
+    name: "flask-proxy-prod-cert-agent",
+    pidMode: "container:nginx-container-id",
+    capabilities: { drops: ["ALL"] },
+    readOnly: true,
+    restart: "unless-stopped",
+    wait: true,
+  });
+  expect(agent.envs).toEqual([
+    `ACME_SERVER=${certs.LETS_ENCRYPT_DIRECTORY}`,
+    "ACME_EMAIL=ops@example.com",
+    "ACME_DOMAINS=app.example.com",
+  ]);
+  expect(agent.volumes).toEqual([
+    { volumeName: "flask-proxy-prod-certs-data", containerPath: "/data" },
+    { volumeName: "flask-proxy-prod-certs-certs", containerPath: "/certs" },
+    { volumeName: "flask-proxy-prod-certs-webroot", containerPath: "/webroot" },
+  ]);
+  expect(declared.get("certs-seed")).toMatchObject({ command: ["seed"], attach: true, mustRun: false, networkMode: "none" });
+  const nginxMounts = await new Promise((resolve) => pulumi.all(store.nginxVolumes.map((v) => v.volumeName)).apply(resolve));
+  expect(nginxMounts).toEqual(["flask-proxy-prod-certs-certs", "flask-proxy-prod-certs-webroot"]);
+});
