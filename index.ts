@@ -10,7 +10,7 @@ import { engineSettingsOf } from "./infra/engine";
 import { labelList, objectName, stackLabels } from "./infra/naming";
 import { localUrl, type WorkloadSettings } from "./infra/workload";
 import { checkMountedConf } from "./nginx/conf";
-import { NginxProxy } from "./nginx/nginxProxy";
+import { imageNginxVersion, NginxProxy } from "./nginx/nginxProxy";
 
 // An async program: it asks the engine which app builds the stack keeps before it declares the app.
 export = async () => {
@@ -37,11 +37,8 @@ export = async () => {
   });
 
   // The stack's kept app builds, looked up before anything is declared: whether this release needs a build.
-  const builds = await findBuilds(
-    engineSettingsOf(pulumi.runtime.allConfig()),
-    stack,
-    cfg.registry ? `${cfg.registry.address}/${cfg.app.imageRepository}` : undefined,
-  );
+  const engine = engineSettingsOf(pulumi.runtime.allConfig());
+  const builds = await findBuilds(engine, stack, cfg.registry ? `${cfg.registry.address}/${cfg.app.imageRepository}` : undefined);
 
   // services.flask: built from app/, alias flask-app on my-network (× replicas)
   const flask = new FlaskApp("flask", {
@@ -59,6 +56,7 @@ export = async () => {
 
   // services.nginx: depends_on flask, proxies to the alias (or the app's sockets), port 80
   const nginx = new NginxProxy("nginx", {
+    imageVersion: await imageNginxVersion(engine, cfg.nginx.baseImage),
     cfg,
     settings,
     network,

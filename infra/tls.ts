@@ -97,32 +97,11 @@ function nodeCrypto(): typeof import("crypto") {
   return require("crypto") as typeof import("crypto");
 }
 
-/** @peculiar/x509 needs a Reflect metadata API (tsyringe's); the `reflect-metadata` package is not installed here. */
-function reflectMetadata(): void {
-  type Meta = Map<unknown, unknown>;
-  const R = Reflect as unknown as Record<string, unknown>;
-  if (typeof R.getMetadata === "function") return;
-  const store = new WeakMap<object, Meta>();
-  const own = (target: object, create: boolean): Meta | undefined => {
-    let m = store.get(target);
-    if (!m && create) store.set(target, (m = new Map()));
-    return m;
-  };
-  R.defineMetadata = (k: unknown, v: unknown, target: object) => own(target, true)?.set(k, v);
-  R.getOwnMetadata = (k: unknown, target: object) => own(target, false)?.get(k);
-  R.getMetadata = (k: unknown, target: object | null) => {
-    for (let t = target; t; t = Object.getPrototypeOf(t) as object | null) {
-      const m = own(t, false);
-      if (m?.has(k)) return m.get(k);
-    }
-    return undefined;
-  };
-  R.metadata = (k: unknown, v: unknown) => (target: object) => own(target, true)?.set(k, v);
-}
-
 /** The library, loaded on first use (also inside Pulumi's dynamic-provider process). */
 function x509Lib(): typeof import("@peculiar/x509") {
-  reflectMetadata();
+  // The library's dependency injection (tsyringe) needs the Reflect metadata API loaded first.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  require("reflect-metadata");
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const lib = require("@peculiar/x509") as typeof import("@peculiar/x509");
   lib.cryptoProvider.set(nodeCrypto().webcrypto as unknown as LibCrypto);

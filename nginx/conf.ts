@@ -77,9 +77,16 @@ export interface NginxTls {
   ticketsOff: boolean;
 }
 
-/** What the TLS listener renders for `image`'s nginx version and the stack's mode. */
-export function nginxTls(image: string, tls: { mode: string; domain: string; httpsPort: number }): NginxTls {
-  const v = nginxVersion(image);
+/**
+ * What the TLS listener renders for the stack's mode and its nginx version: the one the image itself declares
+ * (`imageVersion`, its NGINX_VERSION, when the engine has the image), else the one its tag names.
+ */
+export function nginxTls(
+  image: string,
+  tls: { mode: string; domain: string; httpsPort: number },
+  imageVersion?: string,
+): NginxTls {
+  const v = (imageVersion ? nginxVersion(`nginx:${imageVersion}`) : undefined) ?? nginxVersion(image);
   return {
     serverName: tls.domain,
     publicPort: tls.httpsPort,
@@ -421,11 +428,14 @@ export function renderNginxConf(o: NginxConfOptions): string {
   return lines.join("\n");
 }
 
-/** The conf a stack's nginx serves: its settings, and where the app listens. */
-export function stackNginxConf(cfg: StackConfig, upstream: AppUpstream = appUpstream(cfg.app)): string {
+/**
+ * The conf a stack's nginx serves: its settings, and where the app listens; `imageVersion`: the nginx version
+ * the base image declares (see nginxTls).
+ */
+export function stackNginxConf(cfg: StackConfig, upstream: AppUpstream = appUpstream(cfg.app), imageVersion?: string): string {
   return renderNginxConf({
     stack: cfg.stack,
-    tls: cfg.nginx.tls ? nginxTls(cfg.nginx.baseImage, cfg.nginx.tls) : undefined,
+    tls: cfg.nginx.tls ? nginxTls(cfg.nginx.baseImage, cfg.nginx.tls, imageVersion) : undefined,
     upstreamHost: upstream.host,
     upstreamPort: upstream.port,
     sockets: Array.from({ length: upstream.sockets }, (_, i) => `${nginxSocketDir(i + 1)}/${upstream.socketFile}`),

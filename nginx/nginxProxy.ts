@@ -4,6 +4,7 @@ import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import { NGINX_EXPORTER_ALIAS, NGINX_EXPORTER_PORT, type AppUpstream } from "../app/facts";
 import type { StackConfig } from "../infra/config";
+import { engineClient, type EngineSettings } from "../infra/engine";
 import { labelList, objectName } from "../infra/naming";
 import { buildImage, type BuiltImage } from "../infra/image";
 import { declareWorkload, localUrl, type Workload, type WorkloadSettings } from "../infra/workload";
@@ -31,6 +32,8 @@ export interface NginxProxyArgs {
   socketVolumes: pulumi.Input<string>[];
   /** What nginx proxies to; nginx starts after it (compose's depends_on). */
   backends: pulumi.Resource[];
+  /** The nginx version the base image declares when the engine has it (imageNginxVersion). */
+  imageVersion?: string;
 }
 
 export class NginxProxy extends pulumi.ComponentResource {
@@ -61,7 +64,7 @@ export class NginxProxy extends pulumi.ComponentResource {
     // nginx mounts read-only, and a change reloads the running nginx (nginx/reload.ts): the container, its
     // published port and its listening socket stay, so no connection is refused. A conf the running nginx
     // refuses fails `pulumi up` and is not recorded.
-    const conf = stackNginxConf(cfg, args.upstream);
+    const conf = stackNginxConf(cfg, args.upstream, args.imageVersion);
     const reloadable = !nginx.configFile && settings.target === "containers";
     if (!nginx.configFile) {
       this.image = buildImage(
@@ -192,4 +195,20 @@ export class NginxProxy extends pulumi.ComponentResource {
       caCertificate: this.caCertificate,
     });
   }
+}
+
+/**
+ * The nginx version an image on the engine declares: the official images' ENV NGINX_VERSION (the stand-ins
+ * here set Debian's). Undefined when the engine lacks the image (the first `up` pulls it) or it says none.
+ */
+export async function imageNginxVersion(engine: EngineSettings, image: string): Promise<string | undefined> {
+  const found = await engineClient(engine)
+    .getImage(image)
+    .inspect()
+    .catch((e: { statusCode?: number }) => {
+      if (e.statusCode === 404) return undefined;
+      throw e;
+    });
+  const env = found?.Config.Env ?? [];
+  return env.find((e) => e.startsWith("NGINX_VERSION="))?.slice("NGINX_VERSION=".length);
 }

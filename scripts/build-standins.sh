@@ -30,7 +30,11 @@ base_of() { docker image inspect -f '{{index .Config.Labels "org.example.standin
 current() {
   have "$1" || return 1
   case "${1%%:*}" in
-    */nginx|nginx|*/nginx-unprivileged|nginx-unprivileged) return 0 ;;
+    # The official images say their nginx version in NGINX_VERSION, which the conf renderer reads; a stand-in
+    # tagged before it said so is tagged again.
+    */nginx|nginx|*/nginx-unprivileged|nginx-unprivileged)
+      docker image inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$1" | grep -q '^NGINX_VERSION=' ;
+      return ;;
   esac
   [ "$(base_of "$1")" = "$BASE_TAG" ]
 }
@@ -72,13 +76,15 @@ lego_deb() {
 }
 
 build_tag() {
-  local tag="$1" repo="${1%%:*}" changes=() create=() cid
+  local tag="$1" repo="${1%%:*}" changes=() create=() cid version
   repo="${repo##*/}"
   case "$repo" in
     nginx|nginx-unprivileged)
       # commit has no STOPSIGNAL change; the committed image keeps the container's stop signal instead.
       create=(--stop-signal SIGQUIT)
-      changes=(--change 'EXPOSE 80' --change 'CMD ["nginx", "-g", "daemon off;"]') ;;
+      # As the official image's ENV NGINX_VERSION, but the version the stand-in really runs (Debian's).
+      version="$(docker run --rm "$BASE_TAG" dpkg-query -W -f '${Version}' nginx)" || die "reading the stand-in's nginx version failed"
+      changes=(--change 'EXPOSE 80' --change 'CMD ["nginx", "-g", "daemon off;"]' --change "ENV NGINX_VERSION=${version%%-*}") ;;
     python)
       changes=(--change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]') ;;
     lego)

@@ -64,6 +64,7 @@ export class ProgramError extends Error {
 }
 
 const BUILDS = path.join(ROOT, "infra", "builds");
+const NGINX_PROXY = path.join(ROOT, "nginx", "nginxProxy");
 
 export interface RunOptions {
   /** The app builds the engine is said to keep for the stack (none by default). */
@@ -186,6 +187,8 @@ async function isolatedRun<T>(fn: () => Promise<T>, pulumi: typeof PulumiModule,
       jest.doMock("@pulumi/pulumi", () => pulumi);
       // The unit tests never ask the engine.
       jest.doMock(BUILDS, () => ({ ...jest.requireActual<object>(BUILDS), findBuilds: async () => keptBuilds }));
+      // No image on the engine to say its nginx version: the tag's is rendered.
+      jest.doMock(NGINX_PROXY, () => ({ ...jest.requireActual<object>(NGINX_PROXY), imageNginxVersion: async () => undefined }));
       result = await fn();
     });
     return result;

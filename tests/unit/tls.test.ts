@@ -138,6 +138,13 @@ describe("the TLS listener nginx renders", () => {
     expect(nginxVersion("nginx")).toBeUndefined();
   });
 
+  test("the version the image declares (NGINX_VERSION) outranks its tag: a 1.22 under a 1.27.3 tag gets the listen parameter", () => {
+    const cfg = parseConfig(stackConfig("prod", { tls: "internal", nginxImage: "nginx:1.27.3" }), { stack: "prod", root: ROOT });
+    expect(stackNginxConf(cfg, undefined, "1.22.1")).toContain("    listen 443 ssl http2;");
+    expect(stackNginxConf(cfg, undefined, "1.22.1")).not.toContain("http2 on;");
+    expect(stackNginxConf(cfg, undefined, "1.27.3")).toContain("    http2 on;");
+  });
+
   test("HTTP/2: `http2 on;` from 1.25.1 (and for unversioned tags), the listen parameter before", () => {
     expect(render({ nginxImage: "nginx:1.27.3" })).toMatch(/^ {4}listen 443 ssl;\n {4}http2 on;$/m);
     expect(render({ nginxImage: "nginx:1.25.1" })).toContain("    http2 on;");
