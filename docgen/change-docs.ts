@@ -100,6 +100,7 @@ const ROLES: [RegExp, string][] = [
   [/^flask-container(-\d+)?$/, "app container"],
   [/^nginx-base-image$/, "nginx base image"],
   [/^nginx-image$/, "nginx image"],
+  [/^nginx-netns$/, "nginx port holder"],
   [/^nginx-container$/, "nginx container"],
   [/^nginx-conf-reload$/, "nginx conf"],
   [/^nginx-exporter-base-image$/, "exporter image"],

@@ -84,6 +84,15 @@ function once(agent: http.Agent | false, url: URL, tls: LoadTls): Promise<Outcom
   });
 }
 
+export interface LoadOptions extends LoadTls {
+  /**
+   * How many of the 16 clients open a new connection for every request (a handshake each, as many clients and
+   * every TLS handshake benchmark do); the others keep theirs alive. On a new connection a reset is a failure:
+   * no byte was ever answered on it, and no client resends on a connection it just opened.
+   */
+  newConnections?: number;
+}
+
 /**
  * Steady load through nginx (16 connections, over TLS for an https:// URL; bounded at 600,000 requests and
  * 180 s) while `during` runs, and one more second after it; returns every response counted, and what
@@ -92,7 +101,7 @@ function once(agent: http.Agent | false, url: URL, tls: LoadTls): Promise<Outcom
 export async function underLoad<T>(
   url: string,
   during: () => Promise<T>,
-  tls: LoadTls = {},
+  tls: LoadOptions = {},
 ): Promise<{ load: LoadCount; value?: T; error?: Error }> {
   const target = new URL(url);
   if (target.hostname !== "127.0.0.1") throw new Error(`not a loopback URL: ${url}`);
@@ -105,10 +114,12 @@ export async function underLoad<T>(
   const deadline = Date.now() + MAX_SECONDS * 1000;
   let stop = false;
   let sent = 0;
-  const worker = async () => {
+  const worker = async (_: unknown, i: number) => {
+    const fresh = i < (tls.newConnections ?? 0);
     while (!stop && sent < MAX_REQUESTS && Date.now() < deadline) {
       sent++;
-      let outcome = await once(agent, target, tls);
+      let outcome = await once(fresh ? false : agent, target, tls);
+      if ("error" in outcome && outcome.error === "stale" && fresh) outcome = { error: "error", message: outcome.message };
       if ("error" in outcome && outcome.error === "stale") {
         // Once, on a new connection: another idle one from the pool may be closing too.
         load.retried++;

@@ -193,9 +193,9 @@ async function buildOrAdopt(inputs: AppBuildInputs): Promise<string> {
   return (await engine.getImage(inputs.tag).inspect()).Id;
 }
 
-const isNotFound = (e: unknown) => (e as { statusCode?: number }).statusCode === 404;
+export const isNotFound = (e: unknown) => (e as { statusCode?: number }).statusCode === 404;
 // The engine's answer to a second removal of an image another removal is deleting at that moment.
-const isRemovedMeanwhile = (e: unknown) => /unrecognized image ID/.test(String((e as Error).message));
+export const isRemovedMeanwhile = (e: unknown) => /unrecognized image ID/.test(String((e as Error).message));
 
 /**
  * Removes a build's image, or only its tag `tag` when another tag holds the image. Pulumi deletes the

@@ -6,6 +6,7 @@
 //      start interval), so while it reports "starting" the gate runs the same check command itself;
 //   2. switch: runs the switch command in it (e.g. moves nginx's socket link to the new container's socket);
 //   3. settle: waits while a proxy that resolves names by DNS picks up the new address.
+//   4. drain: runs the drain command in the old container, if any, and waits (nginx/handover.ts).
 // Only then does Pulumi delete the replaced container, which drains it (SIGTERM, in-flight requests finish,
 // see destroyGraceSeconds in infra/workload.ts). Each step shows in `pulumi up` as this resource's update.
 import * as pulumi from "@pulumi/pulumi";
@@ -26,6 +27,10 @@ export interface CutoverSpec {
   /** Whether a replaced generation keeps serving while this one starts (side-by-side releases). */
   oldServes: boolean;
   timeoutS: number;
+  /** Run in the replaced container once this one has taken over (nginx/handover.ts: stop listening). */
+  drainCommand?: string[];
+  /** Seconds to wait after the drain before the old container may go. */
+  drainS: number;
 }
 
 interface CutoverInputs extends CutoverSpec {
@@ -70,6 +75,27 @@ async function cutover(inputs: CutoverInputs): Promise<void> {
   await new Promise((r) => setTimeout(r, inputs.settleS * 1000));
 }
 
+/**
+ * 4. drain: the old container (if it still runs) stops taking new work, and gets `drainS` to finish what it
+ * has. A drain that fails fails `pulumi up` with both running: the next `up` deletes the old one.
+ */
+async function drain(inputs: CutoverInputs, oldId: string): Promise<void> {
+  const old = engineClient(inputs.engine).getContainer(oldId);
+  const running = await old
+    .inspect()
+    .then((i) => i.State.Running)
+    .catch((e: { statusCode?: number }) => {
+      if (e.statusCode === 404) return false;
+      throw e;
+    });
+  if (!running || !inputs.drainCommand) return;
+  const r = await execIn(old, inputs.drainCommand);
+  if (r.exitCode !== 0) {
+    throw new Error(`release: draining the old container ${oldId.slice(0, 12)} failed (exit ${r.exitCode}): ${r.stderr.trim()}`);
+  }
+  await new Promise((r) => setTimeout(r, inputs.drainS * 1000));
+}
+
 /** Whether the container's own healthcheck command (["CMD", ...] or ["CMD-SHELL", "..."]) exits 0 now. */
 async function passesCheck(container: Dockerode.Container, test: string[] | undefined): Promise<boolean> {
   const cmd = test?.[0] === "CMD" ? test.slice(1) : test?.[0] === "CMD-SHELL" ? ["/bin/sh", "-c", test[1]] : undefined;
@@ -89,8 +115,9 @@ const cutoverProvider: pulumi.dynamic.ResourceProvider = {
       olds.containerId !== news.containerId || JSON.stringify(olds.switchCommand) !== JSON.stringify(news.switchCommand);
     return { changes };
   },
-  async update(_id: string, _olds: CutoverInputs, news: CutoverInputs) {
+  async update(_id: string, olds: CutoverInputs, news: CutoverInputs) {
     await cutover(news);
+    if (news.drainCommand && olds.containerId !== news.containerId) await drain(news, olds.containerId);
     return { outs: news };
   },
 };

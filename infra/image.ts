@@ -3,6 +3,7 @@ import * as path from "path";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import type { RegistrySettings } from "./config";
+import { isNotFound, isRemovedMeanwhile } from "./builds";
 import { engineClient, stackEngine, type EngineSettings } from "./engine";
 import { labelBuildArgs } from "./naming";
 import { PushedManifest } from "./registry";
@@ -67,15 +68,54 @@ export function holdImage(
   registry: RegistrySettings | undefined,
   opts: pulumi.CustomResourceOptions,
 ): { id: pulumi.Output<string>; ref: pulumi.Output<string> } {
-  // A RemoteImage of the build's ID (found on the engine, never pulled) deletes it: docker.Image does not.
-  // Forced: swarm keeps its stopped tasks' containers, which would block the removal; the engine still refuses
-  // while a running container uses the image, and Pulumi deletes the containers that use it first. After a
-  // push, ref is the registry's digest, which names the pushed image on the engine too.
-  const local = new docker.RemoteImage(`${name}-local`, { name: ref, keepLocally: false, forceRemove: true }, opts);
-  if (!registry) return { id: local.imageId, ref: local.imageId };
+  // A RemoteImage of the build's ID (found on the engine, never pulled), and ImageRemoval, which deletes it
+  // (docker.Image does not; the RemoteImage's own delete would fail a rebuild that comes out as the same
+  // image, see ImageRemoval). After a push, ref is the registry's digest, which names the pushed image on the
+  // engine too.
+  const local = new docker.RemoteImage(`${name}-local`, { name: ref, keepLocally: true }, opts);
+  // What containers run comes through the removal, so Pulumi deletes them before it.
+  const removal = new ImageRemoval(`${name}-removal`, local.imageId, opts);
+  if (!registry) return { id: removal.imageId, ref: removal.imageId };
   // The registry keeps what was pushed until this goes.
   const manifest = new PushedManifest(`${name}-manifest`, { ref, caPem: registry.caPem }, opts);
-  return { id: local.imageId, ref: pulumi.all([ref, manifest.id]).apply(([r]) => r) };
+  return { id: removal.imageId, ref: pulumi.all([ref, manifest.id, removal.imageId]).apply(([r]) => r) };
+}
+
+interface RemovalInputs {
+  imageId: string;
+  engine: EngineSettings;
+}
+
+/**
+ * Removes a built image when it is no longer declared: forced (swarm keeps its stopped tasks' containers,
+ * which would block it). The engine refuses while a running container uses the image: then a later
+ * declaration holds it, as when a failed update is undone (build A, then B, which fails, then A again: the
+ * cache gives A's ID back, and the removal of the first A, still pending from the failed update, finds the
+ * new nginx running it). That image goes with the removal that declares it now.
+ */
+const removalProvider: pulumi.dynamic.ResourceProvider = {
+  async create(inputs: RemovalInputs) {
+    return { id: inputs.imageId, outs: inputs };
+  },
+  async diff(_id: string, olds: RemovalInputs, news: RemovalInputs) {
+    const replaced = olds.imageId !== news.imageId;
+    return { changes: replaced, replaces: replaced ? ["imageId"] : [] };
+  },
+  async delete(_id: string, props: RemovalInputs) {
+    try {
+      await engineClient(props.engine).getImage(props.imageId).remove({ force: true });
+    } catch (e) {
+      const inUse = (e as { statusCode?: number }).statusCode === 409;
+      if (!isNotFound(e) && !isRemovedMeanwhile(e) && !inUse) throw e;
+    }
+  },
+};
+
+class ImageRemoval extends pulumi.dynamic.Resource {
+  declare readonly imageId: pulumi.Output<string>;
+  constructor(name: string, imageId: pulumi.Input<string>, opts: pulumi.CustomResourceOptions) {
+    super(removalProvider, name, { imageId, engine: stackEngine() }, opts);
+  }
 }
 
 /** Keeps `tag` on the image `imageId` (see ImageTag). */

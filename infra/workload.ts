@@ -85,7 +85,26 @@ export interface WorkloadSpec {
    * host port or a fixed address (two generations run at once). Otherwise each container keeps its fixed
    * name and the old one is deleted first; a `switchCommand` still runs once the new one is healthy.
    */
-  release?: { sideBySide: boolean; switchCommand?: string[]; settleS: number };
+  release?: {
+    sideBySide: boolean;
+    switchCommand?: string[];
+    settleS: number;
+    /** Run in the old container once the new one passes its gate, then `drainS` waited, before it is deleted. */
+    drainCommand?: string[];
+    drainS?: number;
+  };
+  /**
+   * Containers only: a container of its own (this name) holds the network namespace: the network and
+   * aliases, the published ports and the sysctls. The replicas join it, so a replacement boots beside the old
+   * one on the same ports (both must listen with SO_REUSEPORT) and no published port ever closes. It runs
+   * `command` from `image`, keeps the image it was created with (it only sleeps), and is replaced only when
+   * what it holds changes (a port: an address moves, which no handover hides).
+   */
+  netnsHolder?: { containerName: string; image: pulumi.Input<string>; command: string[] };
+  /** The signal that stops the container gracefully (docker stop, and the provider's delete). */
+  stopSignal?: string;
+  /** The user the command runs as, instead of the image's. */
+  user?: string;
   /** Swarm only: placement constraints of the tasks, e.g. `node.labels.edge == true`. */
   constraints?: string[];
   /** Kernel parameters of the container's own network namespace (net.*). */
@@ -116,6 +135,8 @@ export interface Workload {
   resources: pulumi.Resource[];
   containers: docker.Container[];
   service?: docker.Service;
+  /** WorkloadSpec.netnsHolder: the container whose network namespace the replicas share. */
+  netnsHolder?: docker.Container;
 }
 
 export function declareWorkload(
@@ -140,13 +161,14 @@ export function declareWorkload(
   }
   const release = spec.release;
   const sideBySide = release?.sideBySide === true;
-  if (sideBySide && (spec.publish || spec.hostOnly || spec.replicas.some((r) => r.address))) {
+  const holder = spec.netnsHolder ? declareNetnsHolder(name, spec, settings, opts) : undefined;
+  if (sideBySide && !holder && (spec.publish || spec.hostOnly || spec.replicas.some((r) => r.address))) {
     throw new Error(`${name}: side-by-side releases need containers without a host port or a fixed address`);
   }
   // Replica 1 keeps the unsuffixed resource name, so scaling 1 → N adds containers and replaces none.
   const containers = spec.replicas.map(
     (replica, i) =>
-      new docker.Container(`${name}-container${replicaSuffix(i + 1)}`, containerArgs(spec, settings, replica), {
+      new docker.Container(`${name}-container${replicaSuffix(i + 1)}`, containerArgs(spec, settings, replica, holder), {
         ...opts,
         // Side by side: the new container is created (under a new generated name) before the old one goes.
         // Fixed names: the old one must go first, and the provider asks for that only when a diff forces
@@ -157,7 +179,8 @@ export function declareWorkload(
         replaceOnChanges: ["healthcheck", "tmpfs"],
       }),
   );
-  if (!hasCutover(spec, settings)) return { resources: containers, containers };
+  const resources = holder ? [holder, ...containers] : containers;
+  if (!hasCutover(spec, settings)) return { resources, containers, netnsHolder: holder };
   // Gate-only (no release steps): the same resource, named for what it does.
   const step = hasReleaseSteps(spec) ? "cutover" : "health-gate";
   const cutovers = containers.map(
@@ -172,11 +195,48 @@ export function declareWorkload(
           settleS: sideBySide ? (release?.settleS ?? 0) : 0,
           oldServes: sideBySide,
           timeoutS: CUTOVER_TIMEOUT_S,
+          drainCommand: sideBySide ? release?.drainCommand : undefined,
+          drainS: release?.drainS ?? 0,
         },
         opts,
       ),
   );
-  return { resources: [...containers, ...cutovers], containers };
+  return { resources: [...resources, ...cutovers], containers, netnsHolder: holder };
+}
+
+/** The container holding a workload's network namespace (WorkloadSpec.netnsHolder): it serves nothing itself. */
+function declareNetnsHolder(
+  name: string,
+  spec: WorkloadSpec,
+  settings: WorkloadSettings,
+  opts: pulumi.CustomResourceOptions,
+): docker.Container {
+  const holder = spec.netnsHolder!;
+  const holds: WorkloadSpec = {
+    image: holder.image,
+    command: holder.command,
+    network: spec.network,
+    aliases: spec.aliases,
+    publish: spec.publish,
+    alsoPublish: spec.alsoPublish,
+    hostOnly: spec.hostOnly,
+    sysctls: spec.sysctls,
+    limits: { memoryMb: 16, cpus: 0.1 },
+    capAdds: [],
+    // Nobody: it needs no privilege to hold a namespace (the engine publishes the ports and sets the sysctls).
+    user: "65534:65534",
+    // Nothing to finish: it holds sockets, not connections.
+    stopSignal: "SIGKILL",
+    replicas: [],
+    serviceName: holder.containerName,
+  };
+  return new docker.Container(`${name}-netns`, containerArgs(holds, settings, { containerName: holder.containerName }), {
+    ...opts,
+    // Its fixed name and ports are taken until it goes.
+    deleteBeforeReplace: true,
+    // A new image for the workload is no reason to close the ports: the holder only sleeps.
+    ignoreChanges: ["image"],
+  });
 }
 
 /** Release steps run for side-by-side releases, and wherever traffic must be switched to a new container. */
@@ -198,8 +258,15 @@ const gatesOnHealth = (spec: WorkloadSpec, settings: WorkloadSettings) =>
 const providerWaits = (spec: WorkloadSpec, settings: WorkloadSettings) =>
   settings.waitForHealthy && spec.healthcheck !== undefined && !hasCutover(spec, settings);
 
-function containerArgs(spec: WorkloadSpec, settings: WorkloadSettings, replica: ReplicaSpec): docker.ContainerArgs {
+function containerArgs(
+  spec: WorkloadSpec,
+  settings: WorkloadSettings,
+  replica: ReplicaSpec,
+  netns?: docker.Container,
+): docker.ContainerArgs {
   const hardened = settings.hardened;
+  // In another container's namespace: its network, ports and sysctls are that container's.
+  const own = netns === undefined;
   return {
     // Side-by-side releases leave the name to the provider, which generates a new one for each replacement.
     name: spec.release?.sideBySide ? undefined : replica.containerName,
@@ -209,21 +276,24 @@ function containerArgs(spec: WorkloadSpec, settings: WorkloadSettings, replica: 
     labels: labelList(settings.labels),
     // By ID: the provider never reads a container's networks back, so a network removed and created again
     // (same name, new ID) would leave the containers off it; a new ID replaces them instead.
-    networksAdvanced: [{ name: spec.network.id, aliases: spec.aliases, ipv4Address: replica.address }],
-    ports: [
-      ...(spec.publish
-        ? [{ internal: spec.publish.internal, external: spec.publish.external, ip: settings.bindAddress, protocol: "tcp" }]
-        : []),
-      ...(spec.alsoPublish ?? []).map((p) => ({
-        internal: p.internal,
-        external: p.external,
-        ip: settings.bindAddress,
-        protocol: "tcp",
-      })),
-      ...(spec.hostOnly
-        ? [{ internal: spec.hostOnly.internal, external: spec.hostOnly.external, ip: LOOPBACK, protocol: "tcp" }]
-        : []),
-    ],
+    networksAdvanced: own ? [{ name: spec.network.id, aliases: spec.aliases, ipv4Address: replica.address }] : undefined,
+    networkMode: own ? undefined : pulumi.interpolate`container:${netns.id}`,
+    ports: !own
+      ? undefined
+      : [
+          ...(spec.publish
+            ? [{ internal: spec.publish.internal, external: spec.publish.external, ip: settings.bindAddress, protocol: "tcp" }]
+            : []),
+          ...(spec.alsoPublish ?? []).map((p) => ({
+            internal: p.internal,
+            external: p.external,
+            ip: settings.bindAddress,
+            protocol: "tcp",
+          })),
+          ...(spec.hostOnly
+            ? [{ internal: spec.hostOnly.internal, external: spec.hostOnly.external, ip: LOOPBACK, protocol: "tcp" }]
+            : []),
+        ],
     volumes: [
       ...(spec.binds ?? []).map((b) => ({ hostPath: b.source, containerPath: b.target, readOnly: true })),
       ...(replica.volumes ?? []).map((v) => ({ volumeName: v.volumeName, containerPath: v.target, readOnly: v.readOnly })),
@@ -257,7 +327,9 @@ function containerArgs(spec: WorkloadSpec, settings: WorkloadSettings, replica: 
       hardened && spec.tmpfs?.length
         ? Object.fromEntries(spec.tmpfs.map((t) => [t.path, `rw,${t.noexec ? "noexec," : ""}nosuid,nodev,size=${t.sizeMb}m`]))
         : undefined,
-    sysctls: spec.sysctls,
+    sysctls: own ? spec.sysctls : undefined,
+    stopSignal: spec.stopSignal,
+    user: spec.user,
     // A fork bomb or runaway worker spawning stops here (Docker's pids limit is not in the provider).
     ulimits: spec.maxProcesses ? [{ name: "nproc", soft: spec.maxProcesses, hard: spec.maxProcesses }] : undefined,
     // Off is said explicitly: an omitted healthcheck is read back from the image and never diffs, so

@@ -146,6 +146,12 @@ export interface NginxConfOptions {
    * on another replica. A live app's kernel answers them however slow the app is. Absent: no probes.
    */
   deadPeerTimeoutS?: number;
+  /**
+   * Plain containers with a conf volume: nginx shares its listening ports with the next nginx container
+   * (nginx/handover.ts). Each server's listen lines are an include of the container's own (under /run), so an
+   * nginx being replaced can stop listening while its successor serves on the same ports.
+   */
+  handover?: boolean;
   /** The stack the file was rendered for; written into the header comment. */
   stack: string;
 }
@@ -229,7 +235,7 @@ function redirectServer(o: NginxConfOptions, tls: NginxTls): string[] {
     "# Plain HTTP: the healthcheck and ACME HTTP-01 challenges are answered here; every other request is sent",
     "# to the same path and query on HTTPS. $host has no port, so the published HTTPS port is written in.",
     "server {",
-    "    listen 80;",
+    listen(o, "http"),
     `    server_name ${tls.serverName};`,
     ...(o.hardened ? ["    server_tokens off;"] : []),
     ...accessLogLines(o),
@@ -249,11 +255,10 @@ function redirectServer(o: NginxConfOptions, tls: NginxTls): string[] {
 }
 
 /** The TLS listener: HTTP/2, TLS 1.2 and 1.3, Mozilla's intermediate settings, the certificate files. */
-function tlsListen(tls: NginxTls): string[] {
+function tlsListen(o: NginxConfOptions, tls: NginxTls): string[] {
   return [
-    ...(tls.http2Directive
-      ? [`    listen ${HTTPS_CONTAINER_PORT} ssl;`, "    http2 on;"]
-      : [`    listen ${HTTPS_CONTAINER_PORT} ssl http2;`]),
+    listen(o, "https"),
+    ...(tls.http2Directive ? ["    http2 on;"] : []),
     `    server_name ${tls.serverName};`,
     "",
     `    ssl_certificate ${TLS_DIR}/${TLS_CERT_FILE};`,
@@ -273,6 +278,14 @@ function tlsListen(tls: NginxTls): string[] {
         ]
       : []),
   ];
+}
+
+/** A server's listen line: its own, or (handover) the include of the container's file that holds it. */
+function listen(o: NginxConfOptions, listener: Listener): string {
+  if (o.handover) return `    include ${listenFile(listener)};`;
+  const tls = o.tls;
+  if (listener === "https" && tls) return `    listen ${HTTPS_CONTAINER_PORT} ssl${tls.http2Directive ? "" : " http2"};`;
+  return `    listen ${listener === "metrics" ? NGINX_METRICS_PORT : 80};`;
 }
 
 export function renderNginxConf(o: NginxConfOptions): string {
@@ -314,8 +327,8 @@ export function renderNginxConf(o: NginxConfOptions): string {
     }
     lines.push("}", "");
   }
-  if (o.tls) lines.push(...redirectServer(o, o.tls), "server {", ...tlsListen(o.tls));
-  else lines.push("server {", "    listen 80;", "    server_name localhost;");
+  if (o.tls) lines.push(...redirectServer(o, o.tls), "server {", ...tlsListen(o, o.tls));
+  else lines.push("server {", listen(o, "http"), "    server_name localhost;");
   if (o.hardened) {
     lines.push(
       "",
@@ -402,7 +415,7 @@ export function renderNginxConf(o: NginxConfOptions): string {
     lines.push(
       "# Metrics: a listener of its own, which the program publishes on 127.0.0.1 only (never the public port).",
       "server {",
-      `    listen ${NGINX_METRICS_PORT};`,
+      listen(o, "metrics"),
       "    server_name metrics;",
       "    access_log off;",
       `    resolver ${DOCKER_DNS} valid=${NGINX_DNS_CACHE_S}s ipv6=off;`,
@@ -432,7 +445,12 @@ export function renderNginxConf(o: NginxConfOptions): string {
  * The conf a stack's nginx serves: its settings, and where the app listens; `imageVersion`: the nginx version
  * the base image declares (see nginxTls).
  */
-export function stackNginxConf(cfg: StackConfig, upstream: AppUpstream = appUpstream(cfg.app), imageVersion?: string): string {
+export function stackNginxConf(
+  cfg: StackConfig,
+  upstream: AppUpstream = appUpstream(cfg.app),
+  imageVersion?: string,
+  handover = handsOver(cfg),
+): string {
   return renderNginxConf({
     stack: cfg.stack,
     tls: cfg.nginx.tls ? nginxTls(cfg.nginx.baseImage, cfg.nginx.tls, imageVersion) : undefined,
@@ -452,8 +470,36 @@ export function stackNginxConf(cfg: StackConfig, upstream: AppUpstream = appUpst
       : undefined,
     readTimeoutS: cfg.nginx.readTimeoutS,
     deadPeerTimeoutS: cfg.nginx.deadPeerTimeoutS,
+    handover,
   });
 }
+
+/** Whether the stack's nginx hands its ports over on a replacement: plain containers reading a rendered conf. */
+export const handsOver = (cfg: StackConfig): boolean => cfg.target === "containers" && !cfg.nginx.configFile;
+
+/** The servers whose listen lines a handover switches. */
+export const LISTENERS = ["http", "https", "metrics"] as const;
+export type Listener = (typeof LISTENERS)[number];
+/** Handover: each nginx container's own listen lines, in its private /run (a tmpfs when hardened). */
+export const LISTEN_DIR = "/run/flask-proxy";
+export const listenFile = (listener: Listener) => `${LISTEN_DIR}/${listener}.listen`;
+/** Handover: nginx's health path on a socket of the container's own, so its check reaches it and not its peer. */
+export const NGINX_HEALTH_SOCKET = `${LISTEN_DIR}/health.sock`;
+
+/**
+ * What each listen file holds while the container serves: the shared ports, opened with SO_REUSEPORT so the
+ * old and the new nginx both accept on them during a handover (the health socket rides with plain HTTP).
+ */
+export function servingListens(tls: NginxTls | undefined): Record<Listener, string> {
+  return {
+    http: `listen 80 reuseport; listen unix:${NGINX_HEALTH_SOCKET};`,
+    https: `listen ${HTTPS_CONTAINER_PORT} ssl${tls && !tls.http2Directive ? " http2" : ""} reuseport;`,
+    metrics: `listen ${NGINX_METRICS_PORT} reuseport;`,
+  };
+}
+
+/** What they hold once drained: a socket of the container's own each, so no shared port is listened on. */
+export const drainedListen = (listener: Listener): string => `listen unix:${LISTEN_DIR}/drained-${listener}.sock;`;
 
 /**
  * The kernel settings of nginx's network namespace that time the keepalive probes proxy_socket_keepalive

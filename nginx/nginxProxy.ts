@@ -11,13 +11,17 @@ import { declareWorkload, localUrl, type Workload, type WorkloadSettings } from 
 import {
   CONF_PATH,
   deadPeerSysctls,
+  handsOver,
   HTTPS_CONTAINER_PORT,
+  nginxTls,
+  servingListens,
   NGINX_HEALTH_PATH,
   NGINX_METRICS_PORT,
   nginxSocketDir,
   stackNginxConf,
   STUB_STATUS_PATH,
 } from "./conf";
+import { DRAIN_S, HANDOVER_HEALTHCHECK, HANDOVER_SYSCTLS, nginxDrainCommand, nginxStartCommand } from "./handover";
 import { ConfFile, ConfReload, type TlsFiles } from "./reload";
 import { StackCa, StackLeaf } from "../infra/stack-ca";
 
@@ -65,7 +69,10 @@ export class NginxProxy extends pulumi.ComponentResource {
     // published port and its listening socket stay, so no connection is refused. A conf the running nginx
     // refuses fails `pulumi up` and is not recorded.
     const conf = stackNginxConf(cfg, args.upstream, args.imageVersion);
-    const reloadable = !nginx.configFile && settings.target === "containers";
+    // The same containers hand their ports over on a replacement (nginx/handover.ts): a holder named
+    // `<name>-netns` owns the namespace, and the nginx containers under generated names join it.
+    const reloadable = handsOver(cfg);
+    const holderName = `${containerName}-netns`;
     if (!nginx.configFile) {
       this.image = buildImage(
         `${name}-image`,
@@ -93,7 +100,8 @@ export class NginxProxy extends pulumi.ComponentResource {
       this.image && {
         volumeName: confVolume.name,
         fileName: path.posix.basename(CONF_PATH),
-        containerName,
+        containerName: holderName,
+        netnsHolder: true,
         image: this.image.id,
         labels: settings.labels,
         conf,
@@ -112,10 +120,12 @@ export class NginxProxy extends pulumi.ComponentResource {
       ? new ConfFile(`${name}-conf-file`, { ...confTarget, tls: tlsFiles }, { parent: this })
       : undefined;
 
+    const tlsListener = nginx.tls ? nginxTls(nginx.baseImage, nginx.tls, args.imageVersion) : undefined;
     this.workload = declareWorkload(
       name,
       {
         image: this.image ? this.image.ref : this.baseImage.imageId,
+        command: reloadable ? nginxStartCommand(servingListens(tlsListener)) : undefined,
         network: args.network,
         publish: { internal: 80, external: nginx.httpPort },
         // Metrics for the host alone: published on 127.0.0.1 whatever bindAddress is.
@@ -124,12 +134,27 @@ export class NginxProxy extends pulumi.ComponentResource {
         binds: nginx.configFile ? [{ source: nginx.configFile, target: CONF_PATH }] : [],
         // Temp and pid paths of the official image (/var/cache/nginx, /run) and of Debian's (/var/lib/nginx).
         tmpfs: ["/var/cache/nginx", "/var/lib/nginx", "/run", "/tmp"].map((p) => ({ path: p, sizeMb: 16 })),
-        healthcheck: ["curl", "-fsS", "-o", "/dev/null", `http://127.0.0.1${NGINX_HEALTH_PATH}`],
+        healthcheck: reloadable
+          ? HANDOVER_HEALTHCHECK
+          : ["curl", "-fsS", "-o", "/dev/null", `http://127.0.0.1${NGINX_HEALTH_PATH}`],
         limits: nginx.limits,
         // The master stays root to bind port 80 and switch workers to the nginx user; it keeps only that.
         capAdds: ["CHOWN", "SETUID", "SETGID", "NET_BIND_SERVICE"],
         // The conf renders the keepalive probes only where the config allows them (hardened, TCP).
-        sysctls: nginx.deadPeerTimeoutS ? deadPeerSysctls(nginx.deadPeerTimeoutS) : undefined,
+        sysctls:
+          reloadable || nginx.deadPeerTimeoutS
+            ? {
+                ...(nginx.deadPeerTimeoutS ? deadPeerSysctls(nginx.deadPeerTimeoutS) : {}),
+                ...(reloadable ? HANDOVER_SYSCTLS : {}),
+              }
+            : undefined,
+        netnsHolder: reloadable
+          ? { containerName: holderName, image: this.baseImage.imageId, command: ["sleep", "infinity"] }
+          : undefined,
+        release: reloadable ? { sideBySide: true, settleS: 0, drainCommand: nginxDrainCommand(), drainS: DRAIN_S } : undefined,
+        // Graceful: nginx finishes its requests (the slowest the read timeout allows) and closes idle connections.
+        stopSignal: reloadable ? "SIGQUIT" : undefined,
+        stopGraceS: reloadable ? nginx.readTimeoutS + 5 : undefined,
         replicas: [
           {
             containerName,
@@ -168,7 +193,8 @@ export class NginxProxy extends pulumi.ComponentResource {
           image: exporterImage.imageId,
           // Flags both the 0.x (Go flag) and 1.x (kingpin) exporters take.
           command: [
-            `--nginx.scrape-uri=http://${containerName}:${NGINX_METRICS_PORT}${STUB_STATUS_PATH}`,
+            // The holder's name, with a handover: nginx listens in its namespace.
+            `--nginx.scrape-uri=http://${reloadable ? holderName : containerName}:${NGINX_METRICS_PORT}${STUB_STATUS_PATH}`,
             `--web.listen-address=:${NGINX_EXPORTER_PORT}`,
           ],
           network: args.network,

@@ -38,8 +38,10 @@ interface FileInputs extends ConfTarget {
   conf: string;
   /** tls on: the certificate files, written into `tls/` of the volume before the conf that names them. */
   tls?: TlsFiles;
-  /** The nginx container reading the volume (its name, as it is declared after the file). */
+  /** The nginx container reading the volume (its name, as it is declared after the file), or its holder. */
   containerName: string;
+  /** Handover: `containerName` holds the network namespace; the nginx containers are those that joined it. */
+  netnsHolder?: boolean;
 }
 
 // The writer's script. The certificate and key go first (the key created 0600, in a directory only root may
@@ -83,14 +85,21 @@ async function writeConf(target: ConfTarget, conf: string, tls?: TlsFiles): Prom
   }
 }
 
-/** The stack's nginx container if it is running; undefined if it does not exist or is stopped. */
-async function runningNginx(target: FileInputs): Promise<Dockerode.Container | undefined> {
-  const container = engineClient(target.engine).getContainer(target.containerName);
-  const info = await container.inspect().catch((e: { statusCode?: number }) => {
-    if (e.statusCode === 404) return undefined;
-    throw e;
-  });
-  return info?.State.Running ? container : undefined;
+/** The stack's running nginx containers: none, one, or (a handover under way, or cut short) two. */
+async function runningNginx(target: FileInputs): Promise<Dockerode.Container[]> {
+  const client = engineClient(target.engine);
+  const info = await client
+    .getContainer(target.containerName)
+    .inspect()
+    .catch((e: { statusCode?: number }) => {
+      if (e.statusCode === 404) return undefined;
+      throw e;
+    });
+  if (!info?.State.Running) return [];
+  if (!target.netnsHolder) return [client.getContainer(info.Id)];
+  const label = Object.entries(target.labels).map(([k, v]) => `${k}=${v}`);
+  const joined = await client.listContainers({ filters: { label } });
+  return joined.filter((c) => c.HostConfig.NetworkMode === `container:${info.Id}`).map((c) => client.getContainer(c.Id));
 }
 
 /** Runs `nginx -t` in the running container; fails with nginx's message if it refuses the conf on disk. */
@@ -116,8 +125,7 @@ const fileProvider: pulumi.dynamic.ResourceProvider = {
   async update(_id: string, olds: FileInputs, news: FileInputs) {
     await writeConf(news, news.conf, news.tls);
     // Without a running nginx there is nothing to test against: a container started later reads the file.
-    const nginx = await runningNginx(news);
-    if (nginx) {
+    for (const nginx of await runningNginx(news)) {
       try {
         await testConf(nginx, "nginx refused the new conf, which was taken back (nginx keeps serving the old one)");
       } catch (e) {
@@ -135,8 +143,9 @@ const fileProvider: pulumi.dynamic.ResourceProvider = {
 export interface ConfArgs {
   volumeName: pulumi.Input<string>;
   fileName: string;
-  /** The nginx container's name: the file is tested in it while it runs. */
+  /** The nginx container's name: the file is tested in it while it runs (or, handover, its holder's). */
   containerName: string;
+  netnsHolder?: boolean;
   image: pulumi.Input<string>;
   labels: Record<string, string>;
   conf: string;

@@ -36,7 +36,8 @@ export function renderConfs(stacks: string[], problem: (stack: string, message: 
       if (!file) continue;
       // Parsed without the file: it is what is being regenerated, so it may be missing or stale.
       const cfg = parseConfig({ ...all, [key]: "" }, { stack, root: ROOT });
-      out.push({ stack, file, text: stackNginxConf(cfg) });
+      // A mounted file is read by one nginx, which never hands its ports over.
+      out.push({ stack, file, text: stackNginxConf(cfg, undefined, undefined, false) });
     } catch (e) {
       if (e instanceof ConfigError) {
         problem(stack, `Pulumi.${stack}.yaml has problems:\n${e.problems.map((p) => `  - ${p}`).join("\n")}`);

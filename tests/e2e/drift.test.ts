@@ -49,12 +49,15 @@ describe("drift on prod: shown by preview --refresh, repaired by up --refresh", 
     await live.up({ refresh: true });
     await within(15_000, answersHello(live.url), "serves after up --refresh");
     expect(await live.unknownOnEngine()).toEqual([]);
-    // Every container is on the stack's network again (the alias and nginx's DNS depend on it).
+    // Every container is on the stack's network again (the alias and nginx's DNS depend on it): nginx through
+    // the namespace of its holder.
     const net = String(live.resource("my-network").outputs?.name);
-    for (const name of ["flask-container", "nginx-container"]) {
+    for (const name of ["flask-container", "nginx-netns"]) {
       const networks = Object.keys((await docker.getContainer(id(name)).inspect()).NetworkSettings.Networks ?? {});
       expect([name, networks]).toEqual([name, [net]]);
     }
+    const nginx = await docker.getContainer(id("nginx-container")).inspect();
+    expect(nginx.HostConfig.NetworkMode).toBe(`container:${(await docker.getContainer(id("nginx-netns")).inspect()).Id}`);
     expect(await live.refreshFindsNothing()).toEqual([]);
   });
 });

@@ -123,7 +123,7 @@ describe("prod stack: follow a request, and metrics through Prometheus", () => {
     expect(app.body).toContain("# TYPE app_http_request_duration_seconds histogram");
     const nginx = await get(at(metricsUrl, NGINX_METRICS_PATH));
     expect(nginx.body).toMatch(/^nginx_up 1$/m);
-    const ports = (await live.container("nginx-container").inspect()).NetworkSettings.Ports ?? {};
+    const ports = (await live.container("nginx-netns").inspect()).NetworkSettings.Ports ?? {};
     expect(ports[`${NGINX_METRICS_PORT}/tcp`]?.map((b) => b.HostIp)).toEqual(["127.0.0.1"]);
   });
 

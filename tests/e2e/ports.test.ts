@@ -26,7 +26,7 @@ describe("host ports from harness/ports.ts on a real stack", () => {
     const { low, high } = ephemeralRange();
     expect({ port, outsideEphemeral: port < low || port > high }).toEqual({ port, outsideEphemeral: true });
     expect(live.url).toBe(`http://127.0.0.1:${port}/`);
-    const bound = (await live.container("nginx-container").inspect()).NetworkSettings.Ports["80/tcp"];
+    const bound = (await live.container("nginx-netns").inspect()).NetworkSettings.Ports["80/tcp"];
     expect(bound).toEqual([{ HostIp: "127.0.0.1", HostPort: String(port) }]);
     await within(20_000, answersHello(live.url), "nginx answers on the chosen port");
   });

@@ -192,11 +192,15 @@ describe("the program hands every dynamic resource the docker provider's setting
         "flask-image-tag",
         "nginx-conf-file",
         "nginx-conf-reload",
-        "nginx-health-gate",
+        "nginx-cutover",
+        "nginx-image-removal",
         "nginx-image-tag",
       ],
     ],
-    ["swarm", ["flask-build-0.0.1", "flask-image-tag", "flask-rollout", "nginx-image-tag", "nginx-rollout"]],
+    [
+      "swarm",
+      ["flask-build-0.0.1", "flask-image-tag", "flask-rollout", "nginx-image-removal", "nginx-image-tag", "nginx-rollout"],
+    ],
   ])("%s over TLS: docker:host and the certificates; the engine input is secret (it holds the key)", async (stack, names) => {
     const run = await runProgram(stack, {
       overrides: Object.fromEntries(Object.entries(tls).map(([k, v]) => [`docker:${k}`, v])),

@@ -4,7 +4,16 @@ import * as os from "os";
 import * as path from "path";
 import { SOCKET_FILE } from "../../app/facts";
 import { parseConfig, type StackConfig } from "../../infra/config";
-import { checkMountedConf, deadPeerSysctls, NGINX_HEALTH_PATH, nginxSocketDir, stackNginxConf } from "../../nginx/conf";
+import {
+  checkMountedConf,
+  deadPeerSysctls,
+  handsOver,
+  listenFile,
+  NGINX_HEALTH_PATH,
+  nginxSocketDir,
+  servingListens,
+  stackNginxConf,
+} from "../../nginx/conf";
 import { renderConfs, UnknownStackError } from "../../nginx/render";
 import { ROOT, stackConfig, stackNames } from "../../infra/stack-files";
 
@@ -86,7 +95,14 @@ describe.each(stackNames())("%s", (stack) => {
   });
 
   test("listens on port 80 (the container port the program publishes), and serves the health path when checked", () => {
-    expect(conf).toMatch(/^\s*listen 80;$/m);
+    // A nginx that hands over reads its listen lines from a file of its own: the port, shared (reuseport).
+    if (handsOver(cfg)) {
+      expect(conf).toContain(`    include ${listenFile("http")};`);
+      expect(conf).not.toMatch(/^\s*listen /m);
+      expect(servingListens(undefined).http).toMatch(/^listen 80 reuseport; listen unix:\S+;$/);
+    } else {
+      expect(conf).toMatch(/^\s*listen 80;$/m);
+    }
     expect(conf.includes(`location = ${NGINX_HEALTH_PATH} {`)).toBe(cfg.healthchecks || cfg.hardened);
   });
 
@@ -229,12 +245,13 @@ describe("request IDs, access log formats and the metrics listener", () => {
   test("metrics: a listener of its own with stub_status and the two exporters, and nothing of it on port 80", () => {
     const conf = renderFree("prod", { metricsPort: "9145" });
     const [main, metrics] = conf.split("\n# Metrics:");
-    expect(metrics).toMatch(/^\s*listen 8080;$/m);
+    expect(metrics).toContain(`    include ${listenFile("metrics")};`);
+    expect(servingListens(undefined).metrics).toBe("listen 8080 reuseport;");
     expect(metrics).toContain("location = /stub_status {\n        stub_status;");
     expect(metrics).toContain("set $app_metrics flask-app:9200;");
     expect(metrics).toContain("set $nginx_exporter nginx-exporter:9113;");
     expect(metrics).toMatch(/location \/ \{\n\s*return 404;/);
-    expect(main).not.toMatch(/stub_status|\/metrics|listen 8080/);
+    expect(main).not.toMatch(/stub_status|\/metrics|listen 8080|metrics\.listen/);
     expect(main).toContain('proxy_set_header X-Request-Start "t=${msec}";');
     expect(renderFree("prod")).not.toContain("# Metrics:");
   });

@@ -12,6 +12,8 @@ import {
   SOCKET_FILE,
   socketCutoverCommand,
 } from "../../app/facts";
+import { DRAIN_S, HANDOVER_HEALTHCHECK, HANDOVER_SYSCTLS, nginxDrainCommand, nginxStartCommand } from "../../nginx/handover";
+import { listenFile, servingListens } from "../../nginx/conf";
 import { ProgramError, ROOT, runProgram, stackConfig, stackNames, type Declared, type ProgramRun } from "../support/program";
 
 const find = (run: ProgramRun, name: string): Declared => {
@@ -180,6 +182,7 @@ describe("prod stack: production-shaped", () => {
       volumeName: string;
       fileName: string;
       containerName: string;
+      netnsHolder: boolean;
       image: string;
     };
     expect(file.conf).toContain("access_log /var/log/nginx/access.log json buffer=64k flush=5s;");
@@ -192,8 +195,9 @@ describe("prod stack: production-shaped", () => {
       find(run, "nginx-image-local").outputs.imageId,
     ]);
     const n = find(run, "nginx-container");
-    // While nginx runs, a changed conf is tested in that container (by name: it is declared after the file).
-    expect([file.containerName, n.inputs.name]).toEqual(["flask-proxy-prod-nginx", "flask-proxy-prod-nginx"]);
+    // While nginx runs, a changed conf is tested in the nginx containers that joined the holder's namespace
+    // (found through the holder, by name: nginx is declared after the file, under a generated name).
+    expect([file.containerName, file.netnsHolder, n.inputs.name]).toEqual(["flask-proxy-prod-nginx-netns", true, undefined]);
     expect(n.inputs.image).toBe(find(run, "nginx-image-local").outputs.imageId);
     expect(n.inputs.volumes).toEqual([
       { volumeName: "flask-proxy-prod-nginx-conf", containerPath: "/etc/nginx/conf.d", readOnly: true },
@@ -204,8 +208,45 @@ describe("prod stack: production-shaped", () => {
     const reload = find(run, "nginx-conf-reload");
     expect(reload.dependsOn.sort()).toEqual(["nginx-conf-file", "nginx-container"]);
     expect(reload.inputs).toMatchObject({ containerId: "nginx-container-id", conf: file.conf, volumeName: file.volumeName });
-    const nInputs = n.inputs;
-    expect(nInputs.ports).toEqual([{ internal: 80, external: 8000, ip: "127.0.0.1", protocol: "tcp" }]);
+    // The port is the holder's: nginx joins its namespace, and publishes nothing itself.
+    const holder = find(run, "nginx-netns");
+    expect([n.inputs.ports, n.inputs.networksAdvanced, n.inputs.networkMode]).toEqual([
+      undefined,
+      undefined,
+      "container:nginx-netns-id",
+    ]);
+    expect(holder.inputs.ports).toEqual([{ internal: 80, external: 8000, ip: "127.0.0.1", protocol: "tcp" }]);
+    expect(holder.inputs.name).toBe("flask-proxy-prod-nginx-netns");
+  });
+
+  test("nginx hands over: a holder keeps the namespace and port, nginx boots beside the old one, which is drained, then stopped", () => {
+    const holder = find(run, "nginx-netns").inputs;
+    // The holder sleeps, hardened, with the kernel setting that moves queued connections to the surviving nginx.
+    expect([holder.command, holder.readOnly, holder.stopSignal, holder.memory]).toEqual([
+      ["sleep", "infinity"],
+      true,
+      "SIGKILL",
+      16,
+    ]);
+    expect(holder.sysctls).toMatchObject(HANDOVER_SYSCTLS);
+    expect(holder.image).toBe(find(run, "nginx-base-image").outputs.imageId);
+    const n = find(run, "nginx-container").inputs;
+    expect([n.stopSignal, n.sysctls]).toEqual(["SIGQUIT", undefined]);
+    expect(n.command).toEqual(nginxStartCommand(servingListens(undefined)));
+    // Its own health socket: the shared port may be answered by the old nginx.
+    expect((n.healthcheck as { tests: string[] }).tests).toEqual(["CMD", ...HANDOVER_HEALTHCHECK]);
+    const cutover = find(run, "nginx-cutover");
+    expect(cutover.dependsOn).toEqual(["nginx-container"]);
+    expect(cutover.inputs).toMatchObject({
+      healthGate: true,
+      oldServes: true,
+      drainCommand: nginxDrainCommand(),
+      drainS: DRAIN_S,
+    });
+    // Every listen line comes from the container's own file.
+    const conf = String(find(run, "nginx-conf-file").inputs.conf);
+    expect(conf.match(/^\s*listen .*$/gm)).toBeNull();
+    expect(conf).toContain(`include ${listenFile("http")};`);
   });
 
   test("both containers: restart policy, healthchecks, hardening, limits; a cutover resource gates each on its health", () => {
@@ -235,11 +276,6 @@ describe("prod stack: production-shaped", () => {
     expect(find(run, "flask-container").inputs.healthcheck).toMatchObject({
       tests: expect.arrayContaining([expect.stringContaining("/healthz")]),
     });
-    // nginx has no release steps: its gate only waits for health, and no old nginx serves meanwhile.
-    const gate = find(run, "nginx-health-gate");
-    expect(gate.dependsOn).toEqual(["nginx-container"]);
-    expect(gate.inputs).toMatchObject({ containerId: "nginx-container-id", healthGate: true, oldServes: false, settleS: 0 });
-    expect(gate.inputs.switchCommand).toBeUndefined();
   });
 
   test("app releases: a generated name per generation, a health-gated cutover, then a drained stop", () => {
@@ -255,9 +291,8 @@ describe("prod stack: production-shaped", () => {
     expect(cutover.dependsOn).toEqual(["flask-container"]);
     expect(cutover.inputs).toMatchObject({ healthGate: true, switchCommand: socketCutoverCommand(), settleS: 0 });
     expect(cutover.inputs.containerId).toBe("flask-container-id"); // the mocks give each resource the ID <name>-id
-    // nginx starts after the cutover has linked the socket; nginx itself keeps its fixed name.
+    // nginx starts after the cutover has linked the socket (and in its holder's namespace: networkMode names it).
     expect(find(run, "nginx-container").dependsOn.sort()).toEqual(["flask-container", "flask-cutover", "nginx-conf-file"]);
-    expect(find(run, "nginx-container").inputs.name).toBe("flask-proxy-prod-nginx");
   });
 
   test("nginx and gunicorn meet at one socket: the volume gunicorn binds in is the one nginx mounts where its conf looks", () => {
@@ -339,7 +374,7 @@ describe("prod with metrics and gunicorn's access log", () => {
   });
 
   test("the metrics listener is published on 127.0.0.1 whatever bindAddress is; the public port follows bindAddress", () => {
-    expect(find(run, "nginx-container").inputs.ports).toEqual([
+    expect(find(run, "nginx-netns").inputs.ports).toEqual([
       { internal: 80, external: 8000, ip: "0.0.0.0", protocol: "tcp" },
       { internal: 8080, external: 9145, ip: "127.0.0.1", protocol: "tcp" },
     ]);
@@ -349,14 +384,14 @@ describe("prod with metrics and gunicorn's access log", () => {
   test("the exporter runs hardened beside nginx, after it, reading stub_status over the network, publishing nothing", () => {
     const e = find(run, "nginx-exporter-container");
     expect(e.parent).toBe("nginx");
-    expect(e.dependsOn).toEqual(expect.arrayContaining(["nginx-container", "nginx-health-gate"]));
+    expect(e.dependsOn).toEqual(expect.arrayContaining(["nginx-netns", "nginx-container", "nginx-cutover"]));
     expect(find(run, "nginx-exporter-base-image").inputs).toMatchObject({
       name: stackConfig("prod")["flask-proxy:nginxExporterImage"],
       keepLocally: true,
     });
     expect(e.inputs).toMatchObject({
       name: "flask-proxy-prod-nginx-exporter",
-      command: ["--nginx.scrape-uri=http://flask-proxy-prod-nginx:8080/stub_status", "--web.listen-address=:9113"],
+      command: ["--nginx.scrape-uri=http://flask-proxy-prod-nginx-netns:8080/stub_status", "--web.listen-address=:9113"],
       ports: [],
       readOnly: true,
       wait: false,

@@ -139,7 +139,7 @@ describe("replicas on one engine", () => {
         .filter((r) => r.type === CONTAINER)
         .map((r) => r.name)
         .sort(),
-    ).toEqual(["flask-container", "nginx-container"]);
+    ).toEqual(["flask-container", "nginx-container", "nginx-netns"]);
   });
 
   test("a published app port with several replicas is refused, naming the key", () => {

@@ -2,7 +2,17 @@
 // each version, and what the program declares for `certificate` and `internal`.
 import { ConfigError, parseConfig } from "../../infra/config";
 import { createRootCa, issue, leafNames, renewalDue, type CertifiedKey } from "../../infra/tls";
-import { HSTS_MAX_AGE_S, nginxVersion, stackNginxConf, TLS_CERT_FILE, TLS_DIR, TLS_KEY_FILE } from "../../nginx/conf";
+import {
+  HSTS_MAX_AGE_S,
+  nginxTls,
+  nginxVersion,
+  servingListens,
+  stackNginxConf,
+  TLS_CERT_FILE,
+  TLS_DIR,
+  TLS_KEY_FILE,
+} from "../../nginx/conf";
+import { HANDOVER_HEALTHCHECK } from "../../nginx/handover";
 import { ROOT, runProgram, stackConfig, type ProgramRun } from "../support/program";
 
 const DAY = 86_400_000;
@@ -127,8 +137,15 @@ describe("tls: certificate is checked before anything is declared, each refusal 
 });
 
 describe("the TLS listener nginx renders", () => {
-  const render = (overrides: Record<string, string>) =>
-    stackNginxConf(parseConfig(stackConfig("prod", { tls: "internal", ...overrides }), { stack: "prod", root: ROOT }));
+  const parse = (overrides: Record<string, string>) =>
+    parseConfig(stackConfig("prod", { tls: "internal", ...overrides }), { stack: "prod", root: ROOT });
+  // Listen lines in the conf itself, as a nginx that never hands over (a mounted conf) reads them.
+  const render = (overrides: Record<string, string>) => stackNginxConf(parse(overrides), undefined, undefined, false);
+  /** What a handing-over nginx writes into its own listen file for the TLS server. */
+  const httpsListen = (overrides: Record<string, string>, imageVersion?: string) => {
+    const cfg = parse(overrides);
+    return servingListens(nginxTls(cfg.nginx.baseImage, cfg.nginx.tls!, imageVersion)).https;
+  };
 
   test("the version comes from the image tag; a tag without one is taken for a current nginx", () => {
     expect(nginxVersion("nginx:1.27.3")).toEqual([1, 27, 3]);
@@ -139,10 +156,12 @@ describe("the TLS listener nginx renders", () => {
   });
 
   test("the version the image declares (NGINX_VERSION) outranks its tag: a 1.22 under a 1.27.3 tag gets the listen parameter", () => {
-    const cfg = parseConfig(stackConfig("prod", { tls: "internal", nginxImage: "nginx:1.27.3" }), { stack: "prod", root: ROOT });
-    expect(stackNginxConf(cfg, undefined, "1.22.1")).toContain("    listen 443 ssl http2;");
+    const cfg = parse({ nginxImage: "nginx:1.27.3" });
+    expect(stackNginxConf(cfg, undefined, "1.22.1", false)).toContain("    listen 443 ssl http2;");
     expect(stackNginxConf(cfg, undefined, "1.22.1")).not.toContain("http2 on;");
     expect(stackNginxConf(cfg, undefined, "1.27.3")).toContain("    http2 on;");
+    expect(httpsListen({ nginxImage: "nginx:1.27.3" }, "1.22.1")).toBe("listen 443 ssl http2 reuseport;");
+    expect(httpsListen({ nginxImage: "nginx:1.27.3" }, "1.27.3")).toBe("listen 443 ssl reuseport;");
   });
 
   test("HTTP/2: `http2 on;` from 1.25.1 (and for unversioned tags), the listen parameter before", () => {
@@ -218,13 +237,14 @@ describe("the program", () => {
     return r;
   };
 
-  test("nginx publishes 443 on httpsPort beside 80; the healthcheck stays plain HTTP", () => {
+  test("nginx publishes 443 on httpsPort beside 80 (through its holder); the healthcheck stays plain HTTP", () => {
     const nginx = find(certRun, "nginx-container");
-    expect(nginx.inputs.ports).toEqual([
+    expect(find(certRun, "nginx-netns").inputs.ports).toEqual([
       { internal: 80, external: 8000, ip: "127.0.0.1", protocol: "tcp" },
       { internal: 443, external: 8443, ip: "127.0.0.1", protocol: "tcp" },
     ]);
-    expect(JSON.stringify(nginx.inputs.healthcheck)).toContain("http://127.0.0.1/nginx-health");
+    expect(nginx.inputs.healthcheck).toMatchObject({ tests: ["CMD", ...HANDOVER_HEALTHCHECK] });
+    expect(HANDOVER_HEALTHCHECK.at(-1)).toBe("http://localhost/nginx-health");
     expect(certRun.outputs.httpsUrl).toBe("https://127.0.0.1:8443/");
   });
 

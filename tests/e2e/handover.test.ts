@@ -1,0 +1,163 @@
+// Replacing nginx itself on the prod shape, through the real CLI, under load on HTTPS and plain HTTP (16
+// clients each, half of them a new connection per request): a new worker count, memory and CPU limits, a
+// new image, a new mount (a second app replica's socket), with 1 and 2 app replicas. Each must fail no
+// request; afterwards the new nginx alone runs in the holder's namespace and the old one is gone. A new
+// nginx that cannot start fails `pulumi up` with the reason while the old one serves (nginx/handover.ts).
+import { spawnSync } from "child_process";
+import type Docker from "dockerode";
+import { LiveStack } from "../../harness/live-stack";
+import { freePort } from "../../harness/ports";
+import { LABEL } from "../../infra/naming";
+import { NGINX_HEALTH_PATH } from "../../nginx/conf";
+import { docker, execIn, failures, underLoad, type LoadCount } from "./live";
+
+const NO_FAILURES = { non2xx: 0, errors: 0, timeouts: 0 };
+/** prod's nginx image (a stand-in here: Debian's nginx 1.22, declaring NGINX_VERSION=1.22.1). */
+const BASE = "nginx:1.27.3";
+/** The routine update: one more layer on the same base, under a new tag. */
+const NEXT = "nginx:1.27.3-handover";
+/** An image whose nginx cannot start. */
+const BROKEN = "nginx:1.27.3-broken";
+const LAYER_FILE = "/etc/handover-test-layer";
+
+function build(tag: string, dockerfile: string): void {
+  const r = spawnSync("docker", ["build", "-q", "-t", tag, "-"], { input: dockerfile, encoding: "utf8", timeout: 120_000 });
+  if (r.status !== 0) throw new Error(`docker build ${tag}: ${r.stderr}`);
+}
+
+describe("prod: a replaced nginx hands its ports over to the new one, failing no request", () => {
+  let live: LiveStack;
+  let ca: string;
+  let httpsUrl: string;
+
+  beforeAll(async () => {
+    build(NEXT, `FROM ${BASE}\nRUN echo next > ${LAYER_FILE}\n`);
+    build(BROKEN, `FROM ${BASE}\nRUN rm /usr/sbin/nginx\n`);
+    const [httpPort, httpsPort] = [await freePort(), await freePort()];
+    live = await LiveStack.create("prod", "handover");
+    try {
+      await live.up({ config: { httpPort: String(httpPort), httpsPort: String(httpsPort), tls: "internal" } });
+    } catch (e) {
+      await live.destroy().catch(() => undefined);
+      throw e;
+    }
+    ca = String(live.outputs.caCertificate);
+    httpsUrl = String(live.outputs.httpsUrl);
+    if (!httpsUrl.startsWith("https://127.0.0.1:")) throw new Error(`not a loopback URL: ${httpsUrl}`);
+  }, 600_000);
+  afterAll(async () => {
+    await live?.destroy();
+    for (const tag of [NEXT, BROKEN])
+      await docker
+        .getImage(tag)
+        .remove()
+        .catch(() => undefined);
+  });
+
+  const nginx = () => live.container("nginx-container").inspect();
+  /** The running containers in the holder's network namespace: the nginx containers that serve. */
+  async function joined(): Promise<string[]> {
+    const holder = await live.container("nginx-netns").inspect();
+    const list = await docker.listContainers({ filters: { label: [`${LABEL.stack}=${live.name}`] } });
+    return list.filter((c) => c.HostConfig.NetworkMode === `container:${holder.Id}`).map((c) => c.Id);
+  }
+  const gone = (id: string) =>
+    docker
+      .getContainer(id)
+      .inspect()
+      .then(
+        () => false,
+        (e: { statusCode?: number }) => e.statusCode === 404,
+      );
+
+  /** `pulumi up` with `config` under HTTPS load on the site and plain HTTP load on nginx's health path. */
+  async function upUnderLoad(what: string, config: Record<string, string>) {
+    const health = new URL(NGINX_HEALTH_PATH, live.url).toString();
+    const https = await underLoad(httpsUrl, () => underLoad(health, () => live.up({ config }), { newConnections: 8 }), {
+      ca,
+      newConnections: 8,
+    });
+    const http = https.value!;
+    const show = (l: LoadCount) => `${l.requests} answered, ${JSON.stringify(failures(l))}, ${l.retried} retried`;
+    console.log(`${what}: HTTPS ${show(https.load)}; HTTP ${show(http.load)}`);
+    return { https: https.load, http: http.load, error: http.error };
+  }
+
+  /**
+   * A change under load: 0 failed on either port; then one nginx runs in the holder's namespace, with the
+   * change (`took`): a new one, the old one gone (`replaced`), or the same one, updated in place.
+   */
+  async function changes(
+    what: string,
+    config: Record<string, string>,
+    replaced: boolean,
+    took: (n: Docker.ContainerInspectInfo) => Promise<void>,
+  ) {
+    const before = await nginx();
+    const { https, http, error } = await upUnderLoad(what, config);
+    expect(error).toBeUndefined();
+    expect([https.ok, http.ok].every((n) => n > 200)).toBe(true);
+    expect([failures(https), failures(http)]).toEqual([NO_FAILURES, NO_FAILURES]);
+    const after = await nginx();
+    expect([after.Id === before.Id, await gone(before.Id)]).toEqual(replaced ? [false, true] : [true, false]);
+    expect(await joined()).toEqual([after.Id]);
+    await took(after);
+  }
+  const handsOver = (what: string, config: Record<string, string>, took: (n: Docker.ContainerInspectInfo) => Promise<void>) =>
+    changes(what, config, true, took);
+
+  const workers = async (n: Docker.ContainerInspectInfo) =>
+    Number(
+      (
+        await execIn(docker.getContainer(n.Id), ["sh", "-c", "grep -ls 'nginx: worke[r]' /proc/[0-9]*/cmdline | wc -l"])
+      ).stdout.trim(),
+    );
+
+  test("a new worker count", async () => {
+    await handsOver("nginxWorkerProcesses 1 -> 2", { nginxWorkerProcesses: "2" }, async (n) => expect(await workers(n)).toBe(2));
+  });
+
+  // The provider updates a container's memory limit in place (docker update); a CPU limit replaces it.
+  test("a new memory limit, applied to the running nginx; a new CPU limit, handed over", async () => {
+    await changes("nginxMemoryMb 128 -> 160", { nginxMemoryMb: "160" }, false, async (n) =>
+      expect(n.HostConfig.Memory).toBe(160 * 1024 * 1024),
+    );
+    await handsOver("nginxCpus 1 -> 1.5", { nginxCpus: "1.5" }, async (n) => expect(n.HostConfig.NanoCpus).toBe(1.5e9));
+  });
+
+  test("a new nginx image", async () => {
+    await handsOver(`nginxImage ${BASE} -> ${NEXT}`, { nginxImage: NEXT }, async (n) => {
+      expect((await execIn(docker.getContainer(n.Id), ["cat", LAYER_FILE])).stdout.trim()).toBe("next");
+    });
+  });
+
+  test("a new mount (a second app replica's socket), then a new worker count with 2 replicas", async () => {
+    await handsOver("replicas 1 -> 2", { replicas: "2" }, async (n) =>
+      expect(n.Mounts.map((m) => m.Destination)).toEqual(expect.arrayContaining(["/srv/sockets/1", "/srv/sockets/2"])),
+    );
+    await handsOver("2 replicas: nginxWorkerProcesses 2 -> 1", { nginxWorkerProcesses: "1" }, async (n) =>
+      expect(await workers(n)).toBe(1),
+    );
+  });
+
+  test("a new nginx that cannot start fails pulumi up with the reason; the old one serves throughout; the next good up goes through", async () => {
+    const before = await nginx();
+    const failed = await upUnderLoad(`nginxImage -> ${BROKEN}`, { nginxImage: BROKEN });
+    expect(failed.error?.message).toMatch(
+      /release of .*: the new container stopped \(exit code \d+\).*the old one keeps serving/,
+    );
+    expect([failures(failed.https), failures(failed.http)]).toEqual([NO_FAILURES, NO_FAILURES]);
+    expect((await docker.getContainer(before.Id).inspect()).State.Running).toBe(true);
+    await handsOver(`nginxImage ${BROKEN} -> ${NEXT} (after the failed one)`, { nginxImage: NEXT }, async (n) => {
+      expect((await execIn(docker.getContainer(n.Id), ["cat", LAYER_FILE])).stdout.trim()).toBe("next");
+    });
+    // Nothing of the failed one left.
+    expect(await gone(before.Id)).toBe(true);
+    expect(await live.unknownOnEngine()).toEqual([]);
+  });
+
+  test("after the handovers: refresh finds nothing, and preview no change", async () => {
+    expect(await live.refreshFindsNothing()).toEqual([]);
+    expect(await live.preview()).toEqual([]);
+  });
+});
