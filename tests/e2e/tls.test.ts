@@ -269,9 +269,12 @@ describe("prod: HTTPS at the edge (tls: certificate, then internal)", () => {
     }
     const scan = await runTestssl(httpsPort, stackCaFile);
     const verdict = judgeTestssl(scan.findings);
+    const count = new Map<string, number>();
+    for (const f of scan.findings) count.set(f.severity, (count.get(f.severity) ?? 0) + 1);
+    const severities = [...count].map(([severity, n]) => `${n} ${severity}`).join(", ");
     console.log(
       [
-        `tls: testssl ${TESTSSL_GROUPS.join(" ")}: ${scan.findings.length} findings in ${scan.seconds} s; LOW and above:`,
+        `tls: testssl ${TESTSSL_GROUPS.join(" ")}: ${scan.findings.length} findings in ${scan.seconds} s (${severities}); LOW and above:`,
         findingsTable(scan.findings),
         ...verdict.allowed.map((a) => `allowed: ${a.finding.id}: ${a.reason}`),
         ...verdict.unused.map((a) => `allow-list entry not needed by this scan: ${a.id}`),
