@@ -20,6 +20,8 @@ install_packages() {
   # The remote-engine test: keys and certificates it makes, and ssh:// as the provider reaches it.
   command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+  # The TLS test scans the HTTPS listener with testssl.sh (3.0.8; the package brings dnsutils and bsdextrautils).
+  command -v testssl >/dev/null 2>&1 || missing+=(testssl.sh)
   [ ${#missing[@]} -eq 0 ] && return 0
   log "installing ${missing[*]} from Debian"
   export DEBIAN_FRONTEND=noninteractive

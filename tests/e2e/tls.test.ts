@@ -1,6 +1,6 @@
 // HTTPS at the edge on the prod shape, through the real CLI: one stack (its own name and ports), first with a
 // certificate the test's own CA issued (root -> intermediate -> leaf; the leaf and intermediate served as a
-// chain), then rotated under load, then switched to the stack's own CA (tls: internal).
+// chain), then rotated under load, then switched to the stack's own CA (tls: internal), which testssl.sh scans.
 import { spawnSync } from "child_process";
 import * as crypto from "crypto";
 import * as fs from "fs";
@@ -8,6 +8,7 @@ import * as os from "os";
 import * as path from "path";
 import { LiveStack } from "../../harness/live-stack";
 import { freePort } from "../../harness/ports";
+import { findingsTable, judgeTestssl, runTestssl, TESTSSL_GROUPS } from "../../harness/testssl";
 import { ROOT } from "../../infra/stack-files";
 import { createRootCa, issue, leafNames, type CertifiedKey } from "../../infra/tls";
 import { docker, failures, underLoad } from "./live";
@@ -67,6 +68,14 @@ describe("prod: HTTPS at the edge (tls: certificate, then internal)", () => {
     });
   const nginx = () => live.container("nginx-container").inspect();
   const httpsUrl = () => `https://127.0.0.1:${httpsPort}/`;
+  const stackCaFile = path.join(tmp, "stack-ca.pem");
+  /** The stack's own CA (tls: internal), read with the CLI as a user reads it, into stackCaFile. */
+  async function saveStackCa(): Promise<void> {
+    const output = await live.run(["stack", "output", "caCertificate"]);
+    const stackCa = output.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/)?.[0];
+    if (!stackCa) throw new Error(`pulumi stack output caCertificate has no certificate: ${output}`);
+    fs.writeFileSync(stackCaFile, `${stackCa}\n`);
+  }
 
   beforeAll(async () => {
     const started = Date.now();
@@ -225,11 +234,7 @@ describe("prod: HTTPS at the edge (tls: certificate, then internal)", () => {
   test("internal: the stack's own CA (caCertificate, read with the CLI) verifies; no HSTS; a second preview and refresh find nothing", async () => {
     const before = await nginx();
     await live.up({ config: { tls: "internal", tlsCertificate: "", tlsPrivateKey: "" } });
-    const output = await live.run(["stack", "output", "caCertificate"]);
-    const stackCa = output.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/)?.[0];
-    expect(stackCa).toBeDefined();
-    const stackCaFile = path.join(tmp, "stack-ca.pem");
-    fs.writeFileSync(stackCaFile, `${stackCa}\n`);
+    await saveStackCa();
     expect(curl(["--http2", "-w", "\n%{http_version}", httpsUrl()], stackCaFile).out).toBe("Hello world!\n2");
     expect(curl([httpsUrl()]).status).not.toBe(0); // the test root no longer applies
     expect(curl(["-D", "-", "-o", "/dev/null", httpsUrl()], stackCaFile).out).not.toMatch(/strict-transport-security/i);
@@ -254,5 +259,30 @@ describe("prod: HTTPS at the edge (tls: certificate, then internal)", () => {
       ),
     );
     expect(inClear).toEqual([]);
+  }, 600_000);
+
+  test("testssl.sh on the HTTPS listener (tls: internal, the stack's CA added): nothing at MEDIUM or above but harness/testssl.ts's allow-list", async () => {
+    // Run on its own (jest -t), the stack is first switched to the prod stack file's mode.
+    if (!fs.existsSync(stackCaFile)) {
+      await live.up({ config: { tls: "internal", tlsCertificate: "", tlsPrivateKey: "" } });
+      await saveStackCa();
+    }
+    const scan = await runTestssl(httpsPort, stackCaFile);
+    const verdict = judgeTestssl(scan.findings);
+    const count = new Map<string, number>();
+    for (const f of scan.findings) count.set(f.severity, (count.get(f.severity) ?? 0) + 1);
+    const severities = [...count].map(([severity, n]) => `${n} ${severity}`).join(", ");
+    console.log(
+      [
+        `tls: testssl ${TESTSSL_GROUPS.join(" ")}: ${scan.findings.length} findings in ${scan.seconds} s (${severities}); LOW and above:`,
+        findingsTable(scan.findings),
+        ...verdict.allowed.map((a) => `allowed: ${a.finding.id}: ${a.reason}`),
+        ...verdict.unused.map((a) => `allow-list entry not needed by this scan: ${a.id}`),
+      ].join("\n"),
+    );
+    const said = (id: string) => scan.findings.find((f) => f.id === id)?.finding;
+    // The scan reached nginx and verified the chain against the stack's CA (else cert_chain_of_trust is CRITICAL).
+    expect([said("TLS1_2"), said("TLS1_3"), said("cert_chain_of_trust")]).toEqual(["offered", "offered with final", "passed."]);
+    expect(verdict.refused.map((r) => `${r.finding.severity} ${r.finding.id}: ${r.finding.finding} (${r.why})`)).toEqual([]);
   }, 600_000);
 });
