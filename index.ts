@@ -10,7 +10,7 @@ import { engineSettingsOf } from "./infra/engine";
 import { labelList, objectName, stackLabels } from "./infra/naming";
 import { localUrl, type WorkloadSettings } from "./infra/workload";
 import { checkMountedConf } from "./nginx/conf";
-import { imageNginxVersion, NginxProxy } from "./nginx/nginxProxy";
+import { imageNginxVersion, nginxBeforeHandover, NginxProxy } from "./nginx/nginxProxy";
 
 // An async program: it asks the engine which app builds the stack keeps before it declares the app.
 export = async () => {
@@ -36,8 +36,11 @@ export = async () => {
     ipamConfigs: cfg.networkSubnet ? [{ subnet: cfg.networkSubnet }] : undefined,
   });
 
-  // The stack's kept app builds, looked up before anything is declared: whether this release needs a build.
   const engine = engineSettingsOf(pulumi.runtime.allConfig());
+  // An nginx that predates the handover holds the ports the holder needs: say how to move it, change nothing.
+  const moveFirst = await nginxBeforeHandover(engine, cfg);
+  if (moveFirst) throw new pulumi.RunError(moveFirst);
+  // The stack's kept app builds, looked up before anything is declared: whether this release needs a build.
   const builds = await findBuilds(engine, stack, cfg.registry ? `${cfg.registry.address}/${cfg.app.imageRepository}` : undefined);
 
   // services.flask: built from app/, alias flask-app on my-network (× replicas)

@@ -12,7 +12,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import type * as docker from "@pulumi/docker";
 import type Dockerode from "dockerode";
-import { engineClient, execIn, stackEngine, type EngineSettings } from "./engine";
+import { engineClient, execIn, stackEngine, unlessMissing, type EngineSettings } from "./engine";
 
 /** As the healthcheck's own timeout (infra/workload.ts). */
 const CHECK_TIMEOUT_MS = 3000;
@@ -81,13 +81,7 @@ async function cutover(inputs: CutoverInputs): Promise<void> {
  */
 async function drain(inputs: CutoverInputs, oldId: string): Promise<void> {
   const old = engineClient(inputs.engine).getContainer(oldId);
-  const running = await old
-    .inspect()
-    .then((i) => i.State.Running)
-    .catch((e: { statusCode?: number }) => {
-      if (e.statusCode === 404) return false;
-      throw e;
-    });
+  const running = (await unlessMissing(old.inspect()))?.State.Running ?? false;
   if (!running || !inputs.drainCommand) return;
   const r = await execIn(old, inputs.drainCommand);
   if (r.exitCode !== 0) {

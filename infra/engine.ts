@@ -263,3 +263,11 @@ export async function demuxed(
   await ended;
   return { stdout, stderr };
 }
+
+/** What an engine lookup (an inspect) gives, or undefined when the object does not exist (404). */
+export function unlessMissing<T>(lookup: Promise<T>): Promise<T | undefined> {
+  return lookup.catch((e: { statusCode?: number }) => {
+    if (e.statusCode === 404) return undefined;
+    throw e;
+  });
+}

@@ -4,7 +4,7 @@ import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import type { RegistrySettings } from "./config";
 import { isNotFound, isRemovedMeanwhile } from "./builds";
-import { engineClient, stackEngine, type EngineSettings } from "./engine";
+import { engineClient, stackEngine, unlessMissing, type EngineSettings } from "./engine";
 import { labelBuildArgs } from "./naming";
 import { PushedManifest } from "./registry";
 
@@ -153,13 +153,7 @@ const tagProvider: pulumi.dynamic.ResourceProvider = {
     return { id: inputs.tag, outs: await putTag(inputs) };
   },
   async read(id: string, props: TagState) {
-    const found = await engineClient(props.engine)
-      .getImage(props.tag)
-      .inspect()
-      .catch((e: { statusCode?: number }) => {
-        if (e.statusCode === 404) return undefined;
-        throw e;
-      });
+    const found = await unlessMissing(engineClient(props.engine).getImage(props.tag).inspect());
     return { id, props: { ...props, taggedId: found?.Id ?? "" } };
   },
   async diff(_id: string, olds: TagState, news: TagInputs) {

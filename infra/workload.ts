@@ -135,8 +135,6 @@ export interface Workload {
   resources: pulumi.Resource[];
   containers: docker.Container[];
   service?: docker.Service;
-  /** WorkloadSpec.netnsHolder: the container whose network namespace the replicas share. */
-  netnsHolder?: docker.Container;
 }
 
 export function declareWorkload(
@@ -161,7 +159,7 @@ export function declareWorkload(
   }
   const release = spec.release;
   const sideBySide = release?.sideBySide === true;
-  const holder = spec.netnsHolder ? declareNetnsHolder(name, spec, settings, opts) : undefined;
+  const holder = spec.netnsHolder ? declareNetnsHolder(name, spec.netnsHolder, spec, settings, opts) : undefined;
   if (sideBySide && !holder && (spec.publish || spec.hostOnly || spec.replicas.some((r) => r.address))) {
     throw new Error(`${name}: side-by-side releases need containers without a host port or a fixed address`);
   }
@@ -180,7 +178,7 @@ export function declareWorkload(
       }),
   );
   const resources = holder ? [holder, ...containers] : containers;
-  if (!hasCutover(spec, settings)) return { resources, containers, netnsHolder: holder };
+  if (!hasCutover(spec, settings)) return { resources, containers };
   // Gate-only (no release steps): the same resource, named for what it does.
   const step = hasReleaseSteps(spec) ? "cutover" : "health-gate";
   const cutovers = containers.map(
@@ -201,17 +199,17 @@ export function declareWorkload(
         opts,
       ),
   );
-  return { resources: [...resources, ...cutovers], containers, netnsHolder: holder };
+  return { resources: [...resources, ...cutovers], containers };
 }
 
 /** The container holding a workload's network namespace (WorkloadSpec.netnsHolder): it serves nothing itself. */
 function declareNetnsHolder(
   name: string,
+  holder: NonNullable<WorkloadSpec["netnsHolder"]>,
   spec: WorkloadSpec,
   settings: WorkloadSettings,
   opts: pulumi.CustomResourceOptions,
 ): docker.Container {
-  const holder = spec.netnsHolder!;
   const holds: WorkloadSpec = {
     image: holder.image,
     command: holder.command,

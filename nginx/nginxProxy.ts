@@ -4,7 +4,7 @@ import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import { NGINX_EXPORTER_ALIAS, NGINX_EXPORTER_PORT, type AppUpstream } from "../app/facts";
 import type { StackConfig } from "../infra/config";
-import { engineClient, type EngineSettings } from "../infra/engine";
+import { engineClient, unlessMissing, type EngineSettings } from "../infra/engine";
 import { labelList, objectName } from "../infra/naming";
 import { buildImage, type BuiltImage } from "../infra/image";
 import { declareWorkload, localUrl, type Workload, type WorkloadSettings } from "../infra/workload";
@@ -228,13 +228,27 @@ export class NginxProxy extends pulumi.ComponentResource {
  * here set Debian's). Undefined when the engine lacks the image (the first `up` pulls it) or it says none.
  */
 export async function imageNginxVersion(engine: EngineSettings, image: string): Promise<string | undefined> {
-  const found = await engineClient(engine)
-    .getImage(image)
-    .inspect()
-    .catch((e: { statusCode?: number }) => {
-      if (e.statusCode === 404) return undefined;
-      throw e;
-    });
+  const found = await unlessMissing(engineClient(engine).getImage(image).inspect());
   const env = found?.Config.Env ?? [];
   return env.find((e) => e.startsWith("NGINX_VERSION="))?.slice("NGINX_VERSION=".length);
+}
+
+/**
+ * A stack deployed before nginx handed its ports over (nginx/handover.ts) runs an nginx under the fixed name
+ * that publishes the ports itself: the holder cannot take them while it runs, and Pulumi creates the holder
+ * before it deletes the old nginx. Returns how to move it, once; undefined when there is nothing to move.
+ */
+export async function nginxBeforeHandover(engine: EngineSettings, cfg: StackConfig): Promise<string | undefined> {
+  if (!handsOver(cfg)) return undefined;
+  const name = objectName(cfg.project, cfg.stack, "nginx");
+  const found = await unlessMissing(engineClient(engine).getContainer(name).inspect());
+  // The engine's answer, typed loosely by dockerode: container port → host bindings (null when unpublished).
+  const bindings = (found?.HostConfig.PortBindings ?? {}) as Record<string, unknown[] | null>;
+  if (!found || !Object.values(bindings).some((b) => b?.length)) return undefined;
+  const urn = `urn:pulumi:${cfg.stack}::${cfg.project}::flask-proxy:index:NginxProxy$docker:index/container:Container::nginx-container`;
+  return (
+    `${name} publishes the stack's ports itself (deployed before nginx handed them over to a holder container, ` +
+    "nginx/handover.ts). Move it once, with a few seconds without nginx: " +
+    `pulumi destroy --stack ${cfg.stack} --target '${urn}' --target-dependents, then pulumi up`
+  );
 }

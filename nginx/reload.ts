@@ -14,7 +14,7 @@ import type * as docker from "@pulumi/docker";
 import type Dockerode from "dockerode";
 import * as crypto from "crypto";
 import * as path from "path";
-import { engineClient, execIn, stackEngine, type EngineSettings } from "../infra/engine";
+import { engineClient, execIn, stackEngine, unlessMissing, type EngineSettings } from "../infra/engine";
 import { ACME_WEBROOT, TLS_CERT_FILE, TLS_DIR, TLS_KEY_FILE } from "./conf";
 
 interface ConfTarget {
@@ -88,13 +88,7 @@ async function writeConf(target: ConfTarget, conf: string, tls?: TlsFiles): Prom
 /** The stack's running nginx containers: none, one, or (a handover under way, or cut short) two. */
 async function runningNginx(target: FileInputs): Promise<Dockerode.Container[]> {
   const client = engineClient(target.engine);
-  const info = await client
-    .getContainer(target.containerName)
-    .inspect()
-    .catch((e: { statusCode?: number }) => {
-      if (e.statusCode === 404) return undefined;
-      throw e;
-    });
+  const info = await unlessMissing(client.getContainer(target.containerName).inspect());
   if (!info?.State.Running) return [];
   if (!target.netnsHolder) return [client.getContainer(info.Id)];
   const label = Object.entries(target.labels).map(([k, v]) => `${k}=${v}`);

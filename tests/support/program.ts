@@ -187,8 +187,12 @@ async function isolatedRun<T>(fn: () => Promise<T>, pulumi: typeof PulumiModule,
       jest.doMock("@pulumi/pulumi", () => pulumi);
       // The unit tests never ask the engine.
       jest.doMock(BUILDS, () => ({ ...jest.requireActual<object>(BUILDS), findBuilds: async () => keptBuilds }));
-      // No image on the engine to say its nginx version: the tag's is rendered.
-      jest.doMock(NGINX_PROXY, () => ({ ...jest.requireActual<object>(NGINX_PROXY), imageNginxVersion: async () => undefined }));
+      // No engine: no nginx from before the handover, no image to say its nginx version (the tag's is rendered).
+      jest.doMock(NGINX_PROXY, () => ({
+        ...jest.requireActual<object>(NGINX_PROXY),
+        imageNginxVersion: async () => undefined,
+        nginxBeforeHandover: async () => undefined,
+      }));
       result = await fn();
     });
     return result;
