@@ -85,9 +85,9 @@ export const ALTERNATIVES: Record<keyof RawConfig, string | ((current: string) =
 
 /**
  * Keys not measured under load: httpPort moves nginx's published address (a load run on the old one cannot
- * count), and target moves the whole stack between backends.
+ * count), target moves the whole stack between backends, and once tls is on plain HTTP answers 301, which the
+ * load would count as failures.
  */
-// tls: plain HTTP answers 301 once it is on, so the load would count every redirect as a failure.
 const NOT_MEASURED = new Set<string>(["httpPort", "target", "tls"]);
 /** Measured first where a kind has several keys: changes that need nothing this machine lacks (a base image). */
 const MEASURE_FIRST = ["appVersion", "gunicornWorkers", "nginxAccessLog", "restartPolicy", "appMemoryMb", "nginxMemoryMb"];
