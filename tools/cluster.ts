@@ -8,7 +8,7 @@ import * as fs from "fs";
 import * as http from "http";
 import * as path from "path";
 import Docker from "dockerode";
-import { execIn } from "../infra/engine";
+import { execIn, unlessMissing } from "../infra/engine";
 import { registryRequest } from "../infra/registry";
 import { ignoreNotFound } from "../infra/engine-objects";
 import { within } from "../harness/load";
@@ -147,13 +147,7 @@ async function ensureVolume(name: string): Promise<void> {
 /** Starts the container `spec` describes, creating it if it is missing; a stopped one is started again. */
 async function ensureContainer(spec: Docker.ContainerCreateOptions & { name: string }): Promise<void> {
   const c = hostDocker.getContainer(spec.name);
-  const state = await c.inspect().then(
-    (i) => i.State,
-    (e: { statusCode?: number }) => {
-      if (e.statusCode === 404) return undefined;
-      throw e;
-    },
-  );
+  const state = (await unlessMissing(c.inspect()))?.State;
   if (state?.Running) return;
   if (!state) await hostDocker.createContainer(spec);
   log(`starting ${spec.name}`);
