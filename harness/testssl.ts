@@ -89,6 +89,17 @@ export const TESTSSL_ALLOWED: readonly AllowedFinding[] = [
       "which runs no CRL or OCSP service; the leaf lives 90 days and a `pulumi up` in its last 30 issues a " +
       "new one. A certificate from a public CA (acme, certificate) names its CRL or OCSP responder.",
   },
+  {
+    id: "sessionresumption_ticket",
+    severity: "WARN",
+    finding: /^check failed because of connect problem$/,
+    reason:
+      "testssl 3.0.8 saves a session with `openssl s_client -sess_out </dev/null`, which quits at its input's " +
+      "end, often before TLS 1.3's NewSessionTicket arrives (measured against this stack: 22 of 50 session " +
+      "files empty, 0 of 50 with the input held open 0.3 s); the second connection then has no session to " +
+      "offer and testssl calls it a connect problem. tls.test.ts checks resumption itself with Node's TLS " +
+      "client, which waits for the ticket: TLS 1.2 and 1.3 sessions are resumed.",
+  },
 ];
 
 export interface TestsslVerdict {

@@ -16,6 +16,7 @@ const clean: TestsslFinding[] = [
   finding("cipherlist_AVERAGE", "INFO", "not offered"),
   finding("cipherlist_STRONG", "OK", "offered"),
   finding("cipher_order", "HIGH", "NOT a cipher order configured"),
+  finding("sessionresumption_ticket", "INFO", "supported"),
   finding("cert_revocation", "HIGH", "Neither CRL nor OCSP URI provided"),
   finding("HSTS", "LOW", "not offered"),
 ];
@@ -51,7 +52,8 @@ test("the listed findings stay, each with its reason; anything else at MEDIUM or
   const verdict = judgeTestssl(clean);
   expect(verdict.refused).toEqual([]);
   expect(verdict.allowed.map((a) => a.finding.id)).toEqual(["cipher_order", "cert_revocation"]);
-  expect(verdict.unused).toEqual([]);
+  // testssl's ticket check won its race with the server in this scan.
+  expect(verdict.unused.map((a) => a.id)).toEqual(["sessionresumption_ticket"]);
   expect(TESTSSL_ALLOWED.every((a) => a.reason.length > 40)).toBe(true);
 
   const worse = [
@@ -68,13 +70,29 @@ test("the listed findings stay, each with its reason; anything else at MEDIUM or
   ]);
 });
 
+test("a ticket check lost to s_client's race stays; that check failing otherwise is refused", () => {
+  const lost = clean.map((f) =>
+    f.id === "sessionresumption_ticket"
+      ? { ...f, severity: "WARN" as const, finding: "check failed because of connect problem" }
+      : f,
+  );
+  expect(lost.some((f) => f.finding === "check failed because of connect problem")).toBe(true);
+  const verdict = judgeTestssl(lost);
+  expect(verdict.refused).toEqual([]);
+  expect(verdict.allowed.map((a) => a.finding.id)).toEqual(["cipher_order", "sessionresumption_ticket", "cert_revocation"]);
+  const other = lost.map((f) => (f.id === "sessionresumption_ticket" ? { ...f, finding: "check failed, pls report" } : f));
+  expect(judgeTestssl(other).refused.map((r) => `${r.finding.id}: ${r.why}`)).toEqual([
+    "sessionresumption_ticket: WARN and not on the allow-list",
+  ]);
+});
+
 test("no server cipher order stays allowed only while every suite offered is ECDHE with AEAD", () => {
   const withCbc = clean.map((f) => (f.id === "cipherlist_AVERAGE" ? { ...f, severity: "LOW" as const, finding: "offered" } : f));
   const verdict = judgeTestssl(withCbc);
   expect(verdict.refused.map((r) => `${r.finding.id}: ${r.why}`)).toEqual([
     "cipher_order: a suite weaker than ECDHE+AEAD is offered (cipherlist_AVERAGE: offered), so the client's choice is no longer as good as the server's",
   ]);
-  expect(verdict.unused.map((a) => a.id)).toEqual(["cipher_order"]);
+  expect(verdict.unused.map((a) => a.id)).toEqual(["cipher_order", "sessionresumption_ticket"]);
 });
 
 test("the table shows LOW and above, one finding a line", () => {
