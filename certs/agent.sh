@@ -139,6 +139,8 @@ run() {
   backoff=$bmin failures=0 since=""
   mkdir -p "$WEBROOT" "$OUT"
   seed
+  # The status is in the kept volume: an earlier agent's last word is not this one's.
+  echo "starting: the first attempt is under way" >"$STATUS"
   trap 'log "stopping"; exit 0' TERM INT
   while :; do
     profile=""

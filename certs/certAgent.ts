@@ -11,21 +11,27 @@ import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import { buildImage, type BuiltImage } from "../infra/image";
 import { labelList, objectName } from "../infra/naming";
+import { ACME_CHALLENGE_PATH, ACME_WEBROOT, TLS_CERT_FILE, TLS_DIR, TLS_KEY_FILE } from "../nginx/conf";
+import { AGENT_HEALTH, CertificateIssued } from "./issuance";
 
 /** File names in the certificates volume (agent.sh writes them): the chain nginx serves, and its key (mode 600). */
-export const CERT_FILE = "fullchain.pem";
-export const KEY_FILE = "privkey.pem";
-/** Where nginx mounts the volumes (read-only). */
-export const NGINX_CERTS_DIR = "/etc/nginx/certs";
-export const NGINX_WEBROOT = "/var/www/acme";
+export const CERT_FILE = TLS_CERT_FILE;
+export const KEY_FILE = TLS_KEY_FILE;
+/**
+ * Where nginx mounts the volumes (read-only): over the folders the rendered conf reads in every tls mode, which
+ * the conf volume holds (so a stack's conf names the same files whether ConfFile or the agent writes them).
+ */
+export const NGINX_CERTS_DIR = TLS_DIR;
+export const NGINX_WEBROOT = ACME_WEBROOT;
 export const NGINX_CERT_PATH = path.posix.join(NGINX_CERTS_DIR, CERT_FILE);
 export const NGINX_KEY_PATH = path.posix.join(NGINX_CERTS_DIR, KEY_FILE);
-/** What nginx must serve from NGINX_WEBROOT over plain HTTP (not redirected): the HTTP-01 challenges. */
-export const ACME_CHALLENGE_PATH = "/.well-known/acme-challenge/";
+export { ACME_CHALLENGE_PATH };
 /** Where the agent mounts them (agent.sh's defaults). */
 export const AGENT_DIRS = { data: "/data", certs: "/certs", webroot: "/webroot" } as const;
 /** The client image the agent is built on: the official one (a stand-in here, scripts/build-standins.sh). */
 export const LEGO_IMAGE = "goacme/lego:v4.9.1";
+/** The longest the first issuance may take before `pulumi up` gives up (seconds). */
+const AGENT_WAIT_S = 180;
 export const LETS_ENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory";
 
 /** nginx's location for the challenges, inside the port-80 server block, before any redirect. */
@@ -88,12 +94,18 @@ export function declareCertStore(name: string, args: CertStoreArgs, opts: pulumi
       labels: labelList(args.labels),
       volumes: [{ volumeName: certs.name, containerPath: AGENT_DIRS.certs }],
       networkMode: "none",
+      // As hardened as the agent: it only writes into the volume, which is root's.
+      capabilities: { drops: ["ALL"] },
+      readOnly: true,
+      tmpfs: { "/tmp": "rw,nosuid,nodev,size=8m" },
+      securityOpts: ["no-new-privileges:true"],
       // Runs once to the end (attach waits for it); a stopped seed is what it should be.
       attach: true,
       mustRun: false,
       healthcheck: { tests: ["NONE"] },
     },
-    opts,
+    // A fixed name: a new seed (new names asked for) can only come after the old one is gone.
+    { ...opts, deleteBeforeReplace: true },
   );
   return {
     image,
@@ -129,9 +141,16 @@ export interface CertAgentArgs {
   checkSeconds?: number;
   backoffMinSeconds?: number;
   backoffMaxSeconds?: number;
-  /** `pulumi up` returns once the agent is healthy: a certificate from the CA is installed and nginx reloaded. */
-  waitForCertificate?: boolean;
+  /** Longest `pulumi up` waits for the first certificate (certs/issuance.ts); also the healthcheck's start period. */
   waitTimeoutSeconds?: number;
+}
+
+/** Seconds as Go prints a duration ("3m0s"), the way the provider reads a healthcheck's back: no perma-diff. */
+export function goDuration(seconds: number): string {
+  const h = Math.floor(seconds / 3600);
+  const m = Math.floor((seconds % 3600) / 60);
+  const s = seconds % 60;
+  return h ? `${h}h${m}m${s}s` : m ? `${m}m${s}s` : `${s}s`;
 }
 
 /** The agent container: environment of agent.sh, the three volumes, nginx's PID namespace, nothing else. */
@@ -146,8 +165,7 @@ export function certAgentContainerArgs(args: CertAgentArgs): docker.ContainerArg
     ACME_BACKOFF_MIN_SECONDS: args.backoffMinSeconds?.toString(),
     ACME_BACKOFF_MAX_SECONDS: args.backoffMaxSeconds?.toString(),
   };
-  const wait = args.waitForCertificate ?? true;
-  const waitTimeout = args.waitTimeoutSeconds ?? 180;
+  const waitTimeout = args.waitTimeoutSeconds ?? AGENT_WAIT_S;
   return {
     name: objectName(args.project, args.stack, "cert-agent"),
     image: args.store.image.ref,
@@ -168,23 +186,36 @@ export function certAgentContainerArgs(args: CertAgentArgs): docker.ContainerArg
     readOnly: true,
     tmpfs: { "/tmp": "rw,nosuid,nodev,size=8m" },
     securityOpts: ["no-new-privileges:true"],
-    // Unhealthy at the first failed check (a renewal failing), except during the first issuance: checks failing
-    // in the start period do not count, so `wait` sees "starting" until the CA's certificate is in, or times
-    // out with the CA's error in the agent's log and in its last health check.
+    // Unhealthy at the first failed check (a renewal failing), except during the first issuance, which
+    // CertificateIssued watches instead: checks failing in the start period do not count.
     healthcheck: {
-      tests: ["CMD", "/usr/local/bin/cert-agent", "health"],
+      tests: ["CMD", ...AGENT_HEALTH],
       interval: "10s",
       timeout: "5s",
       retries: 1,
-      startPeriod: `${waitTimeout}s`,
+      startPeriod: goDuration(waitTimeout),
     },
-    wait,
-    waitTimeout: wait ? waitTimeout : undefined,
     memory: 64,
     memorySwap: 64,
   };
 }
 
-export function declareCertAgent(name: string, args: CertAgentArgs, opts: pulumi.CustomResourceOptions = {}): docker.Container {
-  return new docker.Container(name, certAgentContainerArgs(args), { ...opts, dependsOn: [args.nginx, args.store.seed] });
+export interface CertAgent {
+  container: docker.Container;
+  /** Done when the CA's certificate is in nginx; fails `pulumi up` with the CA's error (certs/issuance.ts). */
+  issued: CertificateIssued;
+}
+
+export function declareCertAgent(name: string, args: CertAgentArgs, opts: pulumi.CustomResourceOptions = {}): CertAgent {
+  const container = new docker.Container(name, certAgentContainerArgs(args), {
+    ...opts,
+    dependsOn: [args.nginx, args.store.seed],
+  });
+  const issued = new CertificateIssued(
+    `${name}-issued`,
+    container,
+    { domains: args.domains, timeoutS: args.waitTimeoutSeconds ?? AGENT_WAIT_S },
+    { parent: opts.parent },
+  );
+  return { container, issued };
 }

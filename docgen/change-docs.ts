@@ -47,6 +47,11 @@ export const ALTERNATIVES: Record<keyof RawConfig, string | ((current: string) =
   // Refused unless tls is certificate (and then checked against each other): the table says which.
   tlsCertificate: "-----BEGIN CERTIFICATE-----",
   tlsPrivateKey: "-----BEGIN PRIVATE KEY-----",
+  // Only for tls: acme, except the directory, which tls: off ignores.
+  acmeServer: "https://acme-staging-v02.api.letsencrypt.org/directory",
+  acmeEmail: "ops@example.com",
+  acmeCaFile: "app/main.py",
+  acmeProfile: "shortlived",
   bindAddress: (v) => (v === "0.0.0.0" ? "127.0.0.1" : "0.0.0.0"),
   nginxConfigFile: "nginx/dev.conf",
   proxyHostHeader: "localhost",

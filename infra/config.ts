@@ -9,6 +9,7 @@ import { z } from "zod";
 import { isNginxVariable } from "../nginx/variables";
 import { FIRST_APP_HOST } from "./naming";
 import { certificateProblems, pemChain } from "./tls";
+import { LEGO_IMAGE } from "../certs/certAgent";
 import type { Limits } from "./workload";
 
 export const PROJECT = "flask-proxy";
@@ -67,7 +68,7 @@ export const configSchema = z.object({
   appCodeMount: text,
   appHostPort: optionalPort,
   httpPort: port,
-  tls: z.enum(["off", "internal", "certificate"], { error: "must be off, internal or certificate" }),
+  tls: z.enum(["off", "internal", "certificate", "acme"], { error: "must be off, internal, certificate or acme" }),
   domain: text.refine(
     (s) => DNS_NAME.test(s) || IPV4.test(s),
     "must be a lowercase DNS name such as example.com, or an IPv4 address",
@@ -76,6 +77,14 @@ export const configSchema = z.object({
   /** PEM: the certificate, then its chain; set with `pulumi config set --secret`. Checked against the key and domain in parseConfig. */
   tlsCertificate: text.optional(),
   tlsPrivateKey: text.optional(),
+  acmeServer: text.refine(
+    (s) => URL.canParse(s) && new URL(s).protocol === "https:",
+    "must be an https:// URL (the ACME directory)",
+  ),
+  acmeEmail: z.union([z.literal(""), text.regex(/^[^\s@]+@[^\s@]+\.[^\s@]+$/, "must be an email address")]),
+  acmeCaFile: text,
+  // lego's --profile takes a name the CA lists in its directory's meta.profiles.
+  acmeProfile: z.union([z.literal(""), text.regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, "must be a profile name such as shortlived")]),
   bindAddress: text.regex(IPV4, "must be an IPv4 address such as 127.0.0.1 or 0.0.0.0"),
   nginxConfigFile: text,
   // A host[:port] or a single nginx variable: anything else could break out of the quoted directive. A
@@ -221,14 +230,25 @@ export interface StackConfig {
 }
 
 export interface TlsSettings {
-  /** internal: the stack's own CA issues the leaf; certificate: the one given in config. */
-  mode: "internal" | "certificate";
+  /** internal: the stack's own CA issues the leaf; certificate: the one given in config; acme: an ACME CA's. */
+  mode: "internal" | "certificate" | "acme";
   /** The name the certificate is for, and nginx's server_name. */
   domain: string;
   /** Host port of the TLS listener (the redirect from plain HTTP goes there). */
   httpsPort: number;
   /** certificate: the leaf and its chain (re-encoded, one PEM block after another) and the key. */
   certificate?: { certPem: string; keyPem: string };
+  /** acme: the CA and how to reach it; the agent beside nginx obtains and renews the certificate. */
+  acme?: AcmeSettings;
+}
+
+export interface AcmeSettings {
+  /** The directory URL. */
+  server: string;
+  email?: string;
+  /** PEM of the CA behind the ACME server's own HTTPS (acmeCaFile's contents); absent: the system's CAs. */
+  caPem?: string;
+  profile?: string;
 }
 
 export interface RegistrySettings {
@@ -267,6 +287,16 @@ interface Rule {
 const isDirectory = (p: string) => fs.statSync(p, { throwIfNoEntry: false })?.isDirectory() === true;
 const isFile = (p: string) => fs.statSync(p, { throwIfNoEntry: false })?.isFile() === true;
 const resolveIn = (ctx: LoadContext, p: string) => path.resolve(ctx.root, p);
+/** A file's certificates, re-encoded as PEM; undefined when it cannot be read or holds none that parses. */
+function pemCertificates(file: string): string | undefined {
+  try {
+    return pemChain(fs.readFileSync(file, "utf8"))
+      .map((cert) => cert.toString())
+      .join("");
+  } catch {
+    return undefined;
+  }
+}
 const swarmOnly = (key: Key, ok: (c: RawConfig) => boolean, message: string): Rule => ({
   keys: ["target", key],
   key,
@@ -393,6 +423,31 @@ const RULES: Rule[] = [
       message: () => "only applies to tls: certificate",
     },
   ]),
+  ...(["acmeEmail", "acmeCaFile", "acmeProfile"] as const).map((key): Rule => ({
+    keys: ["tls", key],
+    key,
+    ok: (c) => c.tls === "acme" || !c[key],
+    message: () => "only applies to tls: acme",
+  })),
+  {
+    keys: ["tls", "acmeProfile"],
+    key: "acmeProfile",
+    ok: (c) => c.tls !== "acme" || !c.acmeProfile,
+    message: () =>
+      `cannot be asked for yet: the agent's lego (${LEGO_IMAGE}, Debian's 4.9.1 here) has no --profile; leave it empty`,
+  },
+  {
+    keys: ["tls", "domain"],
+    key: "domain",
+    ok: (c) => c.tls !== "acme" || (DNS_NAME.test(c.domain) && !IPV4.test(c.domain) && c.domain.includes(".")),
+    message: (c) => `must be a DNS name an ACME CA can reach over HTTP-01 with tls: acme, such as example.com (got ${c.domain})`,
+  },
+  {
+    keys: ["acmeCaFile"],
+    key: "acmeCaFile",
+    ok: (c, ctx) => c.acmeCaFile === "" || pemCertificates(resolveIn(ctx, c.acmeCaFile)) !== undefined,
+    message: (c, ctx) => `${resolveIn(ctx, c.acmeCaFile)} is not a readable file of PEM certificates`,
+  },
   // Part 1 of HTTPS: the certificate files live in the conf volume that only plain containers have.
   swarmOnly(
     "tls",
@@ -568,6 +623,15 @@ function typed(c: RawConfig, project: string, ctx: LoadContext): StackConfig {
                         .map((cert) => cert.toString())
                         .join(""),
                       keyPem: `${c.tlsPrivateKey.trim()}\n`,
+                    }
+                  : undefined,
+              acme:
+                c.tls === "acme"
+                  ? {
+                      server: c.acmeServer,
+                      email: c.acmeEmail || undefined,
+                      caPem: c.acmeCaFile ? pemCertificates(resolveIn(ctx, c.acmeCaFile)) : undefined,
+                      profile: c.acmeProfile || undefined,
                     }
                   : undefined,
             },

@@ -3,8 +3,9 @@
 // in current nginx, except proxy_socket_keepalive (1.15.6), rendered only with upstreamDeadPeerTimeout, and
 // the TLS listener's directives, rendered for the nginx version the image tag names (see nginxVersion).
 import * as fs from "fs";
+import * as path from "path";
 import { APP_METRICS_PORT, appUpstream, NGINX_EXPORTER_ALIAS, NGINX_EXPORTER_PORT, type AppUpstream } from "../app/facts";
-import type { StackConfig } from "../infra/config";
+import type { StackConfig, TlsSettings } from "../infra/config";
 
 /** Where the official image (and the stand-in) reads the server config. */
 export const CONF_PATH = "/etc/nginx/conf.d/default.conf";
@@ -20,13 +21,15 @@ export const NGINX_DNS_CACHE_S = 5;
 export const HTTPS_CONTAINER_PORT = 443;
 /**
  * Where the TLS listener reads its certificate (leaf, then chain) and key: files in the conf volume, next to
- * the conf, written by whoever provides them (the program's ConfFile for internal and certificate; an ACME
- * agent later). The directory is root's alone (0700): nginx's master reads them before dropping privileges.
+ * the conf, written by the program's ConfFile (internal, certificate), or the ACME agent's certificates
+ * volume mounted over the folder (acme): the conf is the same in every mode. The directory is root's alone
+ * (0700): nginx's master reads them before dropping privileges.
  */
 export const TLS_DIR = "/etc/nginx/conf.d/tls";
 export const TLS_CERT_FILE = "fullchain.pem";
 export const TLS_KEY_FILE = "privkey.pem";
-/** Served at /.well-known/acme-challenge/ on plain HTTP (never redirected): HTTP-01 tokens go here. */
+/** Served at ACME_CHALLENGE_PATH on plain HTTP (never redirected): HTTP-01 tokens go here. */
+export const ACME_CHALLENGE_PATH = "/.well-known/acme-challenge/";
 export const ACME_WEBROOT = "/etc/nginx/conf.d/acme-challenge";
 /** Mozilla's "intermediate" TLS 1.2 suites (guideline 5.7) without the DHE ones, which would need a dhparam file. */
 export const INTERMEDIATE_CIPHERS = [
@@ -75,6 +78,8 @@ export interface NginxTls {
   tls13: boolean;
   /** Session tickets off (Mozilla: nginx before 1.23.2 never rotates their key); later ones rotate it. */
   ticketsOff: boolean;
+  /** The folder HTTP-01 tokens are served from (nginx's alias for ACME_CHALLENGE_PATH). */
+  challengeDir: string;
 }
 
 /**
@@ -83,7 +88,7 @@ export interface NginxTls {
  */
 export function nginxTls(
   image: string,
-  tls: { mode: string; domain: string; httpsPort: number },
+  tls: { mode: TlsSettings["mode"]; domain: string; httpsPort: number },
   imageVersion?: string,
 ): NginxTls {
   const v = (imageVersion ? nginxVersion(`nginx:${imageVersion}`) : undefined) ?? nginxVersion(image);
@@ -96,6 +101,8 @@ export function nginxTls(
     http2Directive: atLeast(v, [1, 25, 1]),
     tls13: atLeast(v, [1, 17, 0]),
     ticketsOff: !atLeast(v, [1, 23, 2]),
+    // acme: the agent's webroot volume is mounted on ACME_WEBROOT, and lego writes the tokens below the path.
+    challengeDir: tls.mode === "acme" ? path.posix.join(ACME_WEBROOT, ACME_CHALLENGE_PATH) : `${ACME_WEBROOT}/`,
   };
 }
 
@@ -241,8 +248,8 @@ function redirectServer(o: NginxConfOptions, tls: NginxTls): string[] {
     ...accessLogLines(o),
     ...healthLines(o),
     "",
-    "    location ^~ /.well-known/acme-challenge/ {",
-    `        alias ${ACME_WEBROOT}/;`,
+    `    location ^~ ${ACME_CHALLENGE_PATH} {`,
+    `        alias ${tls.challengeDir};`,
     "        default_type text/plain;",
     "    }",
     "",

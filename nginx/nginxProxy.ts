@@ -24,6 +24,7 @@ import {
 import { DRAIN_S, HANDOVER_HEALTHCHECK, HANDOVER_SYSCTLS, nginxDrainCommand, nginxStartCommand } from "./handover";
 import { ConfFile, ConfReload, type TlsFiles } from "./reload";
 import { StackCa, StackLeaf } from "../infra/stack-ca";
+import { declareCertAgent, declareCertStore, type CertAgent, type CertStore } from "../certs/certAgent";
 
 export interface NginxProxyArgs {
   /** The stack's config: nginx's own settings, and the stack-wide ones its conf is rendered with. */
@@ -54,6 +55,8 @@ export class NginxProxy extends pulumi.ComponentResource {
   readonly caCertificate?: pulumi.Output<string>;
   /** metricsPort set: the metrics listener, on 127.0.0.1. */
   readonly metricsUrl?: pulumi.Output<string>;
+  /** tls acme: the agent that obtains and renews the certificate, in nginx's PID namespace. */
+  readonly certAgent?: CertAgent;
 
   constructor(name: string, args: NginxProxyArgs, opts?: pulumi.ComponentResourceOptions) {
     super("flask-proxy:index:NginxProxy", name, {}, opts);
@@ -116,6 +119,14 @@ export class NginxProxy extends pulumi.ComponentResource {
       tlsFiles = pulumi.secret(pulumi.all([leaf.certPem, leaf.keyPem]).apply(([certPem, keyPem]) => ({ certPem, keyPem })));
       this.caCertificate = ca.certPem;
     }
+    // acme: the agent's volumes, seeded with a placeholder certificate that nginx starts with.
+    const certStore: CertStore | undefined = nginx.tls?.acme
+      ? declareCertStore(
+          `${name}-certs`,
+          { project: cfg.project, stack: cfg.stack, labels: settings.labels, domains: [nginx.tls.domain] },
+          { parent: this },
+        )
+      : undefined;
     const confFile = confTarget
       ? new ConfFile(`${name}-conf-file`, { ...confTarget, tls: tlsFiles }, { parent: this })
       : undefined;
@@ -161,6 +172,7 @@ export class NginxProxy extends pulumi.ComponentResource {
             volumes: [
               ...(confVolume ? [{ volumeName: confVolume.name, target: confDir, readOnly: true }] : []),
               ...args.socketVolumes.map((volumeName, i) => ({ volumeName, target: nginxSocketDir(i + 1), readOnly: true })),
+              ...(certStore?.nginxVolumes ?? []),
             ],
           },
         ],
@@ -169,13 +181,36 @@ export class NginxProxy extends pulumi.ComponentResource {
         constraints: settings.swarm.edgeLabel ? [`node.labels.${settings.swarm.edgeLabel} == true`] : undefined,
       },
       settings,
-      { parent: this, dependsOn: [...args.backends, ...(confFile ? [confFile] : [])] },
+      { parent: this, dependsOn: [...args.backends, ...(confFile ? [confFile] : []), ...(certStore ? [certStore.seed] : [])] },
     );
     if (confTarget && confFile) {
       new ConfReload(
         `${name}-conf-reload`,
         { ...confTarget, container: this.workload.containers[0], file: confFile, tls: tlsFiles },
         { parent: this },
+      );
+    }
+
+    if (certStore && nginx.tls?.acme) {
+      const acme = nginx.tls.acme;
+      // `pulumi up` returns once the CA's certificate is served. A new nginx (a handover) means a new agent: it
+      // joins that nginx's PID namespace, and its fixed name goes with the old one first.
+      this.certAgent = declareCertAgent(
+        `${name}-cert-agent`,
+        {
+          project: cfg.project,
+          stack: cfg.stack,
+          labels: settings.labels,
+          store: certStore,
+          nginx: this.workload.containers[0],
+          network: args.network,
+          domains: [nginx.tls.domain],
+          acmeServer: acme.server,
+          acmeEmail: acme.email,
+          acmeCaPem: acme.caPem,
+          acmeProfile: acme.profile,
+        },
+        { parent: this, deleteBeforeReplace: true },
       );
     }
 

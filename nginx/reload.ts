@@ -50,9 +50,10 @@ interface FileInputs extends ConfTarget {
 // world-readable, for the workers to serve challenge files from.
 const WRITE_SCRIPT = [
   "set -e",
+  // Made in every mode: with tls: acme they are where the agent's volumes are mounted over in nginx.
+  `mkdir -p "/conf/${path.posix.basename(TLS_DIR)}" "/conf/${path.posix.basename(ACME_WEBROOT)}"`,
+  `chmod 0700 "/conf/${path.posix.basename(TLS_DIR)}"; chmod 0755 "/conf/${path.posix.basename(ACME_WEBROOT)}"`,
   'if [ -n "$TLS_CERT" ]; then',
-  `  mkdir -p "/conf/${path.posix.basename(TLS_DIR)}" "/conf/${path.posix.basename(ACME_WEBROOT)}"`,
-  `  chmod 0700 "/conf/${path.posix.basename(TLS_DIR)}"; chmod 0755 "/conf/${path.posix.basename(ACME_WEBROOT)}"`,
   `  key="/conf/${path.posix.basename(TLS_DIR)}/${TLS_KEY_FILE}"; cert="/conf/${path.posix.basename(TLS_DIR)}/${TLS_CERT_FILE}"`,
   '  (umask 077; printf "%s" "$TLS_KEY" > "$key.next"; printf "%s" "$TLS_CERT" > "$cert.next")',
   '  mv -f "$key.next" "$key"; mv -f "$cert.next" "$cert"',

@@ -7,7 +7,6 @@ import { spawnSync } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import * as tls from "tls";
 import type Docker from "dockerode";
 import {
   acmeChallengeLocation,
@@ -24,7 +23,7 @@ import { PROJECT } from "../../infra/config";
 import { ignoreNotFound, leftovers, stackLabel } from "../../infra/engine-objects";
 import { labelBuildArgs, objectName, stackLabels } from "../../infra/naming";
 import { ROOT } from "../../infra/stack-files";
-import { docker, execIn, failures, underLoad, within } from "./live";
+import { docker, execIn, failures, runInProject, servedCertificate, underLoad, within } from "./live";
 
 const STACK = "acme-agent";
 const LABELS = stackLabels(PROJECT, STACK);
@@ -52,24 +51,7 @@ server {
 }
 `;
 
-function sh(cmd: string, args: string[]): string {
-  const r = spawnSync(cmd, args, { cwd: ROOT, encoding: "utf8", timeout: 300_000 });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(" ")} exited ${r.status}: ${r.stderr}`);
-  return r.stdout;
-}
-
-/** The certificate nginx serves for DOMAIN on the HTTPS port, verified against `ca` (throws if it does not verify). */
-function served(port: number, ca: string): Promise<tls.PeerCertificate> {
-  return new Promise((resolve, reject) => {
-    const socket = tls.connect({ host: "127.0.0.1", port, servername: DOMAIN, ca, timeout: 5000 }, () => {
-      const cert = socket.getPeerCertificate();
-      socket.end();
-      resolve(cert);
-    });
-    socket.on("timeout", () => socket.destroy(new Error("TLS handshake: no answer in 5 s")));
-    socket.on("error", reject);
-  });
-}
+const served = (port: number, ca: string) => servedCertificate(port, DOMAIN, ca);
 
 async function logsOf(container: Docker.Container): Promise<string> {
   const buf = (await container.logs({ stdout: true, stderr: true, follow: false })) as unknown as Buffer;
@@ -105,8 +87,8 @@ describe("certificate agent: lego over HTTP-01 against Pebble, beside nginx", ()
   beforeAll(async () => {
     const started = Date.now();
     await cleanup(); // an interrupted run's
-    sh("bash", ["scripts/setup-acme.sh"]);
-    sh("bash", ["scripts/build-standins.sh", NGINX_IMAGE, LEGO_IMAGE]);
+    runInProject("bash", ["scripts/setup-acme.sh"]);
+    runInProject("bash", ["scripts/build-standins.sh", NGINX_IMAGE, LEGO_IMAGE]);
     const build = await docker.buildImage(
       { context: path.join(ROOT, "certs"), src: ["Dockerfile", "agent.sh"] },
       { t: AGENT_IMAGE, buildargs: { LEGO_IMAGE, ...labelBuildArgs(PROJECT, STACK) }, labels: LABELS },

@@ -6,6 +6,7 @@ import * as net from "net";
 import * as os from "os";
 import * as path from "path";
 import { Readable } from "stream";
+import * as tls from "tls";
 import type Docker from "dockerode";
 import type { LiveStack } from "../../harness/live-stack";
 import { get, within } from "../../harness/load";
@@ -107,4 +108,24 @@ export async function versionsServing(url: string, n = 30): Promise<string[]> {
 export async function logsOf(container: Docker.Container): Promise<{ stdout: string; stderr: string }> {
   const buf = await container.logs({ stdout: true, stderr: true, follow: false });
   return demuxed(container, Readable.from([buf]), 30_000, "the container's log");
+}
+
+/** Runs a command in the project folder (a setup script); its stdout, or throws with its stderr. */
+export function runInProject(cmd: string, args: string[]): string {
+  const r = spawnSync(cmd, args, { cwd: ROOT, encoding: "utf8", timeout: 300_000 });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(" ")} exited ${r.status}: ${r.stderr}`);
+  return r.stdout;
+}
+
+/** The leaf nginx serves for `servername` on 127.0.0.1:`port`, verified against `ca` (rejects if it does not verify). */
+export function servedCertificate(port: number, servername: string, ca: string): Promise<tls.PeerCertificate> {
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({ host: "127.0.0.1", port, servername, ca, timeout: 5000 }, () => {
+      const cert = socket.getPeerCertificate();
+      socket.end();
+      resolve(cert);
+    });
+    socket.on("timeout", () => socket.destroy(new Error("TLS handshake: no answer in 5 s")));
+    socket.on("error", reject);
+  });
 }

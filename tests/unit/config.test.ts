@@ -31,11 +31,16 @@ const BAD: Record<keyof RawConfig, string[]> = {
   appCodeMount: ["does/not/exist", "app/main.py"],
   appHostPort: ["-1", "65536", "http"],
   httpPort: ["0", "99999", "eighty", ""],
-  tls: ["on", "acme", "OFF", ""],
+  tls: ["on", "ACME", "OFF", ""],
   domain: ["", "Example.com", "a..b", "-x.example", "exa mple.com"],
   httpsPort: ["0", "65536", "https"],
   tlsCertificate: ["-----BEGIN CERTIFICATE-----"],
   tlsPrivateKey: ["-----BEGIN PRIVATE KEY-----"],
+  acmeServer: ["http://acme.example/directory", "acme.example/directory", ""],
+  // Refused on their own (not an address, a profile name), or with tls other than acme: only applies there.
+  acmeEmail: ["ops", "ops@example.com"],
+  acmeCaFile: ["does/not/exist.pem", "app/main.py"],
+  acmeProfile: ["Short Lived", "shortlived"],
   bindAddress: ["localhost", "256.0.0.1", ""],
   nginxConfigFile: ["does/not/exist.conf"],
   proxyHostHeader: [

@@ -33,6 +33,14 @@ describe("policy pack", () => {
     for (const [stack, run] of runs) expect([stack, violations(run, DEFAULT_STRICT_STACKS.includes(stack))]).toEqual([stack, []]);
   });
 
+  test("prod with each tls mode passes the strict rules: the stack CA's, the certificate agent's and its seed's containers too", async () => {
+    const modes: Record<string, string>[] = [{ tls: "internal" }, { tls: "acme", domain: "app.example.com" }];
+    for (const overrides of modes) {
+      const run = await runProgram("prod", { overrides });
+      expect([overrides.tls, run.outputs.error, violations(run, true)]).toEqual([overrides.tls, undefined, []]);
+    }
+  });
+
   test("dev would fail the production rules (so strictness is doing something)", () => {
     const found = violations(runs.get("dev")!, true);
     expect(found).toEqual(

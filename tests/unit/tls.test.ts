@@ -13,6 +13,11 @@ import {
   TLS_KEY_FILE,
 } from "../../nginx/conf";
 import { HANDOVER_HEALTHCHECK } from "../../nginx/handover";
+import { AGENT_DIRS, goDuration } from "../../certs/certAgent";
+import { ACME_WEBROOT } from "../../nginx/conf";
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
 import { ROOT, runProgram, stackConfig, type ProgramRun } from "../support/program";
 
 const DAY = 86_400_000;
@@ -136,6 +141,57 @@ describe("tls: certificate is checked before anything is declared, each refusal 
   });
 });
 
+describe("tls: acme is checked before anything is declared", () => {
+  const acme = { tls: "acme", tlsCertificate: "", tlsPrivateKey: "", domain: "app.example.com" };
+  const caDir = fs.mkdtempSync(path.join(os.tmpdir(), "tls-unit-"));
+  afterAll(() => fs.rmSync(caDir, { recursive: true, force: true }));
+
+  test("the directory, the contact and a CA file for the ACME server's own HTTPS reach the typed config", () => {
+    const caFile = path.join(caDir, "acme-ca.pem");
+    fs.writeFileSync(caFile, root.certPem);
+    const cfg = parseConfig(
+      withTls({ ...acme, acmeServer: "https://acme.example/dir", acmeEmail: "ops@example.com", acmeCaFile: caFile }),
+      { stack: "prod", root: ROOT },
+    );
+    expect(cfg.nginx.tls).toMatchObject({
+      mode: "acme",
+      domain: "app.example.com",
+      acme: { server: "https://acme.example/dir", email: "ops@example.com", caPem: root.certPem },
+    });
+    // Let's Encrypt's production directory by default (Pulumi.yaml).
+    expect(parseConfig(withTls(acme), { stack: "prod", root: ROOT }).nginx.tls?.acme).toEqual({
+      server: "https://acme-v02.api.letsencrypt.org/directory",
+    });
+  });
+
+  test("a domain no CA validates, a CA file without certificates, a plain-HTTP directory; acme's keys in other modes", () => {
+    expect(problems({ ...acme, domain: "localhost" })).toEqual([
+      expect.stringMatching(/^flask-proxy:domain: must be a DNS name an ACME CA can reach over HTTP-01 .*\(got localhost\)$/),
+    ]);
+    expect(problems({ ...acme, domain: "127.0.0.1" })).toEqual([
+      expect.stringMatching(/^flask-proxy:domain: must be a DNS name/),
+    ]);
+    const notPem = path.join(caDir, "not.pem");
+    fs.writeFileSync(notPem, "no certificate here\n");
+    expect(problems({ ...acme, acmeCaFile: notPem })).toEqual([
+      `flask-proxy:acmeCaFile: ${notPem} is not a readable file of PEM certificates`,
+    ]);
+    expect(problems({ ...acme, acmeServer: "http://acme.example/dir" })).toEqual([
+      'flask-proxy:acmeServer: must be an https:// URL (the ACME directory) (got "http://acme.example/dir")',
+    ]);
+    expect(problems({ ...acme, acmeProfile: "shortlived" })).toEqual([
+      expect.stringMatching(/^flask-proxy:acmeProfile: cannot be asked for yet: the agent's lego \(goacme\/lego:v4\.9\.1/),
+    ]);
+    expect(problems({ acmeEmail: "ops@example.com", acmeProfile: "shortlived" })).toEqual([
+      "flask-proxy:acmeEmail: only applies to tls: acme",
+      "flask-proxy:acmeProfile: only applies to tls: acme",
+    ]);
+    expect(problems({ ...acme }, "swarm")).toEqual(
+      expect.arrayContaining([expect.stringMatching(/^flask-proxy:tls: is not available with target: swarm yet/)]),
+    );
+  });
+});
+
 describe("the TLS listener nginx renders", () => {
   const parse = (overrides: Record<string, string>) =>
     parseConfig(stackConfig("prod", { tls: "internal", ...overrides }), { stack: "prod", root: ROOT });
@@ -206,6 +262,13 @@ describe("the TLS listener nginx renders", () => {
     expect(render({ httpsPort: "443" })).toContain("        return 301 https://$host$request_uri;");
   });
 
+  test("acme: the same certificate files; HTTP-01 tokens from the agent's webroot, below the path lego writes them to; HSTS", () => {
+    const conf = render({ tls: "acme", domain: "app.example.com" });
+    expect(conf).toContain(`    ssl_certificate ${TLS_DIR}/${TLS_CERT_FILE};`);
+    expect(conf).toContain(`        alias ${ACME_WEBROOT}/.well-known/acme-challenge/;`);
+    expect(conf).toContain("Strict-Transport-Security");
+  });
+
   test("the app is told the scheme nginx was reached by, even without forwardedHeaders", () => {
     expect(render({ forwardedHeaders: "false" })).toContain("        proxy_set_header X-Forwarded-Proto $scheme;");
     expect(render({ tls: "off", forwardedHeaders: "false", tlsCertificate: "", tlsPrivateKey: "" })).not.toContain(
@@ -225,7 +288,11 @@ test("an internal leaf is renewed by the `pulumi up` that finds a third or less 
 describe("the program", () => {
   let certRun: ProgramRun;
   let internalRun: ProgramRun;
+  let acmeRun: ProgramRun;
   beforeAll(async () => {
+    acmeRun = await runProgram("prod", {
+      overrides: { tls: "acme", domain: "app.example.com", acmeEmail: "ops@example.com", acmeServer: "https://acme.example/dir" },
+    });
     certRun = await runProgram("prod", {
       overrides: { tls: "certificate", tlsCertificate: chain(), tlsPrivateKey: leaf.keyPem },
     });
@@ -262,5 +329,38 @@ describe("the program", () => {
     expect(find(internalRun, "nginx-leaf").inputs).toMatchObject({ domain: "localhost" });
     expect(find(internalRun, "nginx-conf-file").secretInputs).toContain("tls");
     expect(certRun.outputs.caCertificate).toBe("(no stack CA: tls is not internal)");
+  });
+
+  test("acme: the agent's volumes over nginx's certificate and challenge folders, seeded first; the agent in nginx's PID namespace", () => {
+    expect(acmeRun.outputs).not.toHaveProperty("error");
+    const nginx = find(acmeRun, "nginx-container");
+    const volumes = nginx.inputs.volumes as { volumeName: string; containerPath: string; readOnly?: boolean }[];
+    expect(volumes).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ volumeName: "flask-proxy-prod-certs-certs", containerPath: TLS_DIR, readOnly: true }),
+        expect.objectContaining({ volumeName: "flask-proxy-prod-certs-webroot", containerPath: ACME_WEBROOT, readOnly: true }),
+      ]),
+    );
+    expect(nginx.dependsOn).toContain("nginx-certs-seed");
+    expect(find(acmeRun, "nginx-conf-file").inputs.tls).toBeUndefined();
+    const agent = find(acmeRun, "nginx-cert-agent");
+    expect(agent.dependsOn).toEqual(expect.arrayContaining(["nginx-container", "nginx-certs-seed"]));
+    expect(agent.inputs.pidMode).toBe(`container:${String(nginx.outputs.id ?? "nginx-container-id")}`);
+    expect(agent.inputs.envs).toEqual(
+      expect.arrayContaining([
+        "ACME_SERVER=https://acme.example/dir",
+        "ACME_EMAIL=ops@example.com",
+        "ACME_DOMAINS=app.example.com",
+      ]),
+    );
+    expect(agent.inputs).toMatchObject({ readOnly: true, capabilities: { drops: ["ALL"] } });
+    expect(find(acmeRun, "nginx-cert-agent-issued").dependsOn).toEqual(["nginx-cert-agent"]);
+    expect((agent.inputs.volumes as { containerPath: string }[]).map((v) => v.containerPath).sort()).toEqual(
+      Object.values(AGENT_DIRS).sort(),
+    );
+    expect(internalRun.resources.some((r) => r.name.startsWith("nginx-cert"))).toBe(false);
+    // Its start period (the first issuance's time) as the provider reads it back, else every preview updates it.
+    expect(agent.inputs.healthcheck).toMatchObject({ startPeriod: "3m0s" });
+    expect([goDuration(10), goDuration(180), goDuration(3725)]).toEqual(["10s", "3m0s", "1h2m5s"]);
   });
 });

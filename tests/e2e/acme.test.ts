@@ -1,0 +1,209 @@
+// tls: acme through the real CLI: the prod shape with a Pebble of its own (Let's Encrypt's ACME test server,
+// host processes; scripts/setup-acme.sh) as the CA. Pebble listens on the default bridge's gateway, the
+// host's address that the agent on the stack's network reaches, and validates HTTP-01 on 127.0.0.1:httpPort
+// (challtestsrv answers every name with 127.0.0.1). It issues 60-second certificates, so the agent renews
+// every 30 s by itself (half the lifetime, as for any certificate of 10 days or less): no `pulumi up`.
+import { spawnSync } from "child_process";
+import * as fs from "fs";
+import * as os from "os";
+import * as path from "path";
+import { LiveStack } from "../../harness/live-stack";
+import { startPebble, type Pebble } from "../../harness/pebble";
+import { freePort } from "../../harness/ports";
+import { LEGO_IMAGE } from "../../certs/certAgent";
+import { ignoreNotFound, leftovers, stackLabel } from "../../infra/engine-objects";
+import { objectName } from "../../infra/naming";
+import { PROJECT } from "../../infra/config";
+import { docker, failures, runInProject, servedCertificate, underLoad, within } from "./live";
+
+// The stand-in behind the nginx tags is Debian's nginx 1.22 (see tls.test.ts).
+const NGINX_IMAGE = "nginx:1.22.1";
+const DOMAIN = "app.acme.test";
+const LIFETIME_S = 60;
+const NO_FAILURES = { non2xx: 0, errors: 0, timeouts: 0 };
+
+const served = (port: number, ca: string) => servedCertificate(port, DOMAIN, ca);
+
+describe("prod: tls: acme against Pebble, through the CLI", () => {
+  let pebble: Pebble | undefined;
+  let live: LiveStack;
+  let destroyed = false;
+  let root = "";
+  let httpPort = 0;
+  let httpsPort = 0;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "flask-proxy-acme-"));
+  const rootFile = path.join(dir, "pebble-root.pem");
+  const agent = () => live.container("nginx-cert-agent").inspect();
+  // `up` waits on the agent's own health command; the engine's first check comes one interval (10 s) later.
+  const agentHealthy = () =>
+    within(30_000, async () => (await agent()).State.Health?.Status === "healthy", "the agent's healthcheck passing");
+
+  beforeAll(async () => {
+    const started = Date.now();
+    runInProject("bash", ["scripts/setup-acme.sh"]);
+    runInProject("bash", ["scripts/build-standins.sh", NGINX_IMAGE, LEGO_IMAGE]);
+    const gateway = (await docker.getNetwork("bridge").inspect()).IPAM?.Config?.[0]?.Gateway as string | undefined;
+    if (!gateway) throw new Error("the default bridge network has no gateway address");
+    httpPort = await freePort();
+    httpsPort = await freePort();
+    pebble = await startPebble({ httpPort, listenHost: gateway, validitySeconds: LIFETIME_S });
+    root = await pebble.root();
+    fs.writeFileSync(rootFile, root);
+    live = await LiveStack.create("prod", "acme");
+    try {
+      await live.configure({
+        httpPort: String(httpPort),
+        httpsPort: String(httpsPort),
+        nginxImage: NGINX_IMAGE,
+        tls: "acme",
+        domain: DOMAIN,
+        acmeServer: pebble.directoryUrlAt(gateway),
+        acmeEmail: "ops@example.com",
+        acmeCaFile: pebble.listenerCaFile,
+      });
+      await live.up();
+    } catch (e) {
+      await live.destroy().catch(() => undefined);
+      destroyed = true;
+      throw e;
+    }
+    console.log(`acme: Pebble and the stack up in ${Math.round((Date.now() - started) / 1000)} s`);
+  }, 900_000);
+
+  afterAll(async () => {
+    if (!destroyed) await live?.destroy();
+    await docker
+      .getVolume(objectName(PROJECT, "acme", "certs-data"))
+      .remove()
+      .catch(ignoreNotFound);
+    await pebble?.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }, 600_000);
+
+  test("pulumi up returns with Pebble's certificate served: the chain verifies for the domain, HTTP/2, HSTS; the agent healthy", async () => {
+    const cert = await served(httpsPort, root);
+    expect([cert.subjectaltname, String(cert.issuer.CN)]).toEqual([
+      `DNS:${DOMAIN}`,
+      expect.stringMatching(/^Pebble Intermediate/),
+    ]);
+    const curl = spawnSync(
+      "curl",
+      ["-sS", "--max-time", "10", "--http2", "--cacert", rootFile, "--resolve", `${DOMAIN}:${httpsPort}:127.0.0.1`].concat([
+        "-D",
+        "-",
+        "-w",
+        "\n%{http_version}",
+        `https://${DOMAIN}:${httpsPort}/`,
+      ]),
+      { encoding: "utf8", timeout: 20_000 },
+    );
+    expect(curl.status).toBe(0);
+    expect(curl.stdout).toMatch(/^strict-transport-security: max-age=\d+/im);
+    expect(curl.stdout.trimEnd().split("\n").slice(-2)).toEqual(["Hello world!", "2"]);
+    await agentHealthy();
+    expect(await live.preview()).toEqual([]);
+    await live.refreshFindsNothing();
+  }, 300_000);
+
+  test("renewal by the agent alone, under HTTPS load (new connections and keep-alive ones): 0 failed, a new certificate served, nginx not restarted", async () => {
+    const nginxBefore = await live.container("nginx-container").inspect();
+    const first = (await served(httpsPort, root)).fingerprint256;
+    const { load, value, error } = await underLoad(
+      `https://127.0.0.1:${httpsPort}/`,
+      () =>
+        within(
+          LIFETIME_S * 1000 + 30_000,
+          async () => (await served(httpsPort, root)).fingerprint256 !== first,
+          "a renewed certificate served",
+        ),
+      { ca: root, servername: DOMAIN, newConnections: 8 },
+    );
+    console.log(
+      `acme: renewal after ${value} ms: ${load.requests} responses, ${JSON.stringify(failures(load))}, ${load.retried} sent again`,
+    );
+    expect(error).toBeUndefined();
+    expect(load.ok).toBeGreaterThan(100);
+    expect(failures(load)).toEqual(NO_FAILURES);
+    const nginxAfter = await live.container("nginx-container").inspect();
+    expect([nginxAfter.Id, nginxAfter.State.StartedAt]).toEqual([nginxBefore.Id, nginxBefore.State.StartedAt]);
+    expect(await live.preview()).toEqual([]);
+  }, 300_000);
+
+  test("a new nginx (workers 1 → 2) takes over under HTTPS load with 0 failed, serving the CA's certificate from the first request; a new agent joins it", async () => {
+    const agentBefore = await agent();
+    const nginxBefore = await live.container("nginx-container").inspect();
+    const { load, error } = await underLoad(
+      `https://127.0.0.1:${httpsPort}/`,
+      () => live.up({ config: { nginxWorkerProcesses: "2" } }),
+      {
+        ca: root,
+        servername: DOMAIN,
+        newConnections: 8,
+      },
+    );
+    console.log(`acme: handover: ${load.requests} responses, ${JSON.stringify(failures(load))}, ${load.retried} sent again`);
+    expect(error).toBeUndefined();
+    expect(load.ok).toBeGreaterThan(100);
+    // Each new connection verified the chain against Pebble's root: the placeholder was never served.
+    expect(failures(load)).toEqual(NO_FAILURES);
+    const nginxAfter = await live.container("nginx-container").inspect();
+    const agentAfter = await agent();
+    expect(nginxAfter.Id).not.toBe(nginxBefore.Id);
+    expect(agentAfter.Id).not.toBe(agentBefore.Id);
+    expect(agentAfter.HostConfig.PidMode).toBe(`container:${nginxAfter.Id}`);
+    await agentHealthy();
+    expect(await live.preview()).toEqual([]);
+  }, 600_000);
+
+  test("a CA that refuses the challenge (a new domain): pulumi up fails at the first attempt with the CA's error, 0 failed meanwhile, the valid certificate serves on; the old domain goes through again", async () => {
+    // challtestsrv sends Pebble's validation for this name to an address where nothing listens.
+    const refused = "refused.acme.test";
+    const added = await fetch(`http://127.0.0.1:${pebble!.ports.challtestManagement}/add-a`, {
+      method: "POST",
+      body: JSON.stringify({ host: refused, addresses: ["127.0.0.2"] }),
+    });
+    expect(added.status).toBe(200);
+    const started = Date.now();
+    const { load, value } = await underLoad(
+      `https://127.0.0.1:${httpsPort}/`,
+      () =>
+        live.up({ config: { domain: refused } }).then(
+          () => undefined,
+          (e: Error) => e,
+        ),
+      { ca: root, servername: DOMAIN, newConnections: 8 },
+    );
+    const seconds = Math.round((Date.now() - started) / 1000);
+    const said = value?.message.match(/tls: acme: [^\n]*/)?.[0];
+    console.log(`acme: refused after ${seconds} s: ${said}; ${load.requests} responses, ${JSON.stringify(failures(load))}`);
+    expect(said).toMatch(
+      new RegExp(
+        `^tls: acme: no certificate for ${refused} from the CA: .*certificate: none yet; last error: .*urn:ietf:params:acme:error`,
+      ),
+    );
+    // At the first attempt, not at the 180 s limit.
+    expect(seconds).toBeLessThan(120);
+    expect(failures(load)).toEqual(NO_FAILURES);
+    // The old domain's certificate from Pebble (the agent may have renewed it meanwhile): never a placeholder.
+    const after = await served(httpsPort, root);
+    expect([after.subjectaltname, String(after.issuer.CN)]).toEqual([
+      `DNS:${DOMAIN}`,
+      expect.stringMatching(/^Pebble Intermediate/),
+    ]);
+    await live.up({ config: { domain: DOMAIN } });
+    expect(String((await served(httpsPort, root)).issuer.CN)).toMatch(/^Pebble Intermediate/);
+    expect(await live.preview()).toEqual([]);
+  }, 600_000);
+
+  test("pulumi destroy keeps lego's account and certificates (one volume) and nothing else", async () => {
+    await live.destroy();
+    destroyed = true;
+    expect(await leftovers(docker, stackLabel("acme"))).toEqual({
+      services: [],
+      containers: [],
+      networks: [],
+      volumes: [objectName(PROJECT, "acme", "certs-data")],
+      images: [],
+    });
+  }, 600_000);
+});
