@@ -35,7 +35,8 @@ async function awaitCertificate(i: IssuanceInputs): Promise<void> {
   const names = i.domains.join(", ");
   for (;;) {
     const info = await agent.inspect();
-    if (!info.State.Running) {
+    // An agent that exits is restarted (unless-stopped): either way it stopped, with its reason in the log.
+    if (!info.State.Running || info.RestartCount > 0) {
       const buf = await agent.logs({ stdout: true, stderr: true, tail: 5 });
       const log = await demuxed(agent, Readable.from([buf]), 10_000, "the agent's log");
       throw new Error(
