@@ -16,8 +16,6 @@ import { objectName } from "../../infra/naming";
 import { PROJECT } from "../../infra/config";
 import { docker, failures, runInProject, servedCertificate, underLoad, within } from "./live";
 
-// The stand-in behind the nginx tags is Debian's nginx 1.22 (see tls.test.ts).
-const NGINX_IMAGE = "nginx:1.22.1";
 const DOMAIN = "app.acme.test";
 const LIFETIME_S = 60;
 const NO_FAILURES = { non2xx: 0, errors: 0, timeouts: 0 };
@@ -41,7 +39,7 @@ describe("prod: tls: acme against Pebble, through the CLI", () => {
   beforeAll(async () => {
     const started = Date.now();
     runInProject("bash", ["scripts/setup-acme.sh"]);
-    runInProject("bash", ["scripts/build-standins.sh", NGINX_IMAGE, LEGO_IMAGE]);
+    runInProject("bash", ["scripts/build-standins.sh", LEGO_IMAGE]);
     const gateway = (await docker.getNetwork("bridge").inspect()).IPAM?.Config?.[0]?.Gateway as string | undefined;
     if (!gateway) throw new Error("the default bridge network has no gateway address");
     httpPort = await freePort();
@@ -54,7 +52,6 @@ describe("prod: tls: acme against Pebble, through the CLI", () => {
       await live.configure({
         httpPort: String(httpPort),
         httpsPort: String(httpsPort),
-        nginxImage: NGINX_IMAGE,
         tls: "acme",
         domain: DOMAIN,
         acmeServer: pebble.directoryUrlAt(gateway),
