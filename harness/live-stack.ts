@@ -390,12 +390,18 @@ export class LiveStack {
     return id;
   }
 
+  /** `pulumi destroy` alone: the stack and its folder stay, so an `up` can follow. */
+  async destroyResources(): Promise<void> {
+    await this.stack.destroy({ onOutput: verbose(`${this.name} destroy`) });
+  }
+
   /**
-   * `pulumi destroy`, then the stack and its folder removed. A failed destroy keeps the folder: the test run's
-   * exit (harness/cleanup.ts) destroys the stack again from that state.
+   * `pulumi destroy`, then the stack and its folder removed; once removed, nothing more. A failed destroy keeps
+   * the folder: the test run's exit (harness/cleanup.ts) destroys the stack again from that state.
    */
   async destroy(): Promise<void> {
-    await this.stack.destroy({ onOutput: verbose(`${this.name} destroy`) });
+    if (!fs.existsSync(this.workDir)) return;
+    await this.destroyResources();
     await this.stack.workspace.removeStack(this.name);
     fs.rmSync(this.workDir, { recursive: true, force: true });
   }

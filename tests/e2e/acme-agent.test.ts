@@ -23,7 +23,7 @@ import { PROJECT } from "../../infra/config";
 import { ignoreNotFound, leftovers, stackLabel } from "../../infra/engine-objects";
 import { labelBuildArgs, objectName, stackLabels } from "../../infra/naming";
 import { ROOT } from "../../infra/stack-files";
-import { docker, execIn, failures, runInProject, servedCertificate, underLoad, within } from "./live";
+import { docker, execIn, failures, logText, runInProject, servedCertificate, underLoad, within } from "./live";
 
 const STACK = "acme-agent";
 const LABELS = stackLabels(PROJECT, STACK);
@@ -52,18 +52,6 @@ server {
 `;
 
 const served = (port: number, ca: string) => servedCertificate(port, DOMAIN, ca);
-
-async function logsOf(container: Docker.Container): Promise<string> {
-  const buf = (await container.logs({ stdout: true, stderr: true, follow: false })) as unknown as Buffer;
-  // Without a TTY the engine multiplexes: 8-byte frame headers, which are dropped here.
-  const out: string[] = [];
-  for (let i = 0; i + 8 <= buf.length;) {
-    const size = buf.readUInt32BE(i + 4);
-    out.push(buf.subarray(i + 8, i + 8 + size).toString("utf8"));
-    i += 8 + size;
-  }
-  return out.join("");
-}
 
 describe("certificate agent: lego over HTTP-01 against Pebble, beside nginx", () => {
   let pebble: Pebble | undefined;
@@ -175,7 +163,7 @@ describe("certificate agent: lego over HTTP-01 against Pebble, beside nginx", ()
   }, 600_000);
 
   afterAll(async () => {
-    if (agent) console.log(`cert agent's log:\n${(await logsOf(agent).catch((e: Error) => e.message)).slice(-6000)}`);
+    if (agent) console.log(`cert agent's log:\n${(await logText(agent).catch((e: Error) => e.message)).slice(-6000)}`);
     await pebble?.stop();
     await cleanup();
     fs.rmSync(dir, { recursive: true, force: true });
@@ -256,7 +244,7 @@ describe("certificate agent: lego over HTTP-01 against Pebble, beside nginx", ()
       nginxBefore.State.StartedAt,
       nginxBefore.RestartCount,
     ]);
-    expect(await logsOf(agent)).toMatch(/reloaded nginx \(pid 1\)/);
+    expect(await logText(agent)).toMatch(/reloaded nginx \(pid 1\)/);
   }, 240_000);
 
   test("Pebble stopped: the agent keeps the valid certificate, logs the CA's error, backs off, turns unhealthy", async () => {
@@ -266,10 +254,10 @@ describe("certificate agent: lego over HTTP-01 against Pebble, beside nginx", ()
     // Renewal falls due within 30 s; attempts 2 s, 4 s, 8 s apart.
     await within(
       LIFETIME_S * 1000,
-      async () => /attempt 3 failed/.test(await logsOf(agent)),
+      async () => /attempt 3 failed/.test(await logText(agent)),
       "three failed attempts in the agent's log",
     );
-    const log = await logsOf(agent);
+    const log = await logText(agent);
     const attempts = [...log.matchAll(/attempt (\d+) failed, next in (\d+) s \(certificate: ([^)]*)\): (.*)/g)];
     console.log(`acme-agent, CA gone:\n${attempts.map((a) => a[0]).join("\n")}`);
     expect(attempts.slice(0, 3).map((a) => [a[1], a[2]])).toEqual([

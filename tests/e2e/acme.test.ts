@@ -1,8 +1,9 @@
 // tls: acme through the real CLI: the prod shape with a Pebble of its own (Let's Encrypt's ACME test server,
 // host processes; scripts/setup-acme.sh) as the CA. Pebble listens on the default bridge's gateway, the
 // host's address that the agent on the stack's network reaches, and validates HTTP-01 on 127.0.0.1:httpPort
-// (challtestsrv answers every name with 127.0.0.1). It issues 60-second certificates, so the agent renews
-// every 30 s by itself (half the lifetime, as for any certificate of 10 days or less): no `pulumi up`.
+// (challtestsrv answers every name with 127.0.0.1). The first Pebble issues 60-second certificates, so the
+// agent renews every 30 s by itself (half the lifetime, as for any certificate of 10 days or less): no
+// `pulumi up`. The second issues 90-day ones, for what a destroy and an up do with a certificate not yet due.
 import { spawnSync } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
@@ -14,7 +15,7 @@ import { LEGO_IMAGE } from "../../certs/certAgent";
 import { ignoreNotFound, leftovers, stackLabel } from "../../infra/engine-objects";
 import { objectName } from "../../infra/naming";
 import { PROJECT } from "../../infra/config";
-import { docker, failures, runInProject, servedCertificate, underLoad, within } from "./live";
+import { docker, failures, logText, runInProject, servedCertificate, underLoad, within } from "./live";
 
 const DOMAIN = "app.acme.test";
 const LIFETIME_S = 60;
@@ -22,12 +23,67 @@ const NO_FAILURES = { non2xx: 0, errors: 0, timeouts: 0 };
 
 const served = (port: number, ca: string) => servedCertificate(port, DOMAIN, ca);
 
+interface AcmeStack {
+  pebble: Pebble;
+  live: LiveStack;
+  /** Pebble's root: what the served chain verifies against. */
+  root: string;
+  httpsPort: number;
+}
+
+const keptVolume = (stack: string) => objectName(PROJECT, stack, "certs-data");
+const removeKeptVolume = (stack: string) => docker.getVolume(keptVolume(stack)).remove().catch(ignoreNotFound);
+
+/**
+ * A Pebble of its own issuing certificates of `validitySeconds`, and the prod stack `stack` with tls: acme
+ * against it, up. On failure nothing of either is left.
+ */
+async function upAgainstPebble(stack: string, validitySeconds: number): Promise<AcmeStack> {
+  const started = Date.now();
+  runInProject("bash", ["scripts/setup-acme.sh"]);
+  runInProject("bash", ["scripts/build-standins.sh", LEGO_IMAGE]);
+  const gateway = (await docker.getNetwork("bridge").inspect()).IPAM?.Config?.[0]?.Gateway as string | undefined;
+  if (!gateway) throw new Error("the default bridge network has no gateway address");
+  const httpPort = await freePort();
+  const httpsPort = await freePort();
+  const pebble = await startPebble({ httpPort, listenHost: gateway, validitySeconds });
+  const live = await LiveStack.create("prod", stack);
+  try {
+    await live.configure({
+      httpPort: String(httpPort),
+      httpsPort: String(httpsPort),
+      tls: "acme",
+      domain: DOMAIN,
+      acmeServer: pebble.directoryUrlAt(gateway),
+      acmeEmail: "ops@example.com",
+      acmeCaFile: pebble.listenerCaFile,
+    });
+    await live.up();
+  } catch (e) {
+    await live.destroy().catch(() => undefined);
+    await removeKeptVolume(stack);
+    await pebble.stop();
+    throw e;
+  }
+  console.log(`${stack}: Pebble and the stack up in ${Math.round((Date.now() - started) / 1000)} s`);
+  return { pebble, live, root: await pebble.root(), httpsPort };
+}
+
+/** Destroys the stack (again, if a test did), removes the volume destroy keeps, stops Pebble. */
+async function tearDown(stack: AcmeStack | undefined, name: string): Promise<void> {
+  try {
+    await stack?.live.destroy();
+  } finally {
+    await removeKeptVolume(name);
+    await stack?.pebble.stop();
+  }
+}
+
 describe("prod: tls: acme against Pebble, through the CLI", () => {
-  let pebble: Pebble | undefined;
+  let pebble: Pebble;
   let live: LiveStack;
-  let destroyed = false;
+  let stack: AcmeStack | undefined;
   let root = "";
-  let httpPort = 0;
   let httpsPort = 0;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "flask-proxy-acme-"));
   const rootFile = path.join(dir, "pebble-root.pem");
@@ -37,43 +93,13 @@ describe("prod: tls: acme against Pebble, through the CLI", () => {
     within(30_000, async () => (await agent()).State.Health?.Status === "healthy", "the agent's healthcheck passing");
 
   beforeAll(async () => {
-    const started = Date.now();
-    runInProject("bash", ["scripts/setup-acme.sh"]);
-    runInProject("bash", ["scripts/build-standins.sh", LEGO_IMAGE]);
-    const gateway = (await docker.getNetwork("bridge").inspect()).IPAM?.Config?.[0]?.Gateway as string | undefined;
-    if (!gateway) throw new Error("the default bridge network has no gateway address");
-    httpPort = await freePort();
-    httpsPort = await freePort();
-    pebble = await startPebble({ httpPort, listenHost: gateway, validitySeconds: LIFETIME_S });
-    root = await pebble.root();
+    stack = await upAgainstPebble("acme", LIFETIME_S);
+    ({ pebble, live, root, httpsPort } = stack);
     fs.writeFileSync(rootFile, root);
-    live = await LiveStack.create("prod", "acme");
-    try {
-      await live.configure({
-        httpPort: String(httpPort),
-        httpsPort: String(httpsPort),
-        tls: "acme",
-        domain: DOMAIN,
-        acmeServer: pebble.directoryUrlAt(gateway),
-        acmeEmail: "ops@example.com",
-        acmeCaFile: pebble.listenerCaFile,
-      });
-      await live.up();
-    } catch (e) {
-      await live.destroy().catch(() => undefined);
-      destroyed = true;
-      throw e;
-    }
-    console.log(`acme: Pebble and the stack up in ${Math.round((Date.now() - started) / 1000)} s`);
   }, 900_000);
 
   afterAll(async () => {
-    if (!destroyed) await live?.destroy();
-    await docker
-      .getVolume(objectName(PROJECT, "acme", "certs-data"))
-      .remove()
-      .catch(ignoreNotFound);
-    await pebble?.stop();
+    await tearDown(stack, "acme");
     fs.rmSync(dir, { recursive: true, force: true });
   }, 600_000);
 
@@ -155,7 +181,7 @@ describe("prod: tls: acme against Pebble, through the CLI", () => {
   test("a CA that refuses the challenge (a new domain): pulumi up fails at the first attempt with the CA's error, 0 failed meanwhile, the valid certificate serves on; the old domain goes through again", async () => {
     // challtestsrv sends Pebble's validation for this name to an address where nothing listens.
     const refused = "refused.acme.test";
-    const added = await fetch(`http://127.0.0.1:${pebble!.ports.challtestManagement}/add-a`, {
+    const added = await fetch(`http://127.0.0.1:${pebble.ports.challtestManagement}/add-a`, {
       method: "POST",
       body: JSON.stringify({ host: refused, addresses: ["127.0.0.2"] }),
     });
@@ -194,13 +220,37 @@ describe("prod: tls: acme against Pebble, through the CLI", () => {
 
   test("pulumi destroy keeps lego's account and certificates (one volume) and nothing else", async () => {
     await live.destroy();
-    destroyed = true;
     expect(await leftovers(docker, stackLabel("acme"))).toEqual({
       services: [],
       containers: [],
       networks: [],
-      volumes: [objectName(PROJECT, "acme", "certs-data")],
+      volumes: [keptVolume("acme")],
       images: [],
     });
+  }, 600_000);
+});
+
+// Let's Encrypt issues 5 certificates a week for one set of names: a destroy and an up must not ask for one
+// while the kept certificate is good. Pebble's 90-day certificates here, so the kept one is not due.
+describe("prod: tls: acme, pulumi destroy then pulumi up", () => {
+  let stack: AcmeStack | undefined;
+  beforeAll(async () => {
+    stack = await upAgainstPebble("acme-again", 90 * 86_400);
+  }, 900_000);
+  afterAll(() => tearDown(stack, "acme-again"), 600_000);
+
+  test("the kept certificate serves again: the same one, no order at the CA (no obtain, no renewal in the agent's log)", async () => {
+    const { live, root, httpsPort } = stack!;
+    const before = await served(httpsPort, root);
+    await live.destroyResources();
+    expect((await leftovers(docker, stackLabel("acme-again"))).volumes).toEqual([keptVolume("acme-again")]);
+    await live.up();
+    const after = await served(httpsPort, root);
+    const log = await logText(live.container("nginx-cert-agent"));
+    console.log(`acme-again: the agent's log after destroy and up:\n${log.slice(-2000)}`);
+    expect([after.fingerprint256, after.serialNumber]).toEqual([before.fingerprint256, before.serialNumber]);
+    expect(log).not.toMatch(/obtaining a certificate|renewing the certificate|\[lego\]/);
+    expect(log).toMatch(/installed the certificate valid until .*; reloaded nginx/);
+    expect(await live.preview()).toEqual([]);
   }, 600_000);
 });

@@ -40,7 +40,17 @@ async function chain(id: string): Promise<string[]> {
 
 /** Those of `ids` the engine still has. */
 async function present(ids: string[]): Promise<string[]> {
-  const found = await Promise.all(ids.map((id) => docker.getImage(id).inspect().then(() => [id], () => [])));
+  const found = await Promise.all(
+    ids.map((id) =>
+      docker
+        .getImage(id)
+        .inspect()
+        .then(
+          () => [id],
+          () => [],
+        ),
+    ),
+  );
   return found.flat();
 }
 

@@ -110,6 +110,12 @@ export async function logsOf(container: Docker.Container): Promise<{ stdout: str
   return demuxed(container, Readable.from([buf]), 30_000, "the container's log");
 }
 
+/** A container's log so far, stdout then stderr, as one text. */
+export async function logText(container: Docker.Container): Promise<string> {
+  const { stdout, stderr } = await logsOf(container);
+  return stdout + stderr;
+}
+
 /** Runs a command in the project folder (a setup script); its stdout, or throws with its stderr. */
 export function runInProject(cmd: string, args: string[]): string {
   const r = spawnSync(cmd, args, { cwd: ROOT, encoding: "utf8", timeout: 300_000 });
