@@ -198,7 +198,7 @@ export const isNotFound = (e: unknown) => (e as { statusCode?: number }).statusC
 export const isRemovedMeanwhile = (e: unknown) => /unrecognized image ID/.test(String((e as Error).message));
 // The engine's answer when a child of the image is being removed at that moment. Two builds of one app/ share
 // parent layers, which each removal prunes after its image; two at once sometimes meet so (CI's destroy in
-// rollback.test; here 4 in about 170 rounds of `docker rmi -f` on two such builds at once).
+// rollback.test; here 4 in 130 rounds of `docker rmi -f` on two such builds at once).
 const isChildGoing = (e: unknown) =>
   (e as { statusCode?: number }).statusCode === 409 && /dependent child images/.test(String((e as Error).message));
 

@@ -81,7 +81,7 @@ test(`two builds of one image removed at once: both removals succeed and the ima
 
 // Two versions of one app/ share the layers below the code (rollback.test's 0.0.1 and 0.0.2), and each
 // removal prunes them. Two such removals at once failed CI's destroy with 409 "image has dependent child
-// images", too rarely for these rounds to meet it (4 in about 170 here); the next test makes that answer on
+// images", too rarely for these rounds to meet it (4 in 130 rounds here); the next test makes that answer on
 // purpose. What these rounds guard: whatever the order, no layer of either build is left.
 test("two builds sharing parent layers removed at once: both succeed and no layer of either is left", async () => {
   const failed: string[] = [];
