@@ -34,6 +34,16 @@ interface AcmeStack {
 const keptVolume = (stack: string) => objectName(PROJECT, stack, "certs-data");
 const removeKeptVolume = (stack: string) => docker.getVolume(keptVolume(stack)).remove().catch(ignoreNotFound);
 
+/** Destroys the stack (again, if a test did), removes the volume destroy keeps, stops Pebble. */
+async function tearDown(stack: Pick<AcmeStack, "live" | "pebble"> | undefined, name: string): Promise<void> {
+  try {
+    await stack?.live.destroy();
+  } finally {
+    await removeKeptVolume(name);
+    await stack?.pebble.stop();
+  }
+}
+
 /**
  * A Pebble of its own issuing certificates of `validitySeconds`, and the prod stack `stack` with tls: acme
  * against it, up. On failure nothing of either is left.
@@ -60,23 +70,11 @@ async function upAgainstPebble(stack: string, validitySeconds: number): Promise<
     });
     await live.up();
   } catch (e) {
-    await live.destroy().catch(() => undefined);
-    await removeKeptVolume(stack);
-    await pebble.stop();
+    await tearDown({ live, pebble }, stack).catch(() => undefined);
     throw e;
   }
   console.log(`${stack}: Pebble and the stack up in ${Math.round((Date.now() - started) / 1000)} s`);
   return { pebble, live, root: await pebble.root(), httpsPort };
-}
-
-/** Destroys the stack (again, if a test did), removes the volume destroy keeps, stops Pebble. */
-async function tearDown(stack: AcmeStack | undefined, name: string): Promise<void> {
-  try {
-    await stack?.live.destroy();
-  } finally {
-    await removeKeptVolume(name);
-    await stack?.pebble.stop();
-  }
 }
 
 describe("prod: tls: acme against Pebble, through the CLI", () => {

@@ -2,6 +2,7 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { removeBuild } from "../../infra/builds";
+import { unlessMissing } from "../../infra/engine";
 import { PROJECT, parseConfig } from "../../infra/config";
 import { LABEL } from "../../infra/naming";
 import { ROOT, stackConfig } from "../../infra/stack-files";
@@ -40,18 +41,8 @@ async function chain(id: string): Promise<string[]> {
 
 /** Those of `ids` the engine still has. */
 async function present(ids: string[]): Promise<string[]> {
-  const found = await Promise.all(
-    ids.map((id) =>
-      docker
-        .getImage(id)
-        .inspect()
-        .then(
-          () => [id],
-          () => [],
-        ),
-    ),
-  );
-  return found.flat();
+  const found = await Promise.all(ids.map((id) => unlessMissing(docker.getImage(id).inspect())));
+  return ids.filter((_, i) => found[i]);
 }
 
 const stackImages = async () => docker.listImages({ all: true, filters: JSON.stringify({ label: [`${LABEL.stack}=${STACK}`] }) });
