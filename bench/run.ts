@@ -4,7 +4,7 @@
 // what was measured before it, and the file names that step) and each suite's chart when it completes;
 // --record also copies the complete suites' figures and charts to bench/, which docs/benchmark.md shows.
 //   npm run bench -- [--rounds 6] [--duration 10] [--warmup 2] [--connections 32] [--scaling 1,2,4]
-//                    [--suites data,control,ops] [--record]
+//                    [--suites data,control,ops,https] [--record]
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
@@ -18,6 +18,7 @@ import { controlPlane, firstOk, type ControlPlaneResults } from "./control-plane
 import { named, runSuites, RunResults, StepError, type Suite } from "./run-results";
 import { prepareSeed, TUTORIAL_MAIN_PY, type ComposeSeed } from "./seed";
 import { combine, pairedRatio, type Measured } from "./stats";
+import { httpsSuite } from "./https";
 import { wrk, type LoadSettings } from "./wrk";
 
 /** The command line, checked before anything is created; a bad flag is named and the run stops. */
@@ -29,7 +30,7 @@ function readFlags() {
       warmup: { type: "string", default: "2" },
       connections: { type: "string", default: "32" },
       scaling: { type: "string", default: "1,2,4" },
-      suites: { type: "string", default: "data,control,ops" },
+      suites: { type: "string", default: "data,control,ops,https" },
       "cp-rounds": { type: "string", default: "5" },
       "cp-scaling": { type: "string", default: "1,4,16" },
       record: { type: "boolean", default: false },
@@ -47,9 +48,15 @@ function readFlags() {
       .map((r) => whole(name, r, 1));
   const suiteList = (v: string | undefined) => {
     const suites = (v ?? "").split(",").filter(Boolean);
-    const unknown = suites.filter((x) => x !== "data" && x !== "control" && x !== "ops");
-    if (unknown.length || !suites.length) throw new Error(`--suites takes data, control and/or ops (got ${JSON.stringify(v)})`);
-    return { data: suites.includes("data"), control: suites.includes("control"), ops: suites.includes("ops") };
+    const known = ["data", "control", "ops", "https"];
+    const unknown = suites.filter((x) => !known.includes(x));
+    if (unknown.length || !suites.length) throw new Error(`--suites takes ${known.join(", ")} (got ${JSON.stringify(v)})`);
+    return {
+      data: suites.includes("data"),
+      control: suites.includes("control"),
+      ops: suites.includes("ops"),
+      https: suites.includes("https"),
+    };
   };
   return {
     rounds: whole("rounds", values.rounds, 1),
@@ -515,6 +522,11 @@ async function main(): Promise<void> {
       },
     });
   if (flags.suites.ops) suites.push({ name: "ops", run: opsSuite });
+  if (flags.suites.https)
+    suites.push({
+      name: "https",
+      run: () => httpsSuite({ rounds: ROUNDS, durationS: DURATION_S, measure, step, progress, teardown, stop }),
+    });
   if (flags.suites.control)
     suites.push({
       name: "control",

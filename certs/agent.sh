@@ -1,6 +1,7 @@
 #!/bin/sh
 # The certificate agent beside nginx: obtains the certificate with lego over HTTP-01 (challenge files written
-# into a webroot volume nginx serves at /.well-known/acme-challenge/), installs fullchain + key into the volume
+# into a webroot volume nginx serves at /.well-known/acme-challenge/), or with tls: internal signs it with the
+# stack's CA (openssl, the CA in the data volume), installs fullchain + key into the volume
 # nginx reads, renews by itself with a third of the lifetime left (half for certificates of 10 days or less,
 # as lego and certbot do), retries with exponential backoff while the installed certificate stays, and reloads
 # nginx by SIGHUP to its master (the container shares nginx's PID namespace: no docker socket). nginx's master
@@ -11,7 +12,8 @@
 #
 # Env: ACME_SERVER (directory URL), ACME_EMAIL, ACME_DOMAINS (comma-separated; the first names the files),
 # ACME_CA_FILE or ACME_CA_PEM (a CA to trust for the ACME server's TLS: a path, or the PEM itself), ACME_PROFILE (needs a lego that has --profile),
-# ACME_KEY_TYPE (ec256), ACME_CHECK_SECONDS (3600: longest sleep between checks), ACME_BACKOFF_MIN_SECONDS
+# ACME_KEY_TYPE (ec256), CERT_ISSUER (acme, or internal: INTERNAL_LIFETIME_SECONDS, INTERNAL_SANS such as
+# "DNS:localhost,IP:127.0.0.1", the CA as ca.crt and ca.key in /data/internal-ca), ACME_CHECK_SECONDS (3600: longest sleep between checks), ACME_BACKOFF_MIN_SECONDS
 # (30), ACME_BACKOFF_MAX_SECONDS (3600). Paths: /data (lego's account and certificates: keep this volume),
 # /certs (what nginx reads), /webroot.
 set -u
@@ -25,6 +27,10 @@ STATUS="$DATA/agent-status"
 # Per container (tmpfs): a new agent reloads nginx once, whatever an earlier one did.
 LOADED="${ACME_RUN_DIR:-/tmp}/agent-loaded"
 LEGO=${LEGO:-$(command -v lego || echo /lego)}
+ISSUER=${CERT_ISSUER:-acme}
+INTERNAL_CA="$DATA/internal-ca"
+# A leaf's notBefore, this far back: a client whose clock is a little behind still takes it.
+BACKDATE_S=60
 
 log() { echo "[cert-agent] $(date -u +%Y-%m-%dT%H:%M:%SZ) $*"; }
 
@@ -54,6 +60,9 @@ lego_args() {
   printf '%s\n' "$@"
 }
 
+# The last 3 non-empty lines of a log, on one line: what a failed attempt reports.
+last_lines() { grep -v '^$' "$1" | tail -n 3 | tr '\n' ' '; }
+
 # lego with the common flags, its output kept in $LAST_OUTPUT and logged; its exit status.
 LAST_OUTPUT=""
 lego_do() {
@@ -65,7 +74,7 @@ lego_do() {
   rc=$?
   IFS=$old_ifs
   sed 's/^/[lego] /' "$tmp"
-  LAST_OUTPUT=$(grep -v '^$' "$tmp" | tail -n 3 | tr '\n' ' ')
+  LAST_OUTPUT=$(last_lines "$tmp")
   rm -f "$tmp"
   return $rc
 }
@@ -84,8 +93,95 @@ nginx_master() {
   return 1
 }
 
-# Installs lego's certificate for nginx unless it is there, and reloads nginx unless this agent already did.
-install_and_reload() {
+# The workers of nginx's master $1 that accept new connections: one told to quit retitles itself "is
+# shutting down" as it closes its listeners.
+accepting_workers() {
+  for p in /proc/[0-9]*; do
+    case "$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null)" in
+      "nginx: worker process is shutting down"*) ;;
+      "nginx: worker process"*) [ "$(awk '/^PPid:/ { print $2 }' "$p/status" 2>/dev/null)" = "$1" ] && echo "${p#/proc/}" ;;
+    esac
+  done
+}
+
+# After SIGHUP, nginx starts new workers and leaves the old ones accepting for 100 ms more: the new
+# certificate serves on every new connection once none of the old workers accepts. A master that refused the
+# new configuration keeps its old workers; that is a failure here, with nginx's error in its own log.
+await_reload() {
+  # shellcheck disable=SC2086 # one PID a line, onto one line
+  old=$(echo $1) deadline=$(($(date +%s) + 10))
+  while [ "$(date +%s)" -lt "$deadline" ]; do
+    now=$(accepting_workers "$2")
+    stale=false
+    for w in $now; do case " $old " in *" $w "*) stale=true ;; esac; done
+    [ -n "$now" ] && ! $stale && return 0
+    sleep 0.1
+  done
+  LAST_OUTPUT="nginx (pid $2) did not reload in 10 s: its workers $old still accept (nginx's log says why)"
+  return 1
+}
+
+# Seconds since the epoch as openssl's -startdate/-enddate take them.
+asn1_time() { date -u -d "@$1" +%Y%m%d%H%M%SZ; }
+
+# Whether the stored leaf is one this issuer would sign now: from the stack's CA (a new CA after a destroy and
+# `up` is a new one), with the lifetime asked for (a changed internalLeafLifetime takes effect at its `up`).
+internal_current() {
+  cert=$(stored_cert)
+  [ -s "$cert" ] || return 1
+  openssl verify -CAfile "$INTERNAL_CA/ca.crt" "$cert" >/dev/null 2>&1 || return 1
+  [ $(($(cert_date enddate "$cert") - $(cert_date startdate "$cert"))) -eq $((INTERNAL_LIFETIME_SECONDS + BACKDATE_S)) ]
+}
+
+# Signs a new leaf (a new P-256 key) for ACME_DOMAINS and INTERNAL_SANS with the stack's CA, stored where lego
+# stores its certificates, so installing and renewing are the same for both issuers. Dates to the second:
+# `openssl ca` takes them (`x509 -days` counts whole days only).
+internal_issue() {
+  [ -s "$INTERNAL_CA/ca.crt" ] && [ -s "$INTERNAL_CA/ca.key" ] \
+    || { LAST_OUTPUT="no CA in $INTERNAL_CA (ca.crt and ca.key are written by pulumi up)"; return 1; }
+  work=$(mktemp -d) now=$(date +%s)
+  mkdir -p "$DATA/certificates"
+  : >"$work/index.txt"
+  cat >"$work/ca.cnf" <<EOF
+[ca]
+default_ca = stack
+[stack]
+database = $work/index.txt
+new_certs_dir = $work
+rand_serial = yes
+default_md = sha256
+policy = any
+unique_subject = no
+x509_extensions = leaf
+[any]
+commonName = supplied
+[leaf]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature
+extendedKeyUsage = serverAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+subjectAltName = $INTERNAL_SANS
+EOF
+  if openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$(primary)" \
+    -keyout "$work/leaf.key" -out "$work/leaf.csr" >"$work/log" 2>&1 \
+    && openssl ca -batch -notext -config "$work/ca.cnf" -cert "$INTERNAL_CA/ca.crt" \
+      -keyfile "$INTERNAL_CA/ca.key" -in "$work/leaf.csr" -out "$work/leaf.crt" \
+      -startdate "$(asn1_time $((now - BACKDATE_S)))" -enddate "$(asn1_time $((now + INTERNAL_LIFETIME_SECONDS)))" \
+      >>"$work/log" 2>&1; then
+    install_file "$work/leaf.key" "$(stored_key)" 600 && install_file "$work/leaf.crt" "$(stored_cert)" 644
+    rc=$?
+  else
+    rc=1
+  fi
+  LAST_OUTPUT=$(last_lines "$work/log")
+  [ "$rc" -eq 0 ] || LAST_OUTPUT="signing the leaf with the stack's CA failed: $LAST_OUTPUT"
+  rm -rf "$work"
+  return "$rc"
+}
+
+# Installs the stored certificate (lego's, or the stack CA's) for nginx unless it is there; its fingerprint in $fp.
+install_stored() {
   cert=$(stored_cert) key=$(stored_key)
   fp=$(fingerprint "$cert")
   [ -n "$fp" ] || { LAST_OUTPUT="no readable certificate at $cert"; return 1; }
@@ -99,9 +195,16 @@ install_and_reload() {
     install_file "$key" "$OUT/$KEY_FILE" 600 && install_file "$cert" "$OUT/$CERT_FILE" 644 \
       || { LAST_OUTPUT="writing into $OUT failed"; return 1; }
   fi
+}
+
+# Installs the stored certificate, and reloads nginx unless this agent already did.
+install_and_reload() {
+  install_stored || return 1
   [ "$fp" = "$(cat "$LOADED" 2>/dev/null)" ] && return 0
   pid=$(nginx_master) || { LAST_OUTPUT="no nginx master process in this PID namespace (run with pidMode container:<nginx>)"; return 1; }
+  workers=$(accepting_workers "$pid")
   kill -HUP "$pid" || { LAST_OUTPUT="SIGHUP to nginx master (pid $pid) failed"; return 1; }
+  await_reload "$workers" "$pid" || return 1
   echo "$fp" >"$LOADED"
   log "installed the certificate valid until $(openssl x509 -noout -enddate -in "$cert" | cut -d= -f2) (sha256 $fp); reloaded nginx (pid $pid)"
 }
@@ -109,6 +212,15 @@ install_and_reload() {
 seed() {
   mkdir -p "$OUT"
   [ -s "$OUT/$CERT_FILE" ] && [ -s "$OUT/$KEY_FILE" ] && return 0
+  # The stack's CA is at hand: nginx starts with its leaf, never with a placeholder (a new nginx that takes
+  # over from one serving the same CA's leaf, as after a switch of the agent's volumes, fails no client).
+  if [ "$ISSUER" = internal ] && [ -s "$INTERNAL_CA/ca.crt" ]; then
+    if { internal_current || internal_issue; } && install_stored; then
+      log "installed a certificate for $(primary) from the stack's CA, valid until $(openssl x509 -noout -enddate -in "$OUT/$CERT_FILE" | cut -d= -f2)"
+      return 0
+    fi
+    log "no certificate from the stack's CA ($LAST_OUTPUT): a placeholder instead"
+  fi
   log "no certificate in $OUT: a self-signed placeholder for $(primary) until the CA's arrives"
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=$(primary) (placeholder)" \
     -keyout "$OUT/$KEY_FILE.next" -out "$OUT/$CERT_FILE.next" 2>/dev/null || { log "making the placeholder failed"; exit 1; }
@@ -125,7 +237,12 @@ health() {
 }
 
 run() {
-  : "${ACME_SERVER:?ACME_SERVER (the ACME directory URL) is required}" "${ACME_DOMAINS:?ACME_DOMAINS is required}"
+  : "${ACME_DOMAINS:?ACME_DOMAINS is required}"
+  case "$ISSUER" in
+    acme) : "${ACME_SERVER:?ACME_SERVER (the ACME directory URL) is required}" ;;
+    internal) : "${INTERNAL_LIFETIME_SECONDS:?INTERNAL_LIFETIME_SECONDS is required}" "${INTERNAL_SANS:?INTERNAL_SANS is required}" ;;
+    *) log "CERT_ISSUER=$ISSUER: must be acme or internal"; exit 2 ;;
+  esac
   if [ -n "${ACME_CA_PEM:-}" ]; then
     printf '%s\n' "$ACME_CA_PEM" >/tmp/acme-ca.pem
     ACME_CA_FILE=/tmp/acme-ca.pem
@@ -146,7 +263,15 @@ run() {
     profile=""
     [ -n "${ACME_PROFILE:-}" ] && profile="--profile=$ACME_PROFILE"
     ok=true
-    if [ ! -s "$(stored_cert)" ]; then
+    if [ "$ISSUER" = internal ]; then
+      if ! internal_current; then
+        log "issuing a certificate for $ACME_DOMAINS ($INTERNAL_SANS) from the stack's CA, valid for $INTERNAL_LIFETIME_SECONDS s"
+        internal_issue || ok=false
+      elif [ "$(date +%s)" -ge "$(due_at "$(stored_cert)")" ]; then
+        log "renewing the certificate for $ACME_DOMAINS from the stack's CA (valid until $(openssl x509 -noout -enddate -in "$(stored_cert)" | cut -d= -f2))"
+        internal_issue || ok=false
+      fi
+    elif [ ! -s "$(stored_cert)" ]; then
       log "obtaining a certificate for $ACME_DOMAINS from $ACME_SERVER"
       # shellcheck disable=SC2086 # empty or one word
       lego_do run $profile || ok=false

@@ -1,4 +1,4 @@
-// The ACME certificate agent beside nginx (certs/agent.sh in the official lego image): three volumes, a
+// The certificate agent beside nginx (certs/agent.sh in the official lego image): three volumes, a
 // one-shot seed that puts a placeholder certificate where nginx reads it (nginx -t and nginx's start need the
 // files), and the agent container, which shares nginx's PID namespace to reload it by SIGHUP (no docker socket).
 //
@@ -13,6 +13,7 @@ import { buildImage, type BuiltImage } from "../infra/image";
 import { labelList, objectName } from "../infra/naming";
 import { ACME_CHALLENGE_PATH, ACME_WEBROOT, TLS_CERT_FILE, TLS_DIR, TLS_KEY_FILE } from "../nginx/conf";
 import { AGENT_HEALTH, CertificateIssued } from "./issuance";
+import { StackCaFiles } from "./stackCaFiles";
 
 /** File names in the certificates volume (agent.sh writes them): the chain nginx serves, and its key (mode 600). */
 export const CERT_FILE = TLS_CERT_FILE;
@@ -47,19 +48,23 @@ export interface CertStoreArgs {
   domains: string[];
   /** The lego image to build on (LEGO_IMAGE by default). */
   legoImage?: string;
+  issuer: AcmeIssuer | InternalIssuer;
 }
 
 export interface CertStore {
   image: BuiltImage;
-  /** lego's account key and certificates. Kept on `pulumi destroy` (retainOnDelete): a destroy and `up` reuse
-   * the account and the valid certificate instead of hitting the CA's duplicate-certificate limit. */
+  /** lego's account key and certificates, or the stack CA's leaf and the CA. With an ACME CA, kept on
+   * `pulumi destroy` (retainOnDelete): a destroy and `up` reuse the account and the valid certificate instead
+   * of hitting the CA's duplicate-certificate limit. */
   data: docker.Volume;
   /** What nginx reads: CERT_FILE and KEY_FILE. */
   certs: docker.Volume;
   /** The challenge files. */
   webroot: docker.Volume;
-  /** Ran to completion before nginx starts: a placeholder certificate if the volume holds none. */
+  /** Ran to completion before nginx starts: if the volume holds no certificate, the stack CA's leaf (internal)
+   * or a placeholder. */
   seed: docker.Container;
+  issuer: AcmeIssuer | InternalIssuer;
   /** For nginx's container, as infra/workload.ts's ReplicaSpec.volumes takes them. */
   nginxVolumes: { volumeName: pulumi.Output<string>; target: string; readOnly: boolean }[];
 }
@@ -80,19 +85,33 @@ export function declareCertStore(name: string, args: CertStoreArgs, opts: pulumi
     },
     opts,
   );
-  // The engine answers a create of an existing volume with that volume: after a destroy, `up` adopts the kept one.
-  const data = volume(`${name}-data`, `${base}-data`, args.labels, { ...opts, retainOnDelete: true });
+  const issuer = args.issuer;
+  // The engine answers a create of an existing volume with that volume: after a destroy, `up` adopts the kept
+  // one. A stack CA's leaf is not worth keeping: its CA goes with the state.
+  const data = volume(`${name}-data`, `${base}-data`, args.labels, { ...opts, retainOnDelete: issuer.kind === "acme" });
   const certs = volume(`${name}-certs`, `${base}-certs`, args.labels, opts);
   const webroot = volume(`${name}-webroot`, `${base}-webroot`, args.labels, opts);
+  // internal: the stack's CA in the data volume, written before the seed signs with it.
+  const caFiles =
+    issuer.kind === "internal"
+      ? new StackCaFiles(
+          `${name}-ca-files`,
+          { volumeName: data.name, image: image.ref, labels: args.labels, certPem: issuer.ca.certPem, keyPem: issuer.ca.keyPem },
+          opts,
+        )
+      : undefined;
   const seed = new docker.Container(
     `${name}-seed`,
     {
       name: `${base}-seed`,
       image: image.ref,
       command: ["seed"],
-      envs: [`ACME_DOMAINS=${args.domains.join(",")}`],
+      envs: [...(issuer.kind === "internal" ? internalEnv(issuer) : []), `ACME_DOMAINS=${args.domains.join(",")}`],
       labels: labelList(args.labels),
-      volumes: [{ volumeName: certs.name, containerPath: AGENT_DIRS.certs }],
+      volumes: [
+        { volumeName: certs.name, containerPath: AGENT_DIRS.certs },
+        ...(caFiles ? [{ volumeName: data.name, containerPath: AGENT_DIRS.data }] : []),
+      ],
       networkMode: "none",
       // As hardened as the agent: it only writes into the volume, which is root's.
       capabilities: { drops: ["ALL"] },
@@ -105,7 +124,7 @@ export function declareCertStore(name: string, args: CertStoreArgs, opts: pulumi
       healthcheck: { tests: ["NONE"] },
     },
     // A fixed name: a new seed (new names asked for) can only come after the old one is gone.
-    { ...opts, deleteBeforeReplace: true },
+    { ...opts, deleteBeforeReplace: true, dependsOn: caFiles ? [caFiles] : [] },
   );
   return {
     image,
@@ -113,6 +132,7 @@ export function declareCertStore(name: string, args: CertStoreArgs, opts: pulumi
     certs,
     webroot,
     seed,
+    issuer,
     nginxVolumes: [
       { volumeName: certs.name, target: NGINX_CERTS_DIR, readOnly: true },
       { volumeName: webroot.name, target: NGINX_WEBROOT, readOnly: true },
@@ -127,16 +147,9 @@ export interface CertAgentArgs {
   store: CertStore;
   /** The nginx container to reload: the agent joins its PID namespace (by ID: a new nginx replaces the agent). */
   nginx: docker.Container;
-  /** The stack's network: the way out to the ACME server. */
+  /** The stack's network: the way out to the ACME server (an internal issuer has no network). */
   network: docker.Network;
   domains: string[];
-  /** The ACME directory URL (acmeServer). */
-  acmeServer: string;
-  acmeEmail?: string;
-  /** PEM of a CA to trust for the ACME server's own TLS (the contents of acmeCaFile): a private CA, Pebble. */
-  acmeCaPem?: pulumi.Input<string>;
-  /** An ACME profile (e.g. `shortlived`); the agent refuses to start if its lego cannot ask for one (4.9.1). */
-  acmeProfile?: string;
   /** Longest sleep between checks, backoff bounds after a failure (seconds). */
   checkSeconds?: number;
   backoffMinSeconds?: number;
@@ -144,6 +157,35 @@ export interface CertAgentArgs {
   /** Longest `pulumi up` waits for the first certificate (certs/issuance.ts); also the healthcheck's start period. */
   waitTimeoutSeconds?: number;
 }
+
+/** lego, against an ACME CA over HTTP-01. */
+export interface AcmeIssuer {
+  kind: "acme";
+  /** The ACME directory URL (acmeServer). */
+  server: string;
+  email?: string;
+  /** PEM of a CA to trust for the ACME server's own TLS (the contents of acmeCaFile): a private CA, Pebble. */
+  caPem?: pulumi.Input<string>;
+  /** An ACME profile (e.g. `shortlived`); the agent refuses to start if its lego cannot ask for one (4.9.1). */
+  profile?: string;
+}
+
+/** The stack's own CA (tls: internal): the seed and the agent sign the leaf with openssl, from the CA written into the data volume. */
+export interface InternalIssuer {
+  kind: "internal";
+  lifetimeSeconds: number;
+  /** The leaf's subjectAltName, as openssl writes it: "DNS:localhost,IP:127.0.0.1". */
+  sans: string;
+  /** The CA (infra/stack-ca.ts), its key a secret. */
+  ca: { certPem: pulumi.Input<string>; keyPem: pulumi.Input<string> };
+}
+
+/** agent.sh's environment for the internal issuer (seed and agent alike). */
+const internalEnv = (i: InternalIssuer) => [
+  "CERT_ISSUER=internal",
+  `INTERNAL_LIFETIME_SECONDS=${i.lifetimeSeconds}`,
+  `INTERNAL_SANS=${i.sans}`,
+];
 
 /** Seconds as Go prints a duration ("3m0s"), the way the provider reads a healthcheck's back: no perma-diff. */
 export function goDuration(seconds: number): string {
@@ -155,12 +197,11 @@ export function goDuration(seconds: number): string {
 
 /** The agent container: environment of agent.sh, the three volumes, nginx's PID namespace, nothing else. */
 export function certAgentContainerArgs(args: CertAgentArgs): docker.ContainerArgs {
+  const issuer = args.store.issuer;
   const env: Record<string, pulumi.Input<string> | undefined> = {
-    ACME_SERVER: args.acmeServer,
-    ACME_EMAIL: args.acmeEmail,
+    ...(issuer.kind === "acme" ? { ACME_SERVER: issuer.server, ACME_EMAIL: issuer.email } : {}),
     ACME_DOMAINS: args.domains.join(","),
-    ACME_CA_PEM: args.acmeCaPem,
-    ACME_PROFILE: args.acmeProfile,
+    ...(issuer.kind === "acme" ? { ACME_CA_PEM: issuer.caPem, ACME_PROFILE: issuer.profile } : {}),
     ACME_CHECK_SECONDS: args.checkSeconds?.toString(),
     ACME_BACKOFF_MIN_SECONDS: args.backoffMinSeconds?.toString(),
     ACME_BACKOFF_MAX_SECONDS: args.backoffMaxSeconds?.toString(),
@@ -170,9 +211,12 @@ export function certAgentContainerArgs(args: CertAgentArgs): docker.ContainerArg
     name: objectName(args.project, args.stack, "cert-agent"),
     image: args.store.image.ref,
     command: ["run"],
-    envs: Object.entries(env).flatMap(([k, v]) => (v === undefined ? [] : [pulumi.interpolate`${k}=${v}`])),
+    envs: [
+      ...(issuer.kind === "internal" ? internalEnv(issuer) : []),
+      ...Object.entries(env).flatMap(([k, v]) => (v === undefined ? [] : [pulumi.interpolate`${k}=${v}`])),
+    ],
     labels: labelList(args.labels),
-    networksAdvanced: [{ name: args.network.id }],
+    ...(issuer.kind === "acme" ? { networksAdvanced: [{ name: args.network.id }] } : { networkMode: "none" }),
     pidMode: pulumi.interpolate`container:${args.nginx.id}`,
     volumes: [
       { volumeName: args.store.data.name, containerPath: AGENT_DIRS.data },
@@ -214,7 +258,7 @@ export function declareCertAgent(name: string, args: CertAgentArgs, opts: pulumi
   const issued = new CertificateIssued(
     `${name}-issued`,
     container,
-    { domains: args.domains, timeoutS: args.waitTimeoutSeconds ?? AGENT_WAIT_S },
+    { mode: args.store.issuer.kind, domains: args.domains, timeoutS: args.waitTimeoutSeconds ?? AGENT_WAIT_S },
     { parent: opts.parent },
   );
   return { container, issued };

@@ -1,4 +1,4 @@
-// `pulumi up` with tls: acme returns when the agent has the CA's certificate in nginx, or fails with the CA's
+// `pulumi up` with tls: acme (or internal) returns when the agent has the CA's certificate in nginx, or fails with the CA's
 // own error at the agent's first failed attempt (not after a timeout). The gate asks the agent itself
 // (`cert-agent health` run in it): exit 0 is a certificate from the CA, loaded; its status line says why not.
 // An agent that renews a certificate still valid does not hold `up` back: its failing renewals show in its
@@ -13,6 +13,8 @@ export const AGENT_HEALTH = ["/usr/local/bin/cert-agent", "health"];
 
 interface IssuanceInputs {
   containerId: string;
+  /** The tls mode, for the message. */
+  mode: "acme" | "internal";
   /** The names asked for, for the message. */
   domains: string[];
   timeoutS: number;
@@ -40,15 +42,15 @@ async function awaitCertificate(i: IssuanceInputs): Promise<void> {
       const buf = await agent.logs({ stdout: true, stderr: true, tail: 5 });
       const log = await demuxed(agent, Readable.from([buf]), 10_000, "the agent's log");
       throw new Error(
-        `tls: acme: the certificate agent stopped (exit code ${info.State.ExitCode}): ${`${log.stdout}${log.stderr}`.trim()}`,
+        `tls: ${i.mode}: the certificate agent stopped (exit code ${info.State.ExitCode}): ${`${log.stdout}${log.stderr}`.trim()}`,
       );
     }
     const r = await execIn(agent, AGENT_HEALTH, undefined, 10_000);
     const status = `${r.stdout}${r.stderr}`.trim();
     const state = issuanceState(r.exitCode, status);
     if (state === "issued" || state === "renewing") return;
-    if (state === "refused") throw new Error(`tls: acme: no certificate for ${names} from the CA: ${status}`);
-    if (Date.now() > deadline) throw new Error(`tls: acme: no certificate for ${names} after ${i.timeoutS} s: ${status}`);
+    if (state === "refused") throw new Error(`tls: ${i.mode}: no certificate for ${names} from the CA: ${status}`);
+    if (Date.now() > deadline) throw new Error(`tls: ${i.mode}: no certificate for ${names} after ${i.timeoutS} s: ${status}`);
     await new Promise((resolve) => setTimeout(resolve, 1000));
   }
 }
@@ -73,7 +75,7 @@ export class CertificateIssued extends pulumi.dynamic.Resource {
   constructor(
     name: string,
     agent: docker.Container,
-    spec: { domains: string[]; timeoutS: number },
+    spec: { mode: IssuanceInputs["mode"]; domains: string[]; timeoutS: number },
     opts: pulumi.CustomResourceOptions = {},
   ) {
     super(issuanceProvider, name, { containerId: agent.id, engine: stackEngine(), ...spec }, { ...opts, dependsOn: [agent] });

@@ -14,6 +14,7 @@ import { failures, underLoad } from "../harness/load";
 import { DocRegion, markdownTable } from "./doc-region";
 import { projectFile, stackConfig } from "../infra/stack-files";
 import { enterSwarm } from "../harness/swarm-mode";
+import { removeObject } from "../infra/engine-objects";
 
 /** The stacks the table is made for, each on a private copy brought up for it, and the region that holds it. */
 export const CHANGE_TABLES = [
@@ -47,6 +48,8 @@ export const ALTERNATIVES: Record<keyof RawConfig, string | ((current: string) =
   // Refused unless tls is certificate (and then checked against each other): the table says which.
   tlsCertificate: "-----BEGIN CERTIFICATE-----",
   tlsPrivateKey: "-----BEGIN PRIVATE KEY-----",
+  // tls: off ignores it.
+  internalLeafLifetime: "12h",
   // Only for tls: acme, except the directory, which tls: off ignores.
   acmeServer: "https://acme-staging-v02.api.letsencrypt.org/directory",
   acmeEmail: "ops@example.com",
@@ -231,6 +234,9 @@ async function measure(live: LiveStack, rows: KeyRow[], kept: Measured[] = []): 
           ?.trim()}); reverting`,
       );
       await live.up({ config: { [row.key]: row.from } });
+      // What the failed up left that the state does not know (a build whose push failed), as `npm run recover`
+      // removes it.
+      for (const o of await live.unknownOnEngine()) await removeObject(await live.engine(), o);
       continue;
     }
     const f = failures(load);

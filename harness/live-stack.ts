@@ -16,7 +16,7 @@ import {
 } from "@pulumi/pulumi/automation";
 import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
 import { engineClient, stackEngineSettings, type EngineSettings } from "../infra/engine";
-import { unknownToState, type EngineObject, type StateResource } from "../infra/engine-objects";
+import { removeObject, unknownToState, type EngineObject, type StateResource } from "../infra/engine-objects";
 import { projectFile, ROOT } from "../infra/stack-files";
 
 /**
@@ -74,8 +74,6 @@ export interface PreviewStep {
 
 /** How a `pulumi up` run as its own process ended (see LiveStack.interruptedUp). */
 export interface InterruptedUp {
-  /** Whether the signal was sent (the output matched before the run ended). */
-  signalled: boolean;
   code: number | null;
   output: string;
 }
@@ -97,6 +95,8 @@ export class LiveStack {
   private state = new Map<string, StateResource>();
   /** The engine of the stack's docker provider settings, read from its config once (see engine()). */
   private cachedEngine?: Docker;
+  /** Destroyed (or found without its state folder and swept): nothing more to do. */
+  private destroyed = false;
 
   private constructor(
     /** The Pulumi stack name, which also scopes its Docker objects' names. */
@@ -135,8 +135,16 @@ export class LiveStack {
     const found: LiveStack[] = [];
     for (const workDir of dirs) {
       const project = path.join(workDir, "project");
-      const ws = await LocalWorkspace.create({ workDir: project, ...workspaceOptions(pulumi, workDir) }).catch(() => undefined);
-      const names = ws ? (await ws.listStacks().catch(() => [])).map((s) => s.name) : [];
+      // A folder is removed only when its state answers and holds no stack: one that cannot be read is kept
+      // (and named), since its stack may still own objects on the engine.
+      let names: string[];
+      try {
+        const ws = await LocalWorkspace.create({ workDir: project, ...workspaceOptions(pulumi, workDir) });
+        names = (await ws.listStacks()).map((s) => s.name);
+      } catch (e) {
+        console.error(`[cleanup] ${workDir}: its stacks cannot be listed, so it is kept: ${(e as Error).message}`);
+        continue;
+      }
       if (names.length === 0) fs.rmSync(workDir, { recursive: true, force: true });
       for (const name of names) {
         const stack = await LocalWorkspace.selectStack({ stackName: name, workDir: project }, workspaceOptions(pulumi, workDir));
@@ -268,7 +276,8 @@ export class LiveStack {
     } catch {
       // the group is gone already
     }
-    return { signalled, code, output };
+    if (!signalled) throw new Error(`pulumi up exited ${code} before its output matched ${at}:\n${output.slice(-4000)}`);
+    return { code, output };
   }
 
   /**
@@ -397,13 +406,39 @@ export class LiveStack {
 
   /**
    * `pulumi destroy`, then the stack and its folder removed; once removed, nothing more. A failed destroy keeps
-   * the folder: the test run's exit (harness/cleanup.ts) destroys the stack again from that state.
+   * the folder: the test run's exit (harness/cleanup.ts) destroys the stack again from that state. Whatever
+   * still carries the stack's label afterwards, or after a failed destroy (but what the state kept on purpose),
+   * is removed, and the destroy fails naming it: a stack that lost track of its objects must not leave them
+   * holding the ports and names the next suite's stack needs.
    */
   async destroy(): Promise<void> {
-    if (!fs.existsSync(this.workDir)) return;
-    await this.destroyResources();
+    if (this.destroyed) return;
+    if (!fs.existsSync(this.workDir)) {
+      const left = await this.removeLabelled([]);
+      throw new Error(`${this.name}: its state folder ${this.workDir} was removed before pulumi destroy; removed: ${left}`);
+    }
+    const kept = (await this.readState().catch(() => [])).filter((r) => r.retainOnDelete);
+    try {
+      await this.destroyResources();
+    } catch (e) {
+      // The folder stays for harness/cleanup.ts; the engine is cleared now all the same.
+      const left = await this.removeLabelled(kept);
+      throw new Error(`${(e as Error).message}\n${this.name}: after the failed destroy, removed by its label: ${left}`);
+    }
     await this.stack.workspace.removeStack(this.name);
     fs.rmSync(this.workDir, { recursive: true, force: true });
+    const left = await this.removeLabelled(kept);
+    if (left !== "nothing")
+      throw new Error(`${this.name}: pulumi destroy left ${left} on the engine, unknown to the state (removed now)`);
+  }
+
+  /** Removes what the engine holds with the stack's label but the `kept` resources' objects, and says what that was. */
+  private async removeLabelled(kept: StateResource[]): Promise<string> {
+    this.destroyed = true;
+    const engine = await this.engine();
+    const left = await unknownToState(engine, this.name, kept);
+    for (const o of left) await removeObject(engine, o);
+    return left.map((o) => `${o.kind} ${o.name}`).join(", ") || "nothing";
   }
 }
 

@@ -157,21 +157,29 @@ export function failures(l: LoadCount): Pick<LoadCount, "non2xx" | "errors" | "t
 
 /**
  * Polls until `probe` resolves truthy (a probe that throws counts as not yet) or `ms` have passed since
- * `since` (default: now); returns the milliseconds from `since`.
+ * `since` (default: now); returns the milliseconds from `since` to the first truthy answer. With `holdMs`,
+ * the probe must also stay truthy on every poll for that long (a false answer starts the wait for it again).
  */
 export async function within(
   ms: number,
   probe: () => Promise<boolean>,
   what: string,
-  opts: { since?: number; everyMs?: number } = {},
+  opts: { since?: number; everyMs?: number; holdMs?: number } = {},
 ): Promise<number> {
   const start = opts.since ?? Date.now();
   let last = "";
+  let heldSince: number | undefined;
   while (Date.now() - start < ms) {
+    let ok = false;
     try {
-      if (await probe()) return Date.now() - start;
+      ok = await probe();
     } catch (e) {
       last = (e as Error).message;
+    }
+    if (!ok) heldSince = undefined;
+    else {
+      heldSince ??= Date.now();
+      if (Date.now() - heldSince >= (opts.holdMs ?? 0)) return heldSince - start;
     }
     await new Promise((r) => setTimeout(r, opts.everyMs ?? 100));
   }

@@ -86,8 +86,8 @@ export const TESTSSL_ALLOWED: readonly AllowedFinding[] = [
     finding: /^Neither CRL nor OCSP URI provided$/,
     reason:
       "tls: internal's leaf comes from the stack's own CA, which only clients given caCertificate trust and " +
-      "which runs no CRL or OCSP service; the leaf lives 90 days and a `pulumi up` in its last 30 issues a " +
-      "new one. A certificate from a public CA (acme, certificate) names its CRL or OCSP responder.",
+      "which runs no CRL or OCSP service; the leaf lives 90 days and the agent beside nginx signs a new one " +
+      "with 30 days left. A certificate from a public CA (acme, certificate) names its CRL or OCSP responder.",
   },
   {
     id: "sessionresumption_ticket",

@@ -39,6 +39,15 @@ const cpus = text
   .regex(/^\d+(\.\d)?$/, "must be a number of CPUs with at most one decimal, such as 1 or 0.5 (0 = no limit)")
   .transform(Number)
   .pipe(z.number().max(64, "must be at most 64"));
+// A lifetime as a number of minutes, hours or days ("90d", "12h"), in seconds.
+const UNIT_S = { m: 60, h: 3600, d: 86_400 } as const;
+const lifetime = (min: string, max: string) => {
+  const seconds = (s: string) => Number(s.slice(0, -1)) * UNIT_S[s.slice(-1) as keyof typeof UNIT_S];
+  return text
+    .regex(/^[1-9]\d{0,5}[mhd]$/, "must be a number of minutes, hours or days, such as 90d, 12h or 30m")
+    .transform(seconds)
+    .pipe(z.number().min(seconds(min), `must be at least ${min}`).max(seconds(max), `must be at most ${max}`));
+};
 const port = int(1, 65535);
 const optionalPort = int(0, 65535); // 0 = not published
 const image = text.min(1, "must not be empty").regex(IMAGE_REF, "is not a valid image reference (repository[:tag])");
@@ -77,6 +86,8 @@ export const configSchema = z.object({
   /** PEM: the certificate, then its chain; set with `pulumi config set --secret`. Checked against the key and domain in parseConfig. */
   tlsCertificate: text.optional(),
   tlsPrivateKey: text.optional(),
+  // Apple's clients take a leaf for at most 825 days; 2 minutes is short enough to watch a renewal.
+  internalLeafLifetime: lifetime("2m", "825d"),
   acmeServer: text.refine(
     (s) => URL.canParse(s) && new URL(s).protocol === "https:",
     "must be an https:// URL (the ACME directory)",
@@ -240,6 +251,8 @@ export interface TlsSettings {
   certificate?: { certPem: string; keyPem: string };
   /** acme: the CA and how to reach it; the agent beside nginx obtains and renews the certificate. */
   acme?: AcmeSettings;
+  /** internal: the leaf's lifetime; the agent beside nginx signs it with the stack's CA and signs it again. */
+  internal?: { leafLifetimeS: number };
 }
 
 export interface AcmeSettings {
@@ -634,6 +647,7 @@ function typed(c: RawConfig, project: string, ctx: LoadContext): StackConfig {
                       profile: c.acmeProfile || undefined,
                     }
                   : undefined,
+              internal: c.tls === "internal" ? { leafLifetimeS: c.internalLeafLifetime } : undefined,
             },
       baseImage: c.nginxImage,
       httpPort: c.httpPort,

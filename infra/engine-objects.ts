@@ -73,6 +73,8 @@ export interface StateResource {
   outputs?: Record<string, unknown>;
   /** A replaced resource whose delete has not happened yet. */
   delete?: boolean;
+  /** `pulumi destroy` leaves its object on the engine. */
+  retainOnDelete?: boolean;
 }
 
 /** Every engine ID a state refers to: resource IDs, and the image IDs that built and remote images carry. */
@@ -92,4 +94,16 @@ export function idsInState(resources: StateResource[]): Set<string> {
 export async function unknownToState(docker: Docker, stack: string, resources: StateResource[]): Promise<EngineObject[]> {
   const known = idsInState(resources);
   return (await labelledObjects(docker, stackLabel(stack))).filter((o) => !known.has(o.id));
+}
+
+/** Removes one engine object (a container by force, keeping its volumes); one already gone is fine. */
+export async function removeObject(docker: Docker, o: EngineObject): Promise<void> {
+  const removal: Record<EngineKind, () => Promise<unknown>> = {
+    service: () => docker.getService(o.id).remove(),
+    container: () => docker.getContainer(o.id).remove({ force: true, v: false }),
+    network: () => docker.getNetwork(o.id).remove(),
+    volume: () => docker.getVolume(o.id).remove(),
+    image: () => docker.getImage(o.id).remove({ force: true }),
+  };
+  await removal[o.kind]().catch(ignoreNotFound);
 }

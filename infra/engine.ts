@@ -271,3 +271,30 @@ export function unlessMissing<T>(lookup: Promise<T>): Promise<T | undefined> {
     throw e;
   });
 }
+
+/**
+ * Runs `script` (sh -c) to its end in a short-lived container of `image` with no network, `binds` mounted
+ * and `env` set; removed either way, and labelled so that an interrupted run's is found. For writing files
+ * into a volume: a secret in `env` is visible for the second the container lives, only to who may inspect
+ * containers on the engine, who can read the volume anyway.
+ */
+export async function runToEnd(
+  settings: EngineSettings,
+  spec: { image: string; script: string; env: string[]; binds: string[]; labels: Record<string, string>; what: string },
+): Promise<void> {
+  const client = engineClient(settings);
+  const writer = await client.createContainer({
+    Image: spec.image,
+    Entrypoint: ["sh", "-c", spec.script],
+    Env: spec.env,
+    Labels: spec.labels,
+    HostConfig: { Binds: spec.binds, NetworkMode: "none" },
+  });
+  try {
+    await writer.start();
+    const { StatusCode } = (await writer.wait()) as { StatusCode: number };
+    if (StatusCode !== 0) throw new Error(`${spec.what} failed (exit ${StatusCode})`);
+  } finally {
+    await writer.remove({ force: true });
+  }
+}

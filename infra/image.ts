@@ -81,6 +81,10 @@ export function holdImage(
   return { id: removal.imageId, ref: pulumi.all([ref, manifest.id, removal.imageId]).apply(([r]) => r) };
 }
 
+/** The engine's 409 for an image a running container uses; its other 409 ("dependent child images") fails. */
+const usedByRunningContainer = (e: unknown) =>
+  (e as { statusCode?: number }).statusCode === 409 && /being used by running container/.test(String((e as Error).message));
+
 interface RemovalInputs {
   imageId: string;
   engine: EngineSettings;
@@ -105,8 +109,7 @@ const removalProvider: pulumi.dynamic.ResourceProvider = {
     try {
       await engineClient(props.engine).getImage(props.imageId).remove({ force: true });
     } catch (e) {
-      const inUse = (e as { statusCode?: number }).statusCode === 409;
-      if (!isNotFound(e) && !isRemovedMeanwhile(e) && !inUse) throw e;
+      if (!isNotFound(e) && !isRemovedMeanwhile(e) && !usedByRunningContainer(e)) throw e;
     }
   },
 };

@@ -222,8 +222,8 @@ export function leafNames(domain: string): { dnsNames: string[]; ips: string[] }
   return { dnsNames: [domain], ips: domain === "localhost" ? ["127.0.0.1"] : [] };
 }
 
-/** Whether a certificate valid from `notBefore` to `notAfter` is due for renewal at `now`: a third of its life left. */
-export function renewalDue(notBefore: Date, notAfter: Date, now = new Date()): boolean {
-  const life = notAfter.getTime() - notBefore.getTime();
-  return notAfter.getTime() - now.getTime() <= life / 3;
+/** The names of leafNames(domain) as openssl's subjectAltName value: "DNS:localhost,IP:127.0.0.1". */
+export function leafSubjectAltName(domain: string): string {
+  const { dnsNames, ips } = leafNames(domain);
+  return [...dnsNames.map((d) => `DNS:${d}`), ...ips.map((ip) => `IP:${ip}`)].join(",");
 }

@@ -228,7 +228,10 @@ function declareNetnsHolder(
     replicas: [],
     serviceName: holder.containerName,
   };
-  return new docker.Container(`${name}-netns`, containerArgs(holds, settings, { containerName: holder.containerName }), {
+  // Hardened whatever the stack's `hardened` says: it only sleeps, so nothing in it needs a write or a
+  // capability, and turning `hardened` off or on then leaves the ports (and nginx's handover) alone.
+  const args = containerArgs(holds, { ...settings, hardened: true }, { containerName: holder.containerName });
+  return new docker.Container(`${name}-netns`, args, {
     ...opts,
     // Its fixed name and ports are taken until it goes.
     deleteBeforeReplace: true,

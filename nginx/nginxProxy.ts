@@ -23,8 +23,16 @@ import {
 } from "./conf";
 import { DRAIN_S, HANDOVER_HEALTHCHECK, HANDOVER_SYSCTLS, nginxDrainCommand, nginxStartCommand } from "./handover";
 import { ConfFile, ConfReload, type TlsFiles } from "./reload";
-import { StackCa, StackLeaf } from "../infra/stack-ca";
-import { declareCertAgent, declareCertStore, type CertAgent, type CertStore } from "../certs/certAgent";
+import { StackCa } from "../infra/stack-ca";
+import { leafSubjectAltName } from "../infra/tls";
+import {
+  declareCertAgent,
+  declareCertStore,
+  type AcmeIssuer,
+  type CertAgent,
+  type CertStore,
+  type InternalIssuer,
+} from "../certs/certAgent";
 
 export interface NginxProxyArgs {
   /** The stack's config: nginx's own settings, and the stack-wide ones its conf is rendered with. */
@@ -55,7 +63,7 @@ export class NginxProxy extends pulumi.ComponentResource {
   readonly caCertificate?: pulumi.Output<string>;
   /** metricsPort set: the metrics listener, on 127.0.0.1. */
   readonly metricsUrl?: pulumi.Output<string>;
-  /** tls acme: the agent that obtains and renews the certificate, in nginx's PID namespace. */
+  /** tls acme or internal: the agent that obtains (or signs) and renews the certificate, in nginx's PID namespace. */
   readonly certAgent?: CertAgent;
 
   constructor(name: string, args: NginxProxyArgs, opts?: pulumi.ComponentResourceOptions) {
@@ -109,24 +117,33 @@ export class NginxProxy extends pulumi.ComponentResource {
         labels: settings.labels,
         conf,
       };
-    // The TLS listener's files: the configured certificate, or a leaf from the stack's own CA.
-    let tlsFiles: pulumi.Input<TlsFiles> | undefined;
-    if (nginx.tls?.certificate) {
-      tlsFiles = pulumi.secret(nginx.tls.certificate);
-    } else if (nginx.tls?.mode === "internal") {
-      const ca = new StackCa(`${name}-ca`, { commonName: `${cfg.project} ${cfg.stack} CA` }, { parent: this });
-      const leaf = new StackLeaf(`${name}-leaf`, { domain: nginx.tls.domain, ca }, { parent: this });
-      tlsFiles = pulumi.secret(pulumi.all([leaf.certPem, leaf.keyPem]).apply(([certPem, keyPem]) => ({ certPem, keyPem })));
-      this.caCertificate = ca.certPem;
-    }
-    // acme: the agent's volumes, seeded with a placeholder certificate that nginx starts with.
-    const certStore: CertStore | undefined = nginx.tls?.acme
-      ? declareCertStore(
-          `${name}-certs`,
-          { project: cfg.project, stack: cfg.stack, labels: settings.labels, domains: [nginx.tls.domain] },
-          { parent: this },
-        )
+    // certificate: the configured files, in the conf volume. acme and internal: the agent's volumes, seeded
+    // with what nginx starts with (the stack CA's leaf, or a placeholder until the ACME CA's); the agent issues,
+    // renews and reloads.
+    const tlsFiles: pulumi.Input<TlsFiles> | undefined = nginx.tls?.certificate
+      ? pulumi.secret(nginx.tls.certificate)
       : undefined;
+    let issuer: AcmeIssuer | InternalIssuer | undefined;
+    if (nginx.tls?.acme) {
+      issuer = { kind: "acme", ...nginx.tls.acme };
+    } else if (nginx.tls?.internal) {
+      const ca = new StackCa(`${name}-ca`, { commonName: `${cfg.project} ${cfg.stack} CA` }, { parent: this });
+      this.caCertificate = ca.certPem;
+      issuer = {
+        kind: "internal",
+        lifetimeSeconds: nginx.tls.internal.leafLifetimeS,
+        sans: leafSubjectAltName(nginx.tls.domain),
+        ca: { certPem: ca.certPem, keyPem: ca.keyPem },
+      };
+    }
+    const certStore: CertStore | undefined =
+      nginx.tls && issuer
+        ? declareCertStore(
+            `${name}-certs`,
+            { project: cfg.project, stack: cfg.stack, labels: settings.labels, domains: [nginx.tls.domain], issuer },
+            { parent: this },
+          )
+        : undefined;
     const confFile = confTarget
       ? new ConfFile(`${name}-conf-file`, { ...confTarget, tls: tlsFiles }, { parent: this })
       : undefined;
@@ -191,8 +208,7 @@ export class NginxProxy extends pulumi.ComponentResource {
       );
     }
 
-    if (certStore && nginx.tls?.acme) {
-      const acme = nginx.tls.acme;
+    if (certStore && nginx.tls) {
       // `pulumi up` returns once the CA's certificate is served. A new nginx (a handover) means a new agent: it
       // joins that nginx's PID namespace, and its fixed name goes with the old one first.
       this.certAgent = declareCertAgent(
@@ -205,10 +221,6 @@ export class NginxProxy extends pulumi.ComponentResource {
           nginx: this.workload.containers[0],
           network: args.network,
           domains: [nginx.tls.domain],
-          acmeServer: acme.server,
-          acmeEmail: acme.email,
-          acmeCaPem: acme.caPem,
-          acmeProfile: acme.profile,
         },
         { parent: this, deleteBeforeReplace: true },
       );

@@ -7,14 +7,16 @@
 //              `pulumi up` with nginx's message. A failed update keeps the old state, so the state records
 //              only a conf nginx accepted, and the next `up` and `preview` still show the change.
 //   ConfReload after the container: `nginx -s reload` in the running container (a new one read the conf at
-//              start); a new certificate or key is a reload too, never a new container. It runs after the container's own update, so a conf meant for a replaced container
-//              (new socket mounts) is never loaded into the old one.
+//              start), done once only new workers accept; a new certificate or key is a reload too, never a
+//              new container. It runs after the container's own update, so a conf meant for a replaced
+//              container (new socket mounts) is never loaded into the old one.
 import * as pulumi from "@pulumi/pulumi";
 import type * as docker from "@pulumi/docker";
 import type Dockerode from "dockerode";
 import * as crypto from "crypto";
 import * as path from "path";
-import { engineClient, execIn, stackEngine, unlessMissing, type EngineSettings } from "../infra/engine";
+import { Readable } from "stream";
+import { demuxed, engineClient, execIn, runToEnd, stackEngine, unlessMissing, type EngineSettings } from "../infra/engine";
 import { ACME_WEBROOT, TLS_CERT_FILE, TLS_DIR, TLS_KEY_FILE } from "./conf";
 
 interface ConfTarget {
@@ -62,28 +64,16 @@ const WRITE_SCRIPT = [
   'mv -f "/conf/$FILE.next" "/conf/$FILE"',
 ].join("\n");
 
-/**
- * Writes `conf` (and the TLS files, first) into the volume from a short-lived container (labelled, so an
- * interrupted run's is found). The key is in the writer's environment for the second it runs: visible only
- * to who may inspect containers on the engine, who can read the volume anyway.
- */
+/** Writes `conf` (and the TLS files, first) into the volume from a short-lived container (infra/engine.ts). */
 async function writeConf(target: ConfTarget, conf: string, tls?: TlsFiles): Promise<void> {
-  const client = engineClient(target.engine);
-  const writer = await client.createContainer({
-    Image: target.image,
-    Entrypoint: ["sh", "-c", WRITE_SCRIPT],
-    Env: [`CONF=${conf}`, `FILE=${target.fileName}`, ...(tls ? [`TLS_CERT=${tls.certPem}`, `TLS_KEY=${tls.keyPem}`] : [])],
-    Labels: target.labels,
-    HostConfig: { Binds: [`${target.volumeName}:/conf`], NetworkMode: "none" },
+  await runToEnd(target.engine, {
+    image: target.image,
+    script: WRITE_SCRIPT,
+    env: [`CONF=${conf}`, `FILE=${target.fileName}`, ...(tls ? [`TLS_CERT=${tls.certPem}`, `TLS_KEY=${tls.keyPem}`] : [])],
+    binds: [`${target.volumeName}:/conf`],
+    labels: target.labels,
+    what: `writing ${target.fileName} into volume ${target.volumeName}`,
   });
-  try {
-    await writer.start();
-    const { StatusCode } = (await writer.wait()) as { StatusCode: number };
-    if (StatusCode !== 0)
-      throw new Error(`writing ${target.fileName} into volume ${target.volumeName} failed (exit ${StatusCode})`);
-  } finally {
-    await writer.remove({ force: true });
-  }
 }
 
 /** The stack's running nginx containers: none, one, or (a handover under way, or cut short) two. */
@@ -165,6 +155,49 @@ interface ReloadInputs extends ConfTarget {
   tlsDigest?: string;
 }
 
+/** What the engine's `top` answers (`ps` on the engine's host, for the container's processes). */
+interface Top {
+  Titles: string[];
+  Processes: string[][];
+}
+
+/** The PIDs of nginx's workers that accept connections (one told to quit retitles itself "is shutting down"). */
+async function acceptingWorkers(nginx: Dockerode.Container): Promise<string[]> {
+  const top = (await nginx.top({ ps_args: "-eo pid,args" })) as Top;
+  const [pid, args] = [top.Titles.indexOf("PID"), top.Titles.indexOf("COMMAND")];
+  return top.Processes.filter((p) => /^nginx: worker process\s*$/.test(p[args] ?? "")).map((p) => p[pid]);
+}
+
+// nginx starts new workers on a reload and leaves the old ones accepting for 100 ms more (its master's
+// reconfigure), so `nginx -s reload` returning says nothing about what the next connection gets. The reload
+// is done once no old worker accepts; a master that refused the conf keeps them, and says why in its log.
+async function reloaded(nginx: Dockerode.Container, old: string[], timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const now = await acceptingWorkers(nginx);
+    if (now.length > 0 && !now.some((w) => old.includes(w))) return;
+    if (Date.now() > deadline) {
+      const buf = await nginx.logs({ stdout: true, stderr: true, tail: 5 });
+      const log = await demuxed(nginx, Readable.from([buf]), 10_000, "nginx's log");
+      throw new Error(
+        `nginx did not reload in ${timeoutMs / 1000} s: workers ${old.join(", ")} still accept; its log: ${`${log.stdout}${log.stderr}`.trim()}`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Reloads a running nginx with the conf on its volume; returns once only the new workers accept. */
+export async function reloadNginx(nginx: Dockerode.Container): Promise<void> {
+  // ConfFile tested the file already; tested again because `nginx -s reload` exits 0 even when the master
+  // then refuses the conf (it only logs that and keeps the old one).
+  await testConf(nginx, "nginx refuses the conf on its volume, so it was not reloaded");
+  const workers = await acceptingWorkers(nginx);
+  const reload = await execIn(nginx, ["nginx", "-s", "reload"]);
+  if (reload.exitCode !== 0) throw new Error(`nginx -s reload failed: ${reload.stderr.trim()}`);
+  await reloaded(nginx, workers);
+}
+
 const reloadProvider: pulumi.dynamic.ResourceProvider = {
   // A new container read the conf when it started: nothing to reload.
   async create(inputs: ReloadInputs) {
@@ -177,12 +210,7 @@ const reloadProvider: pulumi.dynamic.ResourceProvider = {
   },
   async update(_id: string, olds: ReloadInputs, news: ReloadInputs) {
     if (olds.containerId !== news.containerId) return { outs: news }; // a new container: it read the conf at start
-    const nginx = engineClient(news.engine).getContainer(news.containerId);
-    // ConfFile tested the file already; tested again because `nginx -s reload` exits 0 even when the master
-    // then refuses the conf (it only logs that and keeps the old one).
-    await testConf(nginx, "nginx refuses the conf on its volume, so it was not reloaded");
-    const reload = await execIn(nginx, ["nginx", "-s", "reload"]);
-    if (reload.exitCode !== 0) throw new Error(`nginx -s reload failed: ${reload.stderr.trim()}`);
+    await reloadNginx(engineClient(news.engine).getContainer(news.containerId));
     return { outs: news };
   },
 };

@@ -92,11 +92,17 @@ build_tag() {
       # (a Go binary needing only libc), fetched by the host's apt and copied in below.
       lego_deb
       changes=(--change 'ENTRYPOINT ["/lego"]' --change 'CMD []') ;;
+    caddy)
+      # The official caddy image: /usr/bin/caddy running the Caddyfile in /etc/caddy; here Caddy built from the
+      # Go module proxy (the bench's HTTPS peer), copied in below.
+      caddy_dir="$(bash "$(dirname "$0")/setup-acme.sh" caddy | tail -n 1)" || die "building caddy failed"
+      changes=(--change 'CMD ["caddy", "run", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"]'
+        --change 'WORKDIR /srv' --change 'EXPOSE 80 443') ;;
     nginx-prometheus-exporter)
       # The official image: the exporter as entrypoint, run as nobody, listening on 9113.
       changes=(--change 'ENTRYPOINT ["/usr/bin/prometheus-nginx-exporter"]' --change 'CMD []' --change 'USER 65534'
         --change 'EXPOSE 9113') ;;
-    *) die "no stand-in recipe for image '$tag' (known: nginx*, python*, nginx-prometheus-exporter, goacme/lego)" ;;
+    *) die "no stand-in recipe for image '$tag' (known: nginx*, python*, nginx-prometheus-exporter, goacme/lego, caddy)" ;;
   esac
   log "tagging stand-in $tag"
   # A commit of the base with the official image's settings: no builder involved, so none of the
@@ -104,6 +110,9 @@ build_tag() {
   cid="$(docker create "${create[@]}" "$BASE_TAG" /bin/true)" || die "creating a container from $BASE_TAG failed"
   if [ "$repo" = lego ]; then
     docker cp "$CACHE_DIR/lego/usr/bin/lego" "$cid:/lego" >/dev/null || { docker rm "$cid" >/dev/null; die "copying lego into $tag failed"; }
+  fi
+  if [ "$repo" = caddy ]; then
+    docker cp "$caddy_dir/caddy" "$cid:/usr/bin/caddy" >/dev/null || { docker rm "$cid" >/dev/null; die "copying caddy into $tag failed"; }
   fi
   docker commit "${changes[@]}" --change "LABEL org.example.standin-for=\"$tag\" org.example.standin-base=\"$BASE_TAG\"" \
     "$cid" "$tag" >/dev/null \

@@ -4,12 +4,14 @@
 # v5.6.0 needs modules the proxy refuses here (403 for e.g. gitlab.com/greyxor/slogor v1.7.1, which its CLI's
 # logger imports), so the agent runs Debian bookworm's lego 4.9.1 (scripts/build-standins.sh goacme/lego:v4.9.1). Idempotent: a binary already at its version is kept, so a warm run costs
 # a few `go version -m` calls. Prints the directory the binaries are in (its last line of stdout).
-# Usage: setup-acme.sh            (env: ACME_TOOLS_DIR, default ~/.cache/flask-proxy/acme-tools; GO, default go)
+# With `caddy`, Caddy 2 too: the peer `npm run bench -- --suites https` measures nginx's HTTPS beside.
+# Usage: setup-acme.sh [caddy]    (env: ACME_TOOLS_DIR, default ~/.cache/flask-proxy/acme-tools; GO, default go)
 set -euo pipefail
 log() { printf '[setup-acme] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 PEBBLE_VERSION="v2.10.3"
+CADDY_VERSION="v2.11.9"
 DIR="${ACME_TOOLS_DIR:-$HOME/.cache/flask-proxy/acme-tools}"
 GO="${GO:-$(command -v go || echo /usr/local/go/bin/go)}"
 [ -x "$GO" ] || die "no Go toolchain (looked for go on PATH and /usr/local/go/bin/go)"
@@ -31,5 +33,11 @@ install() { # binary package version
 
 install pebble github.com/letsencrypt/pebble/v2/cmd/pebble "$PEBBLE_VERSION"
 install pebble-challtestsrv github.com/letsencrypt/pebble/v2/cmd/pebble-challtestsrv "$PEBBLE_VERSION"
+for extra in "$@"; do
+  case "$extra" in
+    caddy) install caddy github.com/caddyserver/caddy/v2/cmd/caddy "$CADDY_VERSION" ;;
+    *) die "unknown tool '$extra' (known: caddy)" ;;
+  esac
+done
 log "ready in $DIR"
 echo "$DIR"

@@ -21,7 +21,7 @@ import { parseArgs } from "util";
 import type Docker from "dockerode";
 import { LocalWorkspace, type Stack } from "@pulumi/pulumi/automation";
 import { engineClient, stackEngineSettings } from "../infra/engine";
-import { ignoreNotFound, stackLabel, unknownToState, type EngineObject, type StateResource } from "../infra/engine-objects";
+import { removeObject, stackLabel, unknownToState, type EngineObject, type StateResource } from "../infra/engine-objects";
 import { ROOT } from "../infra/stack-files";
 
 interface PendingOperation {
@@ -93,14 +93,7 @@ async function createdBy(docker: Docker, stack: string, op: PendingOperation): P
 }
 
 async function remove(docker: Docker, o: EngineObject): Promise<void> {
-  const removal: Record<EngineObject["kind"], () => Promise<unknown>> = {
-    service: () => docker.getService(o.id).remove(),
-    container: () => docker.getContainer(o.id).remove({ force: true, v: false }),
-    network: () => docker.getNetwork(o.id).remove(),
-    volume: () => docker.getVolume(o.id).remove(),
-    image: () => docker.getImage(o.id).remove({ force: true }),
-  };
-  await removal[o.kind]().catch(ignoreNotFound);
+  await removeObject(docker, o);
   log(`removed ${o.kind} ${o.name}`);
 }
 

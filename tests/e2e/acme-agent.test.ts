@@ -17,13 +17,14 @@ import {
   NGINX_KEY_PATH,
   NGINX_WEBROOT,
 } from "../../certs/certAgent";
+import { AGENT_HEALTH } from "../../certs/issuance";
 import { startPebble, type Pebble } from "../../harness/pebble";
 import { freePort } from "../../harness/ports";
 import { PROJECT } from "../../infra/config";
 import { ignoreNotFound, leftovers, stackLabel } from "../../infra/engine-objects";
 import { labelBuildArgs, objectName, stackLabels } from "../../infra/naming";
 import { ROOT } from "../../infra/stack-files";
-import { docker, execIn, failures, logText, runInProject, servedCertificate, underLoad, within } from "./live";
+import { docker, execIn, failures, HELD_PAST_RELOAD, logText, runInProject, servedCertificate, underLoad, within } from "./live";
 
 const STACK = "acme-agent";
 const LABELS = stackLabels(PROJECT, STACK);
@@ -182,10 +183,18 @@ describe("certificate agent: lego over HTTP-01 against Pebble, beside nginx", ()
     return String(cert.issuer.CN).startsWith("Pebble Intermediate") ? cert : undefined;
   };
 
-  test("obtains a certificate over HTTP-01; nginx serves it and its chain verifies against Pebble's root", async () => {
-    const ms = await within(90_000, async () => (await fromPebble()) !== undefined, "nginx serves a certificate from Pebble");
-    console.log(`acme-agent: first certificate served ${ms} ms after the test started waiting`);
-    const cert = (await fromPebble())!;
+  test("obtains a certificate over HTTP-01; once its health says so, the next connection gets it and its chain verifies against Pebble's root", async () => {
+    // As the first-certificate gate of `pulumi up` asks (certs/issuance.ts): once the agent's health says issued,
+    // the very next connection gets the CA's certificate, not the placeholder (the agent waits out nginx's reload).
+    const ms = await within(
+      90_000,
+      async () => (await execIn(agent, AGENT_HEALTH)).exitCode === 0,
+      "the agent's health says a certificate is in",
+      { everyMs: 20 },
+    );
+    console.log(`acme-agent: first certificate in ${ms} ms after the test started waiting`);
+    const cert = await served(httpsPort, root);
+    expect(String(cert.issuer.CN)).toMatch(/^Pebble Intermediate/);
     expect(cert.subjectaltname).toBe(`DNS:${DOMAIN}`);
     // openssl too, as a user checks it.
     fs.writeFileSync(path.join(dir, "root.pem"), root);
@@ -224,6 +233,7 @@ describe("certificate agent: lego over HTTP-01 against Pebble, beside nginx", ()
           LIFETIME_S * 1000 + 30_000,
           async () => (await fromPebble())?.serialNumber !== before.serialNumber,
           "nginx serves a renewed certificate",
+          HELD_PAST_RELOAD,
         ),
       { ca: root, servername: DOMAIN },
     );
@@ -247,17 +257,41 @@ describe("certificate agent: lego over HTTP-01 against Pebble, beside nginx", ()
     expect(await logText(agent)).toMatch(/reloaded nginx \(pid 1\)/);
   }, 240_000);
 
+  test("a reload nginx refuses (a conf it cannot load) is a failed attempt: the agent says so and turns unhealthy, nginx keeps its certificate; the conf fixed, the next attempt loads the new one", async () => {
+    const kept = (await fromPebble())!;
+    const confFile = path.join(dir, "default.conf");
+    // Written in place (the same inode): a file bind-mounted into nginx.
+    fs.writeFileSync(confFile, conf.replace("keepalive_timeout 75s;", "keepalive_timeout 75s;\n    no_such_directive on;"));
+    try {
+      // The next renewal is due within 30 s; the agent waits 10 s for nginx's workers to change.
+      await within(
+        LIFETIME_S * 1000,
+        async () => /attempt \d+ failed.*did not reload in 10 s/.test(await logText(agent)),
+        "the agent's log says nginx did not reload",
+      );
+      await within(10_000, async () => (await health()) === "unhealthy", "the agent reports unhealthy");
+      expect((await served(httpsPort, root)).serialNumber).toBe(kept.serialNumber);
+    } finally {
+      fs.writeFileSync(confFile, conf);
+    }
+    // Attempts 2, 4, 8 s apart: the next one reloads the certificate already installed.
+    await within(30_000, async () => (await health()) === "healthy", "the agent reports healthy again");
+    expect((await served(httpsPort, root)).serialNumber).not.toBe(kept.serialNumber);
+  }, 120_000);
+
   test("Pebble stopped: the agent keeps the valid certificate, logs the CA's error, backs off, turns unhealthy", async () => {
     const kept = (await fromPebble())!;
+    const earlier = (await logText(agent)).length;
+    const ownLog = async () => (await logText(agent)).slice(earlier);
     await pebble!.stop();
     pebble = undefined;
     // Renewal falls due within 30 s; attempts 2 s, 4 s, 8 s apart.
     await within(
       LIFETIME_S * 1000,
-      async () => /attempt 3 failed/.test(await logText(agent)),
+      async () => /attempt 3 failed/.test(await ownLog()),
       "three failed attempts in the agent's log",
     );
-    const log = await logText(agent);
+    const log = await ownLog();
     const attempts = [...log.matchAll(/attempt (\d+) failed, next in (\d+) s \(certificate: ([^)]*)\): (.*)/g)];
     console.log(`acme-agent, CA gone:\n${attempts.map((a) => a[0]).join("\n")}`);
     expect(attempts.slice(0, 3).map((a) => [a[1], a[2]])).toEqual([

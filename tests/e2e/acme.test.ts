@@ -15,7 +15,17 @@ import { LEGO_IMAGE } from "../../certs/certAgent";
 import { ignoreNotFound, leftovers, stackLabel } from "../../infra/engine-objects";
 import { objectName } from "../../infra/naming";
 import { PROJECT } from "../../infra/config";
-import { docker, failures, logText, runInProject, servedCertificate, underLoad, within } from "./live";
+import {
+  bridgeGateway,
+  docker,
+  failures,
+  HELD_PAST_RELOAD,
+  logText,
+  runInProject,
+  servedCertificate,
+  underLoad,
+  within,
+} from "./live";
 
 const DOMAIN = "app.acme.test";
 const LIFETIME_S = 60;
@@ -52,8 +62,7 @@ async function upAgainstPebble(stack: string, validitySeconds: number): Promise<
   const started = Date.now();
   runInProject("bash", ["scripts/setup-acme.sh"]);
   runInProject("bash", ["scripts/build-standins.sh", LEGO_IMAGE]);
-  const gateway = (await docker.getNetwork("bridge").inspect()).IPAM?.Config?.[0]?.Gateway as string | undefined;
-  if (!gateway) throw new Error("the default bridge network has no gateway address");
+  const gateway = await bridgeGateway();
   const httpPort = await freePort();
   const httpsPort = await freePort();
   const pebble = await startPebble({ httpPort, listenHost: gateway, validitySeconds });
@@ -136,6 +145,7 @@ describe("prod: tls: acme against Pebble, through the CLI", () => {
           LIFETIME_S * 1000 + 30_000,
           async () => (await served(httpsPort, root)).fingerprint256 !== first,
           "a renewed certificate served",
+          HELD_PAST_RELOAD,
         ),
       { ca: root, servername: DOMAIN, newConnections: 8 },
     );

@@ -8,7 +8,7 @@ import * as path from "path";
 import { Readable } from "stream";
 import * as tls from "tls";
 import type Docker from "dockerode";
-import type { LiveStack } from "../../harness/live-stack";
+import { docker, type LiveStack } from "../../harness/live-stack";
 import { get, within } from "../../harness/load";
 import { demuxed } from "../../infra/engine";
 import { ROOT } from "../../infra/stack-files";
@@ -122,6 +122,29 @@ export function runInProject(cmd: string, args: string[]): string {
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(" ")} exited ${r.status}: ${r.stderr}`);
   return r.stdout;
 }
+
+/**
+ * An address of this host that containers on any of its networks reach (Pebble listens there): the default
+ * bridge's gateway. The engine does not always list it (20.10 here, freshly installed, listed only the subnet);
+ * then it is the address of the bridge's interface, which is this host's even while the link is down.
+ */
+export async function bridgeGateway(): Promise<string> {
+  const bridge = await docker.getNetwork("bridge").inspect();
+  const listed = bridge.IPAM?.Config?.[0]?.Gateway as string | undefined;
+  if (listed) return listed;
+  const name = bridge.Options?.["com.docker.network.bridge.name"] as string | undefined;
+  // `ip`, not os.networkInterfaces(): libuv leaves out an interface that is down, as a bridge with no container is.
+  const shown = name ? spawnSync("ip", ["-4", "-o", "addr", "show", "dev", name], { encoding: "utf8" }).stdout : "";
+  const address = shown?.match(/\binet (\d+\.\d+\.\d+\.\d+)\//)?.[1];
+  if (!address) throw new Error(`the default bridge network lists no gateway, and its interface (${name}) has no IPv4 address`);
+  return address;
+}
+
+/**
+ * For a wait on the certificate nginx serves to change: its reload leaves the old workers accepting for 100 ms
+ * after the new ones start, so a connection just after the first new answer may still get the old certificate.
+ */
+export const HELD_PAST_RELOAD = { holdMs: 500 };
 
 /** The leaf nginx serves for `servername` on 127.0.0.1:`port`, verified against `ca` (rejects if it does not verify). */
 export function servedCertificate(port: number, servername: string, ca: string): Promise<tls.PeerCertificate> {

@@ -1,5 +1,6 @@
 import * as net from "net";
 import { CONF_PATH } from "../../nginx/conf";
+import { reloadNginx } from "../../nginx/reload";
 import { execIn, failures, get, underLoad, upStack, type LiveStack } from "./live";
 
 const NO_FAILURES = { non2xx: 0, errors: 0, timeouts: 0 };
@@ -88,4 +89,22 @@ describe("prod: a conf nginx refuses", () => {
     expect((await get(live.url)).status).toBe(200);
     await live.run(["preview", "--expect-no-changes"]);
   }, 900_000);
+
+  // `nginx -s reload` only signals the master, which leaves the old workers accepting for 100 ms after the new
+  // ones start: nginx/reload.ts returns once none of them does, so the next connection gets the new conf.
+  test("a reload returns once no old worker accepts connections (nginx/reload.ts reloadNginx), three times", async () => {
+    const accepting = async () => {
+      const top = (await nginx().top({ ps_args: "-eo pid,args" })) as { Titles: string[]; Processes: string[][] };
+      const [pid, args] = [top.Titles.indexOf("PID"), top.Titles.indexOf("COMMAND")];
+      return top.Processes.filter((p) => p[args].trim() === "nginx: worker process").map((p) => p[pid]);
+    };
+    for (const round of [1, 2, 3]) {
+      const before = await accepting();
+      expect(before.length).toBeGreaterThan(0);
+      await reloadNginx(nginx());
+      const after = await accepting();
+      expect([round, after.filter((w) => before.includes(w))]).toEqual([round, []]);
+      expect(after.length).toBe(before.length);
+    }
+  }, 120_000);
 });

@@ -1,6 +1,7 @@
 // HTTPS at the edge on the prod shape, through the real CLI: one stack (its own name and ports), first with a
 // certificate the test's own CA issued (root -> intermediate -> leaf; the leaf and intermediate served as a
-// chain), then rotated under load, then switched to the stack's own CA (tls: internal), which testssl.sh scans.
+// chain), then rotated under load, then switched to the stack's own CA (tls: internal), which testssl.sh scans,
+// and whose leaf the agent beside nginx renews by itself under load.
 import { spawnSync } from "child_process";
 import * as crypto from "crypto";
 import * as fs from "fs";
@@ -12,7 +13,7 @@ import { freePort } from "../../harness/ports";
 import { findingsTable, judgeTestssl, runTestssl, TESTSSL_GROUPS } from "../../harness/testssl";
 import { ROOT } from "../../infra/stack-files";
 import { createRootCa, issue, leafNames, type CertifiedKey } from "../../infra/tls";
-import { docker, failures, underLoad } from "./live";
+import { docker, failures, HELD_PAST_RELOAD, logText, underLoad, within } from "./live";
 
 // The stand-in behind every nginx tag here is Debian's nginx 1.22: a tag that says so renders what it accepts
 // (`listen ... ssl http2`; 1.27.3's `http2 on;` is refused by it). scripts/build-standins.sh makes the tag.
@@ -100,6 +101,13 @@ describe("prod: HTTPS at the edge (tls: certificate, then internal)", () => {
     const stackCa = output.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/)?.[0];
     if (!stackCa) throw new Error(`pulumi stack output caCertificate has no certificate: ${output}`);
     fs.writeFileSync(stackCaFile, `${stackCa}\n`);
+  }
+
+  /** Run on its own (jest -t), a test of tls: internal first switches the stack to it. */
+  async function switchedToInternal(): Promise<void> {
+    if (fs.existsSync(stackCaFile)) return;
+    await live.up({ config: { tls: "internal", tlsCertificate: "", tlsPrivateKey: "" } });
+    await saveStackCa();
   }
 
   beforeAll(async () => {
@@ -257,7 +265,6 @@ describe("prod: HTTPS at the edge (tls: certificate, then internal)", () => {
   }, 600_000);
 
   test("internal: the stack's own CA (caCertificate, read with the CLI) verifies; no HSTS; a second preview and refresh find nothing", async () => {
-    const before = await nginx();
     await live.up({ config: { tls: "internal", tlsCertificate: "", tlsPrivateKey: "" } });
     await saveStackCa();
     expect(curl(["--http2", "-w", "\n%{http_version}", httpsUrl()], stackCaFile).out).toBe("Hello world!\n2");
@@ -266,12 +273,15 @@ describe("prod: HTTPS at the edge (tls: certificate, then internal)", () => {
     const served = servedChain(httpsPort)[0];
     expect(served.checkIP("127.0.0.1")).toBe("127.0.0.1");
     expect(served.checkHost("localhost")).toBe("localhost");
-    const after = await nginx();
-    expect([after.Id, after.State.StartedAt]).toEqual([before.Id, before.State.StartedAt]);
+    // Signed by the seed before the new nginx started (nginx mounts the agent's volumes now: a handover), so
+    // no placeholder was ever served; the agent found it current.
+    const seedLog = await logText(live.container("nginx-certs-seed"));
+    expect(seedLog).toMatch(/installed a certificate for localhost from the stack's CA/);
+    expect(seedLog).not.toMatch(/placeholder/);
     expect(await live.preview()).toEqual([]);
     await live.refreshFindsNothing();
-    // The keys (the CA's, the leaf's, the served one) are secrets in the state: `pulumi stack export` (which
-    // shows secrets only when asked) has none in the clear.
+    // The CA's key, in the state twice (StackCa, and StackCaFiles, which writes it into the agent's volume), is a
+    // secret: `pulumi stack export` (which shows secrets only when asked) has no key in the clear.
     const text = await live.run(["stack", "export"]);
     const exported = JSON.parse(text.slice(text.indexOf("{"), text.lastIndexOf("}") + 1)) as {
       deployment: { resources?: { urn: string; inputs?: object; outputs?: object }[] };
@@ -287,11 +297,7 @@ describe("prod: HTTPS at the edge (tls: certificate, then internal)", () => {
   }, 600_000);
 
   test("testssl.sh on the HTTPS listener (tls: internal, the stack's CA added): nothing at MEDIUM or above but harness/testssl.ts's allow-list", async () => {
-    // Run on its own (jest -t), the stack is first switched to the prod stack file's mode.
-    if (!fs.existsSync(stackCaFile)) {
-      await live.up({ config: { tls: "internal", tlsCertificate: "", tlsPrivateKey: "" } });
-      await saveStackCa();
-    }
+    await switchedToInternal();
     const scan = await runTestssl(httpsPort, stackCaFile);
     const verdict = judgeTestssl(scan.findings);
     const count = new Map<string, number>();
@@ -314,5 +320,46 @@ describe("prod: HTTPS at the edge (tls: certificate, then internal)", () => {
       true,
       true,
     ]);
+  }, 600_000);
+
+  test("internal: the agent renews the leaf by itself, no `pulumi up` (2-minute leaves: due 30 s after issuance), a reload under HTTPS load with 0 failed", async () => {
+    await switchedToInternal();
+    // A new lifetime is a new agent, which signs a leaf of that lifetime at once.
+    await live.up({ config: { internalLeafLifetime: "2m" } });
+    const first = servedChain(httpsPort)[0];
+    expect((Date.parse(first.validTo) - Date.parse(first.validFrom)) / 1000).toBe(180);
+    const nginxBefore = await nginx();
+    const stackCa = fs.readFileSync(stackCaFile, "utf8");
+    const { load, value, error } = await underLoad(
+      httpsUrl(),
+      () =>
+        within(
+          90_000,
+          async () => servedChain(httpsPort)[0]?.serialNumber !== first.serialNumber,
+          "nginx serves a renewed leaf",
+          HELD_PAST_RELOAD,
+        ),
+      { ca: stackCa, newConnections: 4 },
+    );
+    console.log(
+      `tls: internal renewal: a new leaf after ${value} ms; ${load.requests} responses, ${JSON.stringify(failures(load))}, ${load.retried} sent again`,
+    );
+    expect(error?.message).toBeUndefined();
+    const renewed = servedChain(httpsPort)[0];
+    expect(renewed.verify(new crypto.X509Certificate(stackCa).publicKey)).toBe(true);
+    expect(Date.parse(renewed.validTo)).toBeGreaterThan(Date.parse(first.validTo));
+    expect(load.ok).toBeGreaterThan(100);
+    expect(failures(load)).toEqual(NO_FAILURES);
+    const nginxAfter = await nginx();
+    expect([nginxAfter.Id, nginxAfter.State.StartedAt, nginxAfter.RestartCount]).toEqual([
+      nginxBefore.Id,
+      nginxBefore.State.StartedAt,
+      nginxBefore.RestartCount,
+    ]);
+    expect(await logText(live.container("nginx-cert-agent"))).toMatch(
+      /renewing the certificate for localhost from the stack's CA/,
+    );
+    // Nothing for `pulumi up` to do: the renewal is the agent's, not the state's.
+    expect(await live.preview()).toEqual([]);
   }, 600_000);
 });

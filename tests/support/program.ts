@@ -20,6 +20,8 @@ export interface Declared {
   dependsOn: string[];
   /** Top-level inputs the program passed as Pulumi secrets. */
   secretInputs: string[];
+  /** The retainOnDelete option: `pulumi destroy` leaves the object on the engine. */
+  retainOnDelete: boolean;
 }
 
 export interface ProgramRun {
@@ -135,6 +137,7 @@ export async function runProgram(stack: string, opts: RunOptions = {}): Promise<
           parent: t.opts.parent ? names.get(t.opts.parent) : undefined,
           dependsOn: deps.map((d) => names.get(d as PulumiModule.Resource) ?? "<unknown>"),
           secretInputs: [],
+          retainOnDelete: (t.opts as PulumiModule.CustomResourceOptions).retainOnDelete === true,
         };
 
         resources.push(entry);

@@ -28,7 +28,13 @@ test("agent: nginx's PID namespace by ID, no capability, the three volumes, the 
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const certs = require("../../certs/certAgent") as typeof import("../../certs/certAgent");
   const labels = { "org.flask-proxy.stack": "prod" };
-  const store = certs.declareCertStore("certs", { project: "flask-proxy", stack: "prod", labels, domains: ["app.example.com"] });
+  const store = certs.declareCertStore("certs", {
+    project: "flask-proxy",
+    stack: "prod",
+    labels,
+    domains: ["app.example.com"],
+    issuer: { kind: "acme", server: certs.LETS_ENCRYPT_DIRECTORY, email: "ops@example.com" },
+  });
   const network = new docker.Network("net", { name: "n" });
   const nginx = new docker.Container("nginx-container", { image: "nginx", name: "flask-proxy-prod-nginx" });
   certs.declareCertAgent("cert-agent", {
@@ -39,8 +45,6 @@ test("agent: nginx's PID namespace by ID, no capability, the three volumes, the 
     nginx,
     network,
     domains: ["app.example.com"],
-    acmeServer: certs.LETS_ENCRYPT_DIRECTORY,
-    acmeEmail: "ops@example.com",
   });
   await new Promise((r) => setTimeout(r, 200));
   const agent = declared.get("cert-agent")!;

@@ -1,19 +1,21 @@
 // certs/agent.sh's commands that need no CA and no engine, run on the host with sh and openssl.
-import { spawnSync } from "child_process";
+import { spawn, spawnSync, type ChildProcess } from "child_process";
+import * as crypto from "crypto";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
+import { createRootCa } from "../../infra/tls";
 import { acmeChallengeLocation, ACME_CHALLENGE_PATH, CERT_FILE, KEY_FILE, NGINX_WEBROOT } from "../../certs/certAgent";
 
 const SCRIPT = path.join(__dirname, "..", "..", "certs", "agent.sh");
 
 describe("certs/agent.sh", () => {
   let dir: string;
-  const run = (cmd: string, env: Record<string, string> = {}) =>
+  const run = (cmd: string, env: Record<string, string> = {}, timeout = 10_000) =>
     spawnSync("sh", [SCRIPT, cmd], {
       encoding: "utf8",
       // `run` loops for ever once past its checks.
-      timeout: 10_000,
+      timeout,
       env: {
         PATH: process.env.PATH,
         ACME_DATA_DIR: path.join(dir, "data"),
@@ -65,6 +67,117 @@ describe("certs/agent.sh", () => {
       2,
       expect.stringContaining("ACME_PROFILE=shortlived: this lego (lego version 4.9.1) cannot ask for a profile"),
     ]);
+  });
+
+  describe("the internal issuer (tls: internal): openssl signs the leaf with the stack's CA", () => {
+    let nginx: ChildProcess;
+    const caDir = () => path.join(dir, "data", "internal-ca");
+    // The CA as the stack makes it (infra/stack-ca.ts), into the folder StackCaFiles writes.
+    const makeCa = async (name: string) => {
+      const ca = await createRootCa({ commonName: name, days: 30 });
+      fs.mkdirSync(caDir(), { recursive: true });
+      fs.writeFileSync(path.join(caDir(), "ca.crt"), ca.certPem);
+      fs.writeFileSync(path.join(caDir(), "ca.key"), ca.keyPem, { mode: 0o600 });
+    };
+    // One pass of `run` (it loops: stopped by SIGTERM, which it handles), reloading a stand-in master.
+    const runOnce = (lifetimeS: number) =>
+      run(
+        "run",
+        {
+          ACME_DOMAINS: "localhost",
+          CERT_ISSUER: "internal",
+          INTERNAL_LIFETIME_SECONDS: String(lifetimeS),
+          INTERNAL_SANS: "DNS:localhost,IP:127.0.0.1",
+          ACME_NGINX_PID: String(nginx.pid),
+          ACME_CHECK_SECONDS: "2",
+          ACME_WEBROOT: path.join(dir, "webroot"),
+        },
+        3_000,
+      );
+    const served = () => new crypto.X509Certificate(fs.readFileSync(path.join(dir, "certs", CERT_FILE)));
+    // A stand-in for nginx's master: on SIGHUP it starts a new "nginx: worker process" and stops the old one,
+    // which is what the agent waits for.
+    const master = [
+      `worker() { bash -c 'exec -a "nginx: worker process" sleep 30' & w=$!; }`,
+      "worker",
+      `trap 'old=$w; worker; kill $old' HUP`,
+      "while :; do sleep 1 & wait $!; done",
+    ].join("\n");
+    beforeEach(() => {
+      nginx = spawn("sh", ["-c", master], { stdio: "ignore", detached: true });
+    });
+    afterEach(() => process.kill(-nginx.pid!, "SIGKILL"));
+
+    test("the leaf: from the CA, for localhost and 127.0.0.1, server auth only, the lifetime asked for (60 s backdated), its key 600; installed and nginx signalled", async () => {
+      await makeCa("unit CA one");
+      const r = runOnce(3600);
+      // run seeds first: the seed signs the leaf, the loop finds it current and reloads nginx.
+      expect(r.stdout).toMatch(/installed a certificate for localhost from the stack's CA/);
+      expect(r.stdout).toMatch(/installed the certificate valid until .*reloaded nginx/);
+      const leaf = served();
+      const ca = new crypto.X509Certificate(fs.readFileSync(path.join(caDir(), "ca.crt")));
+      expect(leaf.verify(ca.publicKey)).toBe(true);
+      expect([leaf.subject, leaf.issuer, leaf.subjectAltName, leaf.ca]).toEqual([
+        "CN=localhost",
+        "CN=unit CA one",
+        "DNS:localhost, IP Address:127.0.0.1",
+        false,
+      ]);
+      expect(leaf.keyUsage).toEqual(["1.3.6.1.5.5.7.3.1"]);
+      expect((Date.parse(leaf.validTo) - Date.parse(leaf.validFrom)) / 1000).toBe(3660);
+      expect(Math.abs(Date.parse(leaf.validFrom) - (Date.now() - 60_000))).toBeLessThan(10_000);
+      expect((fs.statSync(path.join(dir, "certs", KEY_FILE)).mode & 0o777).toString(8)).toBe("600");
+      expect(leaf.checkPrivateKey(crypto.createPrivateKey(fs.readFileSync(path.join(dir, "certs", KEY_FILE))))).toBe(true);
+      expect(fs.readFileSync(path.join(dir, "data", "agent-status"), "utf8")).toMatch(/^ok: certificate valid until/);
+    });
+
+    test("kept while current; signed again for a new CA (a destroy and up) or a new lifetime", async () => {
+      await makeCa("unit CA one");
+      runOnce(3600);
+      const first = served().fingerprint256;
+      expect(runOnce(3600).stdout).not.toMatch(/issuing|renewing/);
+      expect(served().fingerprint256).toBe(first);
+      await makeCa("unit CA two");
+      expect(runOnce(3600).stdout).toMatch(/issuing a certificate/);
+      expect(served().issuer).toBe("CN=unit CA two");
+      const second = served().fingerprint256;
+      expect(second).not.toBe(first);
+      expect(runOnce(7200).stdout).toMatch(/valid for 7200 s/);
+      expect((Date.parse(served().validTo) - Date.parse(served().validFrom)) / 1000).toBe(7260);
+    });
+
+    test("seed: nginx starts with the CA's leaf, not a placeholder, when the CA is there; a placeholder when it is not", async () => {
+      const seed = (env: Record<string, string> = {}) =>
+        run("seed", {
+          ACME_DOMAINS: "localhost",
+          CERT_ISSUER: "internal",
+          INTERNAL_LIFETIME_SECONDS: "3600",
+          INTERNAL_SANS: "DNS:localhost,IP:127.0.0.1",
+          ...env,
+        });
+      expect(seed().stdout).toMatch(/self-signed placeholder/);
+      expect(served().subject).toBe("CN=localhost (placeholder)");
+      fs.rmSync(path.join(dir, "certs"), { recursive: true });
+      await makeCa("unit CA one");
+      const r = seed();
+      expect([r.status, r.stdout]).toEqual([
+        0,
+        expect.stringMatching(/installed a certificate for localhost from the stack's CA/),
+      ]);
+      expect(r.stdout).not.toMatch(/placeholder/);
+      expect([served().subject, served().issuer]).toEqual(["CN=localhost", "CN=unit CA one"]);
+      // The agent that follows finds the leaf current: it only reloads nginx.
+      const agent = runOnce(3600);
+      expect(agent.stdout).not.toMatch(/issuing|renewing/);
+      expect(agent.stdout).toMatch(/reloaded nginx/);
+    });
+
+    test("no CA in the volume: the attempt fails, saying where it looked, and the placeholder stays", () => {
+      const r = runOnce(3600);
+      expect(r.stdout).toMatch(/attempt 1 failed, next in 30 s \(certificate: none yet\): no CA in .*internal-ca/);
+      expect(served().subject).toBe("CN=localhost (placeholder)");
+      expect(fs.readFileSync(path.join(dir, "data", "agent-status"), "utf8")).toMatch(/^failing since .*certificate: none yet/);
+    });
   });
 });
 

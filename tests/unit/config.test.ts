@@ -36,6 +36,7 @@ const BAD: Record<keyof RawConfig, string[]> = {
   httpsPort: ["0", "65536", "https"],
   tlsCertificate: ["-----BEGIN CERTIFICATE-----"],
   tlsPrivateKey: ["-----BEGIN PRIVATE KEY-----"],
+  internalLeafLifetime: ["90", "1m", "826d", "0d", "12 h", "1.5h", ""],
   acmeServer: ["http://acme.example/directory", "acme.example/directory", ""],
   // Refused on their own (not an address, a profile name), or with tls other than acme: only applies there.
   acmeEmail: ["ops", "ops@example.com"],

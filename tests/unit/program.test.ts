@@ -249,6 +249,17 @@ describe("prod stack: production-shaped", () => {
     expect(conf).toContain(`include ${listenFile("http")};`);
   });
 
+  test("hardened: false relaxes nginx, never its holder, so the switch hands over instead of closing the ports", async () => {
+    const relaxed = await runProgram("prod", { overrides: { hardened: "false" } });
+    const holder = (r: ProgramRun) => {
+      const h = find(r, "nginx-netns").inputs;
+      return [h.readOnly, h.securityOpts, h.capabilities];
+    };
+    expect(holder(relaxed)).toEqual([true, ["no-new-privileges:true"], { drops: ["ALL"] }]);
+    expect(holder(relaxed)).toEqual(holder(run));
+    expect(find(relaxed, "nginx-container").inputs.readOnly).toBeUndefined();
+  });
+
   test("both containers: restart policy, healthchecks, hardening, limits; a cutover resource gates each on its health", () => {
     for (const [name, wait] of [
       ["flask-container", false],

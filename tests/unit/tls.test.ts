@@ -1,7 +1,7 @@
 // HTTPS at the edge: the certificate checks (before anything is declared), the TLS listener nginx renders for
 // each version, and what the program declares for `certificate` and `internal`.
 import { ConfigError, parseConfig } from "../../infra/config";
-import { createRootCa, issue, leafNames, renewalDue, type CertifiedKey } from "../../infra/tls";
+import { createRootCa, issue, leafNames, leafSubjectAltName, type CertifiedKey } from "../../infra/tls";
 import {
   HSTS_MAX_AGE_S,
   nginxTls,
@@ -277,12 +277,10 @@ describe("the TLS listener nginx renders", () => {
   });
 });
 
-test("an internal leaf is renewed by the `pulumi up` that finds a third or less of its lifetime left", () => {
-  const from = new Date("2026-01-01T00:00:00Z");
-  const to = new Date(from.getTime() + 90 * DAY);
-  expect(renewalDue(from, to, new Date(from.getTime() + 59 * DAY))).toBe(false);
-  expect(renewalDue(from, to, new Date(from.getTime() + 60 * DAY))).toBe(true);
-  expect(renewalDue(from, to, new Date(to.getTime() + DAY))).toBe(true);
+test("the internal leaf's names, as openssl's subjectAltName: localhost with 127.0.0.1, a domain alone, an address alone", () => {
+  expect(leafSubjectAltName("localhost")).toBe("DNS:localhost,IP:127.0.0.1");
+  expect(leafSubjectAltName("app.example.com")).toBe("DNS:app.example.com");
+  expect(leafSubjectAltName("10.0.0.7")).toBe("IP:10.0.0.7");
 });
 
 describe("the program", () => {
@@ -324,10 +322,33 @@ describe("the program", () => {
     expect(JSON.stringify(reload.inputs)).not.toContain("PRIVATE KEY");
   });
 
-  test("internal: a CA of the stack's own and a leaf from it; the root is the caCertificate output", () => {
+  test("internal: a CA of the stack's own, written (its key a secret) into the agent's data volume, which destroy removes; the agent signs the leaf with no network", () => {
     expect(find(internalRun, "nginx-ca").inputs).toMatchObject({ commonName: "flask-proxy prod CA" });
-    expect(find(internalRun, "nginx-leaf").inputs).toMatchObject({ domain: "localhost" });
-    expect(find(internalRun, "nginx-conf-file").secretInputs).toContain("tls");
+    const caFiles = find(internalRun, "nginx-certs-ca-files");
+    expect(caFiles.inputs).toMatchObject({ volumeName: "flask-proxy-prod-certs-data" });
+    expect(caFiles.secretInputs).toContain("keyPem");
+    // No certificate of its own in the conf volume: nginx reads the agent's.
+    expect(find(internalRun, "nginx-conf-file").inputs.tls).toBeUndefined();
+    const env = [
+      "CERT_ISSUER=internal",
+      "INTERNAL_LIFETIME_SECONDS=7776000",
+      "INTERNAL_SANS=DNS:localhost,IP:127.0.0.1",
+      "ACME_DOMAINS=localhost",
+    ];
+    // The seed signs the first leaf, after the CA is in the volume: nginx never starts with a placeholder.
+    const seed = find(internalRun, "nginx-certs-seed");
+    expect(seed.dependsOn).toContain("nginx-certs-ca-files");
+    expect(seed.inputs.envs).toEqual(env);
+    expect((seed.inputs.volumes as { containerPath: string }[]).map((v) => v.containerPath).sort()).toEqual(["/certs", "/data"]);
+    const agent = find(internalRun, "nginx-cert-agent");
+    expect(agent.dependsOn).toEqual(expect.arrayContaining(["nginx-container", "nginx-certs-seed"]));
+    expect(agent.inputs.envs).toEqual(env);
+    expect(agent.inputs).toMatchObject({ networkMode: "none" });
+    expect(agent.inputs).not.toHaveProperty("networksAdvanced");
+    expect([find(internalRun, "nginx-certs-data").retainOnDelete, find(acmeRun, "nginx-certs-data").retainOnDelete]).toEqual([
+      false,
+      true,
+    ]);
     expect(certRun.outputs.caCertificate).toBe("(no stack CA: tls is not internal)");
   });
 
@@ -358,7 +379,7 @@ describe("the program", () => {
     expect((agent.inputs.volumes as { containerPath: string }[]).map((v) => v.containerPath).sort()).toEqual(
       Object.values(AGENT_DIRS).sort(),
     );
-    expect(internalRun.resources.some((r) => r.name.startsWith("nginx-cert"))).toBe(false);
+    expect(certRun.resources.some((r) => r.name.startsWith("nginx-cert"))).toBe(false);
     // Its start period (the first issuance's time) as the provider reads it back, else every preview updates it.
     expect(agent.inputs.healthcheck).toMatchObject({ startPeriod: "3m0s" });
     expect([goDuration(10), goDuration(180), goDuration(3725)]).toEqual(["10s", "3m0s", "1h2m5s"]);
