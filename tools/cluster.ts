@@ -84,6 +84,7 @@ function stackSettings() {
     httpPort: Number(c["flask-proxy:httpPort"]),
     edgeLabel,
     baseImages: [c["flask-proxy:nginxImage"], c["flask-proxy:pythonImage"]],
+    pythonImage: c["flask-proxy:pythonImage"],
   };
 }
 
@@ -114,15 +115,23 @@ async function exists(p: Promise<unknown>): Promise<boolean> {
 
 /**
  * Builds the machine image (cluster/Dockerfile: Debian's dockerd, sshd and registry) as `tag` with `label`,
- * unless it is there; returns whether it built it.
+ * unless it is there; returns whether it built it. It builds on the host's copy of the stack's Python image
+ * (Debian, as the official one is), which cluster:up pushes anyway: no other base to keep or pull.
  */
 export async function ensureNodeImage(tag: string, label: { key: string; value: string }): Promise<boolean> {
   if (await exists(hostDocker.getImage(tag).inspect())) return false;
-  log(`building ${tag} (Debian's docker.io, openssh-server and docker-registry)`);
+  const base = hostImage(stackSettings().pythonImage);
+  if (!(await exists(hostDocker.getImage(base).inspect())))
+    throw new Error(`building ${tag} needs ${base} on this engine (npm run setup:engine makes it)`);
+  log(`building ${tag} on ${base} (Debian's docker.io, openssh-server and docker-registry)`);
   const dir = path.join(ROOT, "cluster");
   const stream = await hostDocker.buildImage(
     { context: dir, src: ["Dockerfile", "node-entrypoint.sh", "registry-entrypoint.sh", "registry.yml"] },
-    { t: tag, labels: { [label.key]: label.value }, buildargs: { LABEL_KEY: label.key, LABEL_VALUE: label.value } },
+    {
+      t: tag,
+      labels: { [label.key]: label.value },
+      buildargs: { BASE_IMAGE: base, LABEL_KEY: label.key, LABEL_VALUE: label.value },
+    },
   );
   await follow(hostDocker, stream);
   return true;
@@ -308,6 +317,12 @@ function inRegistry(ref: string): { repo: string; tag: string } {
   return { repo: rest.slice(0, at), tag: rest.slice(at + 1) };
 }
 
+/** The host engine's name for an image the cluster stack names in its registry. */
+function hostImage(ref: string): string {
+  const { repo, tag } = inRegistry(ref);
+  return `${repo}:${tag}`;
+}
+
 /**
  * The stack's base images in the registry: the host engine's stand-ins, loaded into the manager's engine,
  * tagged and pushed from there (the host engine's registry trust is not ours to change).
@@ -318,7 +333,7 @@ async function pushBaseImages(refs: string[], ca: string): Promise<void> {
     const { repo, tag } = inRegistry(ref);
     const have = await registryRequest(registryAddress, "HEAD", `/v2/${repo}/manifests/${tag}`, ca);
     if (have.status === 200) continue;
-    const local = `${repo}:${tag}`;
+    const local = hostImage(ref);
     log(`pushing ${local} to ${ref}`);
     await m.loadImage(await hostDocker.getImage(local).get());
     await m.getImage(local).tag({ repo: `${registryAddress}/${repo}`, tag });
