@@ -24,7 +24,8 @@ WEBROOT=${ACME_WEBROOT:-/webroot}
 CERT_FILE=fullchain.pem
 KEY_FILE=privkey.pem
 STATUS="$DATA/agent-status"
-# Per container (tmpfs): a new agent reloads nginx once, whatever an earlier one did.
+# Per container (tmpfs): a new agent reloads nginx once, whatever an earlier one did. What nginx took at this
+# agent's last reload: the certificate's fingerprint, then its notAfter.
 LOADED="${ACME_RUN_DIR:-/tmp}/agent-loaded"
 LEGO=${LEGO:-$(command -v lego || echo /lego)}
 ISSUER=${CERT_ISSUER:-acme}
@@ -191,7 +192,6 @@ install_stored() {
       LAST_OUTPUT="the key in $key does not match the certificate $cert"
       return 1
     fi
-    rm -f "$LOADED"
     install_file "$key" "$OUT/$KEY_FILE" 600 && install_file "$cert" "$OUT/$CERT_FILE" 644 \
       || { LAST_OUTPUT="writing into $OUT failed"; return 1; }
   fi
@@ -200,12 +200,12 @@ install_stored() {
 # Installs the stored certificate, and reloads nginx unless this agent already did.
 install_and_reload() {
   install_stored || return 1
-  [ "$fp" = "$(cat "$LOADED" 2>/dev/null)" ] && return 0
+  [ "$fp" = "$(head -n 1 "$LOADED" 2>/dev/null)" ] && return 0
   pid=$(nginx_master) || { LAST_OUTPUT="no nginx master process in this PID namespace (run with pidMode container:<nginx>)"; return 1; }
   workers=$(accepting_workers "$pid")
   kill -HUP "$pid" || { LAST_OUTPUT="SIGHUP to nginx master (pid $pid) failed"; return 1; }
   await_reload "$workers" "$pid" || return 1
-  echo "$fp" >"$LOADED"
+  printf '%s\n%s\n' "$fp" "$(openssl x509 -noout -enddate -in "$cert" | cut -d= -f2)" >"$LOADED"
   log "installed the certificate valid until $(openssl x509 -noout -enddate -in "$cert" | cut -d= -f2) (sha256 $fp); reloaded nginx (pid $pid)"
 }
 
@@ -281,7 +281,15 @@ run() {
       # shellcheck disable=SC2086
       lego_do renew --days 36500 --no-random-sleep $profile || ok=false
     fi
-    $ok && { install_and_reload || ok=false; }
+    if $ok; then
+      install_and_reload || ok=false
+    elif [ ! -s "$LOADED" ] && [ "$ISSUER" = acme ] && [ -s "$(stored_cert)" ] \
+      && [ "$(cert_date enddate "$(stored_cert)")" -gt "$(date +%s)" ]; then
+      # The CA failed a renewal this agent is the first to try: what it issued before is still valid, and
+      # loaded (a new nginx has it from the volume, but this agent has not seen it take it).
+      ca_error=$LAST_OUTPUT
+      if install_and_reload; then LAST_OUTPUT=$ca_error; else LAST_OUTPUT="$ca_error; loading the stored one failed too: $LAST_OUTPUT"; fi
+    fi
     now=$(date +%s)
     if $ok; then
       failures=0 backoff=$bmin since=""
@@ -293,8 +301,10 @@ run() {
     else
       failures=$((failures + 1))
       [ -n "$since" ] || since=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+      # What nginx serves: a certificate from the CA only once this agent saw a reload take it.
       valid="none yet"
-      [ -s "$(stored_cert)" ] && valid="the installed one, valid until $(openssl x509 -noout -enddate -in "$(stored_cert)" | cut -d= -f2)"
+      [ -s "$(stored_cert)" ] && valid="none loaded yet, the stored one valid until $(openssl x509 -noout -enddate -in "$(stored_cert)" | cut -d= -f2)"
+      [ -s "$LOADED" ] && valid="the installed one, valid until $(sed -n 2p "$LOADED")"
       echo "failing since $since ($failures attempts); certificate: $valid; last error: $LAST_OUTPUT" >"$STATUS"
       log "attempt $failures failed, next in $backoff s (certificate: $valid): $LAST_OUTPUT"
       wait_s=$backoff

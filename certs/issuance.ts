@@ -24,9 +24,10 @@ interface IssuanceInputs {
 /** What the agent's status line says about the first issuance: done, still to come, or refused. */
 export function issuanceState(healthExit: number, status: string): "issued" | "pending" | "refused" | "renewing" {
   if (healthExit === 0) return "issued";
-  // agent.sh: "failing since … (n attempts); certificate: none yet; last error: …"
-  if (/failing since .*certificate: none yet/.test(status)) return "refused";
-  // A certificate from an earlier issuance is installed, and its renewal fails: that is the agent's health.
+  // agent.sh: "failing since … (n attempts); certificate: none yet; last error: …", or "none loaded yet, the
+  // stored one …" when nginx did not take what the CA gave (a reload it refused).
+  if (/failing since .*certificate: none/.test(status)) return "refused";
+  // A certificate from the CA is loaded, and its renewal fails: that is the agent's health.
   if (/failing since .*certificate: the installed one/.test(status)) return "renewing";
   return "pending";
 }

@@ -87,12 +87,14 @@ test("the first-certificate gate reads agent.sh's health: issued, still under wa
   const failing = (valid: string) =>
     `${loaded}failing since 2026-12-01T21:00:00Z (1 attempts); certificate: ${valid}; last error: acme: error: 403 :: unauthorized`;
   expect(issuanceState(1, failing("none yet"))).toBe("refused");
+  expect(issuanceState(1, failing("none loaded yet, the stored one valid until Dec  2 10:00:00 2026 GMT"))).toBe("refused");
   expect(issuanceState(1, failing("the installed one, valid until Dec  2 10:00:00 2026 GMT"))).toBe("renewing");
   // The words the gate matches are agent.sh's own.
   const script = fs.readFileSync(path.join(__dirname, "../../certs/agent.sh"), "utf8");
   for (const words of [
     "failing since $since ($failures attempts); certificate: $valid",
     'valid="none yet"',
+    'valid="none loaded yet, the stored one',
     'valid="the installed one',
   ])
     expect(script).toContain(words);

@@ -4,8 +4,9 @@ import * as crypto from "crypto";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { createRootCa } from "../../infra/tls";
+import { createRootCa, issue } from "../../infra/tls";
 import { acmeChallengeLocation, ACME_CHALLENGE_PATH, CERT_FILE, KEY_FILE, NGINX_WEBROOT } from "../../certs/certAgent";
+import { issuanceState } from "../../certs/issuance";
 
 const SCRIPT = path.join(__dirname, "..", "..", "certs", "agent.sh");
 
@@ -57,6 +58,68 @@ describe("certs/agent.sh", () => {
     expect([failing.status, failing.stdout]).toEqual([1, expect.stringMatching(/^failing since .*refused/)]);
   });
 
+  // A stand-in for nginx's master with one "nginx: worker process". On SIGHUP one that reloads starts a new
+  // worker and stops the old one, which is what the agent waits for; one that refuses (a conf it cannot load)
+  // keeps its worker.
+  const nginxMaster = (onHup: "reloads" | "refuses") =>
+    spawn(
+      "sh",
+      [
+        "-c",
+        [
+          `worker() { bash -c 'exec -a "nginx: worker process" sleep 60' & w=$!; }`,
+          "worker",
+          onHup === "reloads" ? `trap 'old=$w; worker; kill $old' HUP` : `trap '' HUP`,
+          "while :; do sleep 1 & wait $!; done",
+        ].join("\n"),
+      ],
+      { stdio: "ignore", detached: true },
+    );
+  const served = () => new crypto.X509Certificate(fs.readFileSync(path.join(dir, "certs", CERT_FILE)));
+
+  test("acme: a renewal the CA fails, by an agent that loaded nothing yet, loads the stored certificate still valid; the gate reads a failing renewal", async () => {
+    const nginx = nginxMaster("reloads");
+    try {
+      // A certificate from an earlier agent, in the kept volume: 2 days long, 36 h old, so due (half left).
+      const ca = await createRootCa({ commonName: "unit ACME CA", days: 30 });
+      const leaf = await issue(ca, {
+        commonName: "app.example.test",
+        days: 2,
+        notBefore: new Date(Date.now() - 36 * 3600_000),
+        dnsNames: ["app.example.test", "www.example.test"],
+        ips: [],
+      });
+      fs.mkdirSync(path.join(dir, "data", "certificates"));
+      fs.writeFileSync(path.join(dir, "data", "certificates", "app.example.test.crt"), leaf.certPem);
+      fs.writeFileSync(path.join(dir, "data", "certificates", "app.example.test.key"), leaf.keyPem);
+      // What lego says when the CA cannot be reached.
+      const lego = path.join(dir, "lego");
+      fs.writeFileSync(lego, "#!/bin/sh\necho 'acme: error: dial tcp 127.0.0.1:14000: connect: connection refused'\nexit 1\n", {
+        mode: 0o755,
+      });
+      const r = run(
+        "run",
+        {
+          LEGO: lego,
+          ACME_SERVER: "https://127.0.0.1:14000/dir",
+          ACME_NGINX_PID: String(nginx.pid),
+          ACME_WEBROOT: path.join(dir, "webroot"),
+        },
+        3_000,
+      );
+      expect(r.stdout).toMatch(/renewing the certificate for app\.example\.test,www\.example\.test/);
+      expect(r.stdout).toMatch(/installed the certificate valid until .*reloaded nginx/);
+      expect(r.stdout).toMatch(
+        /attempt 1 failed, next in 30 s \(certificate: the installed one, valid until [^)]+\): acme: error: .*connection refused/,
+      );
+      expect(served().fingerprint256).toBe(new crypto.X509Certificate(leaf.certPem).fingerprint256);
+      const health = run("health");
+      expect([health.status, issuanceState(health.status ?? -1, health.stdout)]).toEqual([1, "renewing"]);
+    } finally {
+      process.kill(-nginx.pid!, "SIGKILL");
+    }
+  });
+
   test("run refuses a profile this lego cannot ask for, before any request", () => {
     const fakeLego = path.join(dir, "lego");
     fs.writeFileSync(fakeLego, '#!/bin/sh\ncase "$1" in --version) echo "lego version 4.9.1";; *) echo "--days value";; esac\n', {
@@ -80,7 +143,7 @@ describe("certs/agent.sh", () => {
       fs.writeFileSync(path.join(caDir(), "ca.key"), ca.keyPem, { mode: 0o600 });
     };
     // One pass of `run` (it loops: stopped by SIGTERM, which it handles), reloading a stand-in master.
-    const runOnce = (lifetimeS: number) =>
+    const runOnce = (lifetimeS: number, timeoutMs = 3_000) =>
       run(
         "run",
         {
@@ -92,19 +155,10 @@ describe("certs/agent.sh", () => {
           ACME_CHECK_SECONDS: "2",
           ACME_WEBROOT: path.join(dir, "webroot"),
         },
-        3_000,
+        timeoutMs,
       );
-    const served = () => new crypto.X509Certificate(fs.readFileSync(path.join(dir, "certs", CERT_FILE)));
-    // A stand-in for nginx's master: on SIGHUP it starts a new "nginx: worker process" and stops the old one,
-    // which is what the agent waits for.
-    const master = [
-      `worker() { bash -c 'exec -a "nginx: worker process" sleep 30' & w=$!; }`,
-      "worker",
-      `trap 'old=$w; worker; kill $old' HUP`,
-      "while :; do sleep 1 & wait $!; done",
-    ].join("\n");
     beforeEach(() => {
-      nginx = spawn("sh", ["-c", master], { stdio: "ignore", detached: true });
+      nginx = nginxMaster("reloads");
     });
     afterEach(() => process.kill(-nginx.pid!, "SIGKILL"));
 
@@ -171,6 +225,21 @@ describe("certs/agent.sh", () => {
       expect(agent.stdout).not.toMatch(/issuing|renewing/);
       expect(agent.stdout).toMatch(/reloaded nginx/);
     });
+
+    test("a reload nginx refuses: the attempt fails naming nginx, nothing counts as loaded, and the gate reads refused", async () => {
+      process.kill(-nginx.pid!, "SIGKILL");
+      nginx = nginxMaster("refuses");
+      await makeCa("unit CA one");
+      // The agent waits 10 s for the old worker to go.
+      const r = runOnce(3600, 14_000);
+      expect(r.stdout).toMatch(
+        /attempt 1 failed, next in 30 s \(certificate: none loaded yet, the stored one valid until [^)]+\): nginx \(pid \d+\) did not reload in 10 s: its workers \d+ still accept/,
+      );
+      expect(r.stdout).not.toMatch(/reloaded nginx/);
+      const health = run("health");
+      expect(health.stdout).toMatch(/^no certificate from the CA loaded yet: failing since .*did not reload/);
+      expect(issuanceState(health.status ?? -1, health.stdout)).toBe("refused");
+    }, 20_000);
 
     test("no CA in the volume: the attempt fails, saying where it looked, and the placeholder stays", () => {
       const r = runOnce(3600);
