@@ -1,5 +1,6 @@
 // Prints the public image names the committed stacks use, one per line: the stand-ins the live tests and
 // the bench need (scripts/build-standins.sh builds them when no registry can be reached).
+import { LEGO_IMAGE } from "../certs/certAgent";
 import { parseConfig, PROJECT } from "../infra/config";
 import { ROOT, stackConfig, stackNames } from "../infra/stack-files";
 
@@ -13,4 +14,7 @@ for (const stack of stackNames()) {
   // Listed whether or not the stack file turns metrics on: the live tests turn them on (metricsPort).
   tags.add(stackConfig(stack)[`${PROJECT}:nginxExporterImage`]);
 }
+// The cert agent's base (tls: internal or acme), which no stack file names: the live tests and the bench turn
+// tls on.
+tags.add(LEGO_IMAGE);
 console.log([...tags].join("\n"));
