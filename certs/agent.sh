@@ -43,6 +43,8 @@ stored_key() { echo "$DATA/certificates/$(primary).key"; }
 to_epoch() { date -u -d "$1" +%s 2>/dev/null || date -u -D '%b %e %H:%M:%S %Y GMT' -d "$1" +%s; }
 cert_date() { to_epoch "$(openssl x509 -noout "-$1" -in "$2" | cut -d= -f2-)"; }
 fingerprint() { openssl x509 -noout -fingerprint -sha256 -in "$1" 2>/dev/null | cut -d= -f2; }
+# A certificate's notAfter as openssl prints it ("Dec  1 13:42:11 2026 GMT").
+not_after() { openssl x509 -noout -enddate -in "$1" | cut -d= -f2; }
 
 # When a certificate is due: a third of its lifetime before notAfter, half for 10 days or less.
 due_at() {
@@ -205,8 +207,8 @@ install_and_reload() {
   workers=$(accepting_workers "$pid")
   kill -HUP "$pid" || { LAST_OUTPUT="SIGHUP to nginx master (pid $pid) failed"; return 1; }
   await_reload "$workers" "$pid" || return 1
-  printf '%s\n%s\n' "$fp" "$(openssl x509 -noout -enddate -in "$cert" | cut -d= -f2)" >"$LOADED"
-  log "installed the certificate valid until $(openssl x509 -noout -enddate -in "$cert" | cut -d= -f2) (sha256 $fp); reloaded nginx (pid $pid)"
+  printf '%s\n%s\n' "$fp" "$(not_after "$cert")" >"$LOADED"
+  log "installed the certificate valid until $(not_after "$cert") (sha256 $fp); reloaded nginx (pid $pid)"
 }
 
 seed() {
@@ -216,7 +218,7 @@ seed() {
   # over from one serving the same CA's leaf, as after a switch of the agent's volumes, fails no client).
   if [ "$ISSUER" = internal ] && [ -s "$INTERNAL_CA/ca.crt" ]; then
     if { internal_current || internal_issue; } && install_stored; then
-      log "installed a certificate for $(primary) from the stack's CA, valid until $(openssl x509 -noout -enddate -in "$OUT/$CERT_FILE" | cut -d= -f2)"
+      log "installed a certificate for $(primary) from the stack's CA, valid until $(not_after "$OUT/$CERT_FILE")"
       return 0
     fi
     log "no certificate from the stack's CA ($LAST_OUTPUT): a placeholder instead"
@@ -268,7 +270,7 @@ run() {
         log "issuing a certificate for $ACME_DOMAINS ($INTERNAL_SANS) from the stack's CA, valid for $INTERNAL_LIFETIME_SECONDS s"
         internal_issue || ok=false
       elif [ "$(date +%s)" -ge "$(due_at "$(stored_cert)")" ]; then
-        log "renewing the certificate for $ACME_DOMAINS from the stack's CA (valid until $(openssl x509 -noout -enddate -in "$(stored_cert)" | cut -d= -f2))"
+        log "renewing the certificate for $ACME_DOMAINS from the stack's CA (valid until $(not_after "$(stored_cert)"))"
         internal_issue || ok=false
       fi
     elif [ ! -s "$(stored_cert)" ]; then
@@ -276,7 +278,7 @@ run() {
       # shellcheck disable=SC2086 # empty or one word
       lego_do run $profile || ok=false
     elif [ "$(date +%s)" -ge "$(due_at "$(stored_cert)")" ]; then
-      log "renewing the certificate for $ACME_DOMAINS (valid until $(openssl x509 -noout -enddate -in "$(stored_cert)" | cut -d= -f2))"
+      log "renewing the certificate for $ACME_DOMAINS (valid until $(not_after "$(stored_cert)"))"
       # --days: renew now (this loop decides when); no random sleep: one agent per stack, not a fleet's cron.
       # shellcheck disable=SC2086
       lego_do renew --days 36500 --no-random-sleep $profile || ok=false
@@ -294,7 +296,7 @@ run() {
     if $ok; then
       failures=0 backoff=$bmin since=""
       due=$(due_at "$(stored_cert)")
-      echo "ok: certificate valid until $(openssl x509 -noout -enddate -in "$(stored_cert)" | cut -d= -f2), renewal due in $((due - now)) s" >"$STATUS"
+      echo "ok: certificate valid until $(not_after "$(stored_cert)"), renewal due in $((due - now)) s" >"$STATUS"
       wait_s=$((due - now))
       [ "$wait_s" -gt "$check" ] && wait_s=$check
       [ "$wait_s" -lt 1 ] && wait_s=1
@@ -303,7 +305,7 @@ run() {
       [ -n "$since" ] || since=$(date -u +%Y-%m-%dT%H:%M:%SZ)
       # What nginx serves: a certificate from the CA only once this agent saw a reload take it.
       valid="none yet"
-      [ -s "$(stored_cert)" ] && valid="none loaded yet, the stored one valid until $(openssl x509 -noout -enddate -in "$(stored_cert)" | cut -d= -f2)"
+      [ -s "$(stored_cert)" ] && valid="none loaded yet, the stored one valid until $(not_after "$(stored_cert)")"
       [ -s "$LOADED" ] && valid="the installed one, valid until $(sed -n 2p "$LOADED")"
       echo "failing since $since ($failures attempts); certificate: $valid; last error: $LAST_OUTPUT" >"$STATUS"
       log "attempt $failures failed, next in $backoff s (certificate: $valid): $LAST_OUTPUT"

@@ -5,8 +5,7 @@
 // health and log (certs/agent.sh), while the installed certificate serves on.
 import * as pulumi from "@pulumi/pulumi";
 import type * as docker from "@pulumi/docker";
-import { Readable } from "stream";
-import { demuxed, engineClient, execIn, stackEngine, type EngineSettings } from "../infra/engine";
+import { containerLog, engineClient, execIn, stackEngine, type EngineSettings } from "../infra/engine";
 
 /** agent.sh's health command. */
 export const AGENT_HEALTH = ["/usr/local/bin/cert-agent", "health"];
@@ -40,8 +39,7 @@ async function awaitCertificate(i: IssuanceInputs): Promise<void> {
     const info = await agent.inspect();
     // An agent that exits is restarted (unless-stopped): either way it stopped, with its reason in the log.
     if (!info.State.Running || info.RestartCount > 0) {
-      const buf = await agent.logs({ stdout: true, stderr: true, tail: 5 });
-      const log = await demuxed(agent, Readable.from([buf]), 10_000, "the agent's log");
+      const log = await containerLog(agent, { tail: 5, timeoutMs: 10_000, what: "the agent's log" });
       throw new Error(
         `tls: ${i.mode}: the certificate agent stopped (exit code ${info.State.ExitCode}): ${`${log.stdout}${log.stderr}`.trim()}`,
       );

@@ -12,7 +12,7 @@ import * as pulumi from "@pulumi/pulumi";
 import type { Stack } from "@pulumi/pulumi/automation";
 import type Dockerode from "dockerode";
 import type * as http from "http";
-import type { Duplex } from "stream";
+import { Readable, type Duplex } from "stream";
 
 /** The docker provider's connection settings (its config keys without `docker:`). */
 export interface EngineSettings {
@@ -262,6 +262,15 @@ export async function demuxed(
   container.modem.demuxStream(stream, out, err);
   await ended;
   return { stdout, stderr };
+}
+
+/** A container's log so far (its last `tail` lines, or all of it), stdout and stderr apart. */
+export async function containerLog(
+  container: Dockerode.Container,
+  opts: { tail?: number; timeoutMs?: number; what?: string } = {},
+): Promise<{ stdout: string; stderr: string }> {
+  const buf = await container.logs({ stdout: true, stderr: true, follow: false, ...(opts.tail ? { tail: opts.tail } : {}) });
+  return demuxed(container, Readable.from([buf]), opts.timeoutMs ?? 30_000, opts.what ?? "the container's log");
 }
 
 /** What an engine lookup (an inspect) gives, or undefined when the object does not exist (404). */

@@ -15,8 +15,7 @@ import type * as docker from "@pulumi/docker";
 import type Dockerode from "dockerode";
 import * as crypto from "crypto";
 import * as path from "path";
-import { Readable } from "stream";
-import { demuxed, engineClient, execIn, runToEnd, stackEngine, unlessMissing, type EngineSettings } from "../infra/engine";
+import { containerLog, engineClient, execIn, runToEnd, stackEngine, unlessMissing, type EngineSettings } from "../infra/engine";
 import { ACME_WEBROOT, TLS_CERT_FILE, TLS_DIR, TLS_KEY_FILE } from "./conf";
 
 interface ConfTarget {
@@ -177,8 +176,7 @@ async function reloaded(nginx: Dockerode.Container, old: string[], timeoutMs = 1
     const now = await acceptingWorkers(nginx);
     if (now.length > 0 && !now.some((w) => old.includes(w))) return;
     if (Date.now() > deadline) {
-      const buf = await nginx.logs({ stdout: true, stderr: true, tail: 5 });
-      const log = await demuxed(nginx, Readable.from([buf]), 10_000, "nginx's log");
+      const log = await containerLog(nginx, { tail: 5, timeoutMs: 10_000, what: "nginx's log" });
       throw new Error(
         `nginx did not reload in ${timeoutMs / 1000} s: workers ${old.join(", ")} still accept; its log: ${`${log.stdout}${log.stderr}`.trim()}`,
       );

@@ -83,7 +83,7 @@ function stackSettings() {
   return {
     httpPort: Number(c["flask-proxy:httpPort"]),
     edgeLabel,
-    baseImages: [c["flask-proxy:nginxImage"], c["flask-proxy:pythonImage"]],
+    nginxImage: c["flask-proxy:nginxImage"],
     pythonImage: c["flask-proxy:pythonImage"],
   };
 }
@@ -344,7 +344,7 @@ async function pushBaseImages(refs: string[], ca: string): Promise<void> {
 
 export async function clusterUp(): Promise<void> {
   const started = Date.now();
-  const { httpPort, edgeLabel, baseImages } = stackSettings();
+  const { httpPort, edgeLabel, nginxImage, pythonImage } = stackSettings();
   await ensureNodeImage(CLUSTER.image, CLUSTER.label);
   await ensureNetwork();
   for (const v of [CLUSTER.registry.pki, CLUSTER.registry.data, ...CLUSTER.nodes.map((n) => `${n.name}-docker`)])
@@ -364,7 +364,7 @@ export async function clusterUp(): Promise<void> {
     await within(60_000, async () => Boolean(await nodeEngine(node).ping()), `${node.name}'s engine`, POLL);
   await trustRegistry(ca);
   await formSwarm(edgeLabel);
-  await pushBaseImages(baseImages, ca);
+  await pushBaseImages([nginxImage, pythonImage], ca);
   log(
     `up in ${((Date.now() - started) / 1000).toFixed(1)} s: manager ${managerUrl}, registry ${registryAddress} ` +
       `(CA ${path.relative(ROOT, CLUSTER.caFile)}: \`pulumi config set registryCaFile ${path.relative(ROOT, CLUSTER.caFile)}\`), ` +

@@ -5,12 +5,11 @@ import * as fs from "fs";
 import * as net from "net";
 import * as os from "os";
 import * as path from "path";
-import { Readable } from "stream";
 import * as tls from "tls";
 import type Docker from "dockerode";
 import { docker, type LiveStack } from "../../harness/live-stack";
 import { get, within } from "../../harness/load";
-import { demuxed } from "../../infra/engine";
+import { containerLog } from "../../infra/engine";
 import { ROOT } from "../../infra/stack-files";
 
 export { docker, upStack, type LiveStack } from "../../harness/live-stack";
@@ -105,9 +104,8 @@ export async function versionsServing(url: string, n = 30): Promise<string[]> {
 }
 
 /** A container's log so far, stdout and stderr apart (the engine multiplexes them; dockerode splits them). */
-export async function logsOf(container: Docker.Container): Promise<{ stdout: string; stderr: string }> {
-  const buf = await container.logs({ stdout: true, stderr: true, follow: false });
-  return demuxed(container, Readable.from([buf]), 30_000, "the container's log");
+export function logsOf(container: Docker.Container): Promise<{ stdout: string; stderr: string }> {
+  return containerLog(container);
 }
 
 /** A container's log so far, stdout then stderr, as one text. */
