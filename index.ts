@@ -10,7 +10,7 @@ import { engineSettingsOf } from "./infra/engine";
 import { labelList, objectName, stackLabels } from "./infra/naming";
 import { localUrl, type WorkloadSettings } from "./infra/workload";
 import { checkMountedConf } from "./nginx/conf";
-import { imageNginxVersion, nginxBeforeHandover, NginxProxy } from "./nginx/nginxProxy";
+import { edgeNodeProblem, imageNginxVersion, nginxBeforeHandover, NginxProxy } from "./nginx/nginxProxy";
 
 // An async program: it asks the engine which app builds the stack keeps before it declares the app.
 export = async () => {
@@ -37,8 +37,9 @@ export = async () => {
   });
 
   const engine = engineSettingsOf(pulumi.runtime.allConfig());
-  // An nginx that predates the handover holds the ports the holder needs: say how to move it, change nothing.
-  const moveFirst = await nginxBeforeHandover(engine, cfg);
+  // An nginx that predates the handover holds the ports the holder needs, or (swarm) the engine is not the edge
+  // node nginx must run on: say what to do, change nothing.
+  const moveFirst = (await nginxBeforeHandover(engine, cfg)) ?? (await edgeNodeProblem(engine, cfg));
   if (moveFirst) throw new pulumi.RunError(moveFirst);
   // The stack's kept app builds, looked up before anything is declared: whether this release needs a build.
   const builds = await findBuilds(engine, stack, cfg.registry ? `${cfg.registry.address}/${cfg.app.imageRepository}` : undefined);

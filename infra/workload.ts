@@ -105,8 +105,6 @@ export interface WorkloadSpec {
   stopSignal?: string;
   /** The user the command runs as, instead of the image's. */
   user?: string;
-  /** Swarm only: placement constraints of the tasks, e.g. `node.labels.edge == true`. */
-  constraints?: string[];
   /** Kernel parameters of the container's own network namespace (net.*). */
   sysctls?: Record<string, string>;
   /** Swarm only: swarm secrets mounted as files under /run/secrets. */
@@ -408,7 +406,6 @@ function serviceArgs(spec: WorkloadSpec, settings: WorkloadSettings): docker.Ser
       // By ID, as the provider asks: `name` is deprecated there (no diff came of it here, but upstream warns of
       // constant replacements).
       networksAdvanceds: [{ id: spec.network.id, aliases: spec.aliases }],
-      placement: spec.constraints?.length ? { constraints: spec.constraints } : undefined,
       resources: {
         limits: {
           memoryBytes: spec.limits.memoryMb === undefined ? undefined : spec.limits.memoryMb * 1024 * 1024,

@@ -481,8 +481,12 @@ export function stackNginxConf(
   });
 }
 
-/** Whether the stack's nginx hands its ports over on a replacement: plain containers reading a rendered conf. */
-export const handsOver = (cfg: StackConfig): boolean => cfg.target === "containers" && !cfg.nginx.configFile;
+/**
+ * Whether the stack's nginx hands its ports over on a replacement: it reads a rendered conf (not the dev
+ * stack's bind-mounted file). On swarm too: there nginx runs as plain containers on the edge node, joined to
+ * the overlay network (nginx/nginxProxy.ts), because a service's host-mode port cannot be held by two tasks.
+ */
+export const handsOver = (cfg: StackConfig): boolean => !cfg.nginx.configFile;
 
 /** The servers whose listen lines a handover switches. */
 export const LISTENERS = ["http", "https", "metrics"] as const;

@@ -74,8 +74,7 @@ export class NginxProxy extends pulumi.ComponentResource {
 
     // keepLocally: the base image may be shared with other stacks on the host; destroy leaves it.
     this.baseImage = new docker.RemoteImage(`${name}-base-image`, { name: nginx.baseImage, keepLocally: true }, { parent: this });
-    // Dev mounts the repo's file as the tutorial does. Otherwise the conf is rendered: on swarm it is baked into
-    // the image every node runs (a change rolls the service); on plain containers it is written into a volume
+    // Dev mounts the repo's file as the tutorial does. Otherwise the conf is rendered, written into a volume
     // nginx mounts read-only, and a change reloads the running nginx (nginx/reload.ts): the container, its
     // published port and its listening socket stay, so no connection is refused. A conf the running nginx
     // refuses fails `pulumi up` and is not recorded.
@@ -83,6 +82,11 @@ export class NginxProxy extends pulumi.ComponentResource {
     // The same containers hand their ports over on a replacement (nginx/handover.ts): a holder named
     // `<name>-netns` owns the namespace, and the nginx containers under generated names join it.
     const reloadable = handsOver(cfg);
+    // On swarm too nginx is plain containers, on the engine the stack deploys through (the edge node, checked
+    // by edgeNodeProblem), joined to the overlay network where it resolves the app's tasks: a service that
+    // publishes its port in host mode cannot start its next task before the old one stops (measured: 3,005–4,306
+    // failed requests per nginx change). The app stays a service, rolled start-first.
+    const nginxSettings: WorkloadSettings = { ...settings, target: "containers" };
     const holderName = `${containerName}-netns`;
     if (!nginx.configFile) {
       this.image = buildImage(
@@ -194,10 +198,8 @@ export class NginxProxy extends pulumi.ComponentResource {
           },
         ],
         serviceName: containerName,
-        // The edge: nodes that take the public traffic (their host port is nginx's).
-        constraints: settings.swarm.edgeLabel ? [`node.labels.${settings.swarm.edgeLabel} == true`] : undefined,
       },
-      settings,
+      nginxSettings,
       { parent: this, dependsOn: [...args.backends, ...(confFile ? [confFile] : []), ...(certStore ? [certStore.seed] : [])] },
     );
     if (confTarget && confFile) {
@@ -288,6 +290,7 @@ export async function imageNginxVersion(engine: EngineSettings, image: string): 
 export async function nginxBeforeHandover(engine: EngineSettings, cfg: StackConfig): Promise<string | undefined> {
   if (!handsOver(cfg)) return undefined;
   const name = objectName(cfg.project, cfg.stack, "nginx");
+  if (cfg.target === "swarm") return nginxServiceBeforeHandover(engine, cfg, name);
   const found = await unlessMissing(engineClient(engine).getContainer(name).inspect());
   // The engine's answer, typed loosely by dockerode: container port → host bindings (null when unpublished).
   const bindings = (found?.HostConfig.PortBindings ?? {}) as Record<string, unknown[] | null>;
@@ -297,5 +300,41 @@ export async function nginxBeforeHandover(engine: EngineSettings, cfg: StackConf
     `${name} publishes the stack's ports itself (deployed before nginx handed them over to a holder container, ` +
     "nginx/handover.ts). Move it once, with a few seconds without nginx: " +
     `pulumi destroy --stack ${cfg.stack} --target '${urn}' --target-dependents, then pulumi up`
+  );
+}
+
+/** A swarm stack deployed when nginx was a service: its task holds the host port the holder container needs. */
+async function nginxServiceBeforeHandover(engine: EngineSettings, cfg: StackConfig, name: string): Promise<string | undefined> {
+  const found = await unlessMissing(engineClient(engine).getService(name).inspect());
+  if (!found) return undefined;
+  const urn = `urn:pulumi:${cfg.stack}::${cfg.project}::flask-proxy:index:NginxProxy$docker:index/service:Service::nginx-service`;
+  return (
+    `${name} is a swarm service publishing the stack's port (deployed before nginx ran as containers on the edge ` +
+    "node, nginx/nginxProxy.ts). Move it once, with a few seconds without nginx: " +
+    `pulumi destroy --stack ${cfg.stack} --target '${urn}' --target-dependents, then pulumi up`
+  );
+}
+
+/**
+ * On swarm nginx runs on the engine the stack deploys through: with swarmEdgeLabel set, that engine's node must
+ * carry the label. Returns what is wrong, naming the node and the label; undefined when nothing is.
+ */
+export async function edgeNodeProblem(engine: EngineSettings, cfg: StackConfig): Promise<string | undefined> {
+  const label = cfg.swarm.edgeLabel;
+  if (cfg.target !== "swarm" || !label) return undefined;
+  const client = engineClient(engine);
+  // dockerode types info() loosely; the engine's answer names its node under Swarm.NodeID.
+  const info = (await client.info()) as { Swarm?: { NodeID?: string } };
+  const nodeId = info.Swarm?.NodeID;
+  if (!nodeId) return `swarmEdgeLabel: the engine docker:host points at is not a swarm node`;
+  const node = (await client.getNode(nodeId).inspect()) as {
+    Description?: { Hostname?: string };
+    Spec?: { Labels?: Record<string, string> };
+  };
+  if (node.Spec?.Labels?.[label] === "true") return undefined;
+  const host = node.Description?.Hostname ?? nodeId;
+  return (
+    `swarmEdgeLabel: nginx runs on the node docker:host points at (${host}), which has no label ${label}=true. ` +
+    `Point docker:host at a manager that is an edge node, or label this one: docker node update --label-add ${label}=true ${host}`
   );
 }

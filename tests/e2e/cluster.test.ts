@@ -21,9 +21,12 @@ import { deadPeerSysctls } from "../../nginx/conf";
 import {
   answersHello,
   at,
+  containerGone,
   execIn,
   failures,
   get,
+  nginxInHolder,
+  nginxWorkers,
   underLoad,
   upStack,
   versionsServing,
@@ -81,6 +84,9 @@ def slow(token):
 const IN_FLIGHT_S = 4;
 const addSlowRoute = (projectDir: string) => fs.appendFileSync(path.join(projectDir, "app", "main.py"), SLOW_ROUTE);
 
+/** The nginx container serving now, on the manager's engine. */
+const nginxOf = (live: LiveStack) => managerEngine().getContainer(String(live.outputs.nginxWorkload));
+
 /** Every digest reference the stack's state holds for the images it pushed. */
 function pushedRefs(live: LiveStack): string[] {
   return ["flask-image-manifest", "nginx-image-manifest"].map((n) => String(live.resource(n).outputs?.ref));
@@ -105,17 +111,19 @@ describe("cluster stack on a three-node swarm with a TLS registry", () => {
     await clusterDown();
   });
 
-  test("pulumi up: app tasks on 3 different nodes, nginx on the edge, images by digest, the key as a swarm secret", async () => {
+  test("pulumi up: app tasks on 3 different nodes, nginx on the edge (the manager), images by digest, the key as a swarm secret", async () => {
     live = await upStack(CLUSTER_STACK, { registryCaFile: CLUSTER.caFile }, undefined, { edit: addSlowRoute });
     await within(60_000, answersHello(live.url), "nginx answers Hello world! through the edge node");
     const byId = await nodesById();
     const app = await runningTasks(appService());
     expect(app).toHaveLength(desired);
     expect(new Set(app.map((t) => byId.get(t.NodeID)?.hostname)).size).toBe(CLUSTER.nodes.length);
-    const nginx = await runningTasks(String(live.outputs.nginxWorkload));
-    expect(nginx.map((t) => byId.get(t.NodeID)?.edge)).toEqual([true]);
-    // The keepalive timers the service asks for are the ones nginx's network namespace runs with.
-    const nginxContainer = nodeEngine(byId.get(nginx[0].NodeID)!).getContainer(nginx[0].Status!.ContainerStatus!.ContainerID!);
+    // nginx: containers on the engine the stack deploys through, the manager, which is the edge node.
+    const manager = (await managerEngine().info()) as { Swarm: { NodeID: string } };
+    expect(byId.get(manager.Swarm.NodeID)?.edge).toBe(true);
+    const nginxContainer = nginxOf(live);
+    expect((await nginxContainer.inspect()).State.Running).toBe(true);
+    // The keepalive timers the holder asks for are the ones nginx's network namespace runs with.
     const timers = await execIn(nginxContainer, [
       "sh",
       "-c",
@@ -184,6 +192,22 @@ describe("cluster stack on a three-node swarm with a TLS registry", () => {
     }
   });
 
+  test("nginx replaced under steady load (a new worker count: a new image, pushed): no request fails, the new one alone serves", async () => {
+    const before = await nginxOf(live!).inspect();
+    const { load, error } = await underLoad(live!.url, () => live!.up({ config: { nginxWorkerProcesses: "2" } }), {
+      newConnections: 8,
+    });
+    console.log(`cluster nginx handover under load: ${JSON.stringify(load)}`);
+    expect(error).toBeUndefined();
+    expect(load.ok).toBeGreaterThan(200);
+    expect(failures(load)).toEqual({ non2xx: 0, errors: 0, timeouts: 0 });
+    const after = await nginxOf(live!).inspect();
+    expect([after.Id === before.Id, await containerGone(managerEngine(), before.Id)]).toEqual([false, true]);
+    expect(await nginxInHolder(live!)).toEqual([after.Id]);
+    expect(await nginxWorkers(nginxOf(live!))).toBe(2);
+    for (const ref of pushedRefs(live!)) pushed.add(ref);
+  });
+
   test("a worker node killed under steady load: requests counted, one in flight on it retried, every task runs again on the survivors", async () => {
     const byId = await nodesById();
     const victimId = [...byId].find(([, n]) => n.name === victim.name)![0];
@@ -237,8 +261,7 @@ describe("cluster stack on a three-node swarm with a TLS registry", () => {
     );
     // How nginx saw the lost replica, from its error log: a connect that timed out (a new connection to the
     // dead address), a read that did, or a connection the kernel gave up on (keepalive probes unanswered).
-    const [nginxTask] = await runningTasks(String(live!.outputs.nginxWorkload));
-    const nginxLog = await taskLogs(nginxTask, byId, sinceS);
+    const nginxLog = (await nginxOf(live!).logs({ stdout: true, stderr: true, since: sinceS, follow: false })).toString("utf8");
     const kinds = {
       connectTimedOut: /upstream timed out \(110: [^)]*\) while connecting to upstream/,
       readTimedOut: /upstream timed out \(110: [^)]*\) while reading response header/,

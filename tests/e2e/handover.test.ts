@@ -3,13 +3,21 @@
 // new image, a new mount (a second app replica's socket), with 1 and 2 app replicas. Each must fail no
 // request; afterwards the new nginx alone runs in the holder's namespace and the old one is gone. A new
 // nginx that cannot start fails `pulumi up` with the reason while the old one serves (nginx/handover.ts).
-import { spawnSync } from "child_process";
 import type Docker from "dockerode";
 import { LiveStack } from "../../harness/live-stack";
 import { freePort } from "../../harness/ports";
-import { LABEL } from "../../infra/naming";
 import { NGINX_HEALTH_PATH } from "../../nginx/conf";
-import { docker, execIn, failures, underLoad, type LoadCount } from "./live";
+import {
+  buildTestImage,
+  containerGone,
+  docker,
+  execIn,
+  failures,
+  nginxInHolder,
+  nginxWorkers,
+  underLoad,
+  type LoadCount,
+} from "./live";
 
 const NO_FAILURES = { non2xx: 0, errors: 0, timeouts: 0 };
 /** prod's nginx image (a stand-in here: Debian's nginx 1.22, declaring NGINX_VERSION=1.22.1). */
@@ -20,19 +28,14 @@ const NEXT = "nginx:1.27.3-handover";
 const BROKEN = "nginx:1.27.3-broken";
 const LAYER_FILE = "/etc/handover-test-layer";
 
-function build(tag: string, dockerfile: string): void {
-  const r = spawnSync("docker", ["build", "-q", "-t", tag, "-"], { input: dockerfile, encoding: "utf8", timeout: 120_000 });
-  if (r.status !== 0) throw new Error(`docker build ${tag}: ${r.stderr}`);
-}
-
 describe("prod: a replaced nginx hands its ports over to the new one, failing no request", () => {
   let live: LiveStack;
   let ca: string;
   let httpsUrl: string;
 
   beforeAll(async () => {
-    build(NEXT, `FROM ${BASE}\nRUN echo next > ${LAYER_FILE}\n`);
-    build(BROKEN, `FROM ${BASE}\nRUN rm /usr/sbin/nginx\n`);
+    buildTestImage(NEXT, `FROM ${BASE}\nRUN echo next > ${LAYER_FILE}\n`);
+    buildTestImage(BROKEN, `FROM ${BASE}\nRUN rm /usr/sbin/nginx\n`);
     const [httpPort, httpsPort] = [await freePort(), await freePort()];
     live = await LiveStack.create("prod", "handover");
     try {
@@ -55,20 +58,8 @@ describe("prod: a replaced nginx hands its ports over to the new one, failing no
   });
 
   const nginx = () => live.container("nginx-container").inspect();
-  /** The running containers in the holder's network namespace: the nginx containers that serve. */
-  async function joined(): Promise<string[]> {
-    const holder = await live.container("nginx-netns").inspect();
-    const list = await docker.listContainers({ filters: { label: [`${LABEL.stack}=${live.name}`] } });
-    return list.filter((c) => c.HostConfig.NetworkMode === `container:${holder.Id}`).map((c) => c.Id);
-  }
-  const gone = (id: string) =>
-    docker
-      .getContainer(id)
-      .inspect()
-      .then(
-        () => false,
-        (e: { statusCode?: number }) => e.statusCode === 404,
-      );
+  const joined = () => nginxInHolder(live);
+  const gone = (id: string) => containerGone(docker, id);
 
   /** `pulumi up` with `config` under HTTPS load on the site and plain HTTP load on nginx's health path. */
   async function upUnderLoad(what: string, config: Record<string, string>) {
@@ -106,12 +97,7 @@ describe("prod: a replaced nginx hands its ports over to the new one, failing no
   const handsOver = (what: string, config: Record<string, string>, took: (n: Docker.ContainerInspectInfo) => Promise<void>) =>
     changes(what, config, true, took);
 
-  const workers = async (n: Docker.ContainerInspectInfo) =>
-    Number(
-      (
-        await execIn(docker.getContainer(n.Id), ["sh", "-c", "grep -ls 'nginx: worke[r]' /proc/[0-9]*/cmdline | wc -l"])
-      ).stdout.trim(),
-    );
+  const workers = (n: Docker.ContainerInspectInfo) => nginxWorkers(docker.getContainer(n.Id));
 
   test("a new worker count", async () => {
     await handsOver("nginxWorkerProcesses 1 -> 2", { nginxWorkerProcesses: "2" }, async (n) => expect(await workers(n)).toBe(2));

@@ -9,12 +9,42 @@ import * as tls from "tls";
 import type Docker from "dockerode";
 import { docker, type LiveStack } from "../../harness/live-stack";
 import { get, within } from "../../harness/load";
-import { containerLog } from "../../infra/engine";
+import { containerLog, execIn } from "../../infra/engine";
+import { LABEL } from "../../infra/naming";
 import { ROOT } from "../../infra/stack-files";
 
 export { docker, upStack, type LiveStack } from "../../harness/live-stack";
 export { execIn } from "../../infra/engine";
 export { failures, get, underLoad, within, type LoadCount, type Reply } from "../../harness/load";
+
+/** Builds `tag` on the local engine from a Dockerfile's text (a test's own image). */
+export function buildTestImage(tag: string, dockerfile: string): void {
+  const r = spawnSync("docker", ["build", "-q", "-t", tag, "-"], { input: dockerfile, encoding: "utf8", timeout: 120_000 });
+  if (r.status !== 0) throw new Error(`docker build ${tag}: ${r.stderr}`);
+}
+
+/** How many nginx worker processes run in the container. */
+export async function nginxWorkers(container: Docker.Container): Promise<number> {
+  return Number((await execIn(container, ["sh", "-c", "grep -ls 'nginx: worke[r]' /proc/[0-9]*/cmdline | wc -l"])).stdout.trim());
+}
+
+/** Whether the engine no longer has the container: only a 404 counts as gone. */
+export const containerGone = (engine: Docker, id: string): Promise<boolean> =>
+  engine
+    .getContainer(id)
+    .inspect()
+    .then(
+      () => false,
+      (e: { statusCode?: number }) => e.statusCode === 404,
+    );
+
+/** The running containers in the nginx holder's network namespace: the nginx containers that serve (nginx/handover.ts). */
+export async function nginxInHolder(live: LiveStack): Promise<string[]> {
+  const engine = await live.engine();
+  const holder = await live.container("nginx-netns").inspect();
+  const list = await engine.listContainers({ filters: { label: [`${LABEL.stack}=${live.name}`] } });
+  return list.filter((c) => c.HostConfig.NetworkMode === `container:${holder.Id}`).map((c) => c.Id);
+}
 
 export const answersHello = (url: string) => async () => {
   const r = await get(url, {}, 1000);

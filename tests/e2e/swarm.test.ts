@@ -1,9 +1,29 @@
 import { leftovers, stackLabel } from "../../infra/engine-objects";
 import { enterSwarm } from "../../harness/swarm-mode";
-import { upStack, docker, failures, get, underLoad, within, answersHello, type LiveStack } from "./live";
+import type Docker from "dockerode";
+import {
+  answersHello,
+  buildTestImage,
+  containerGone,
+  docker,
+  execIn,
+  failures,
+  get,
+  nginxInHolder,
+  nginxWorkers,
+  underLoad,
+  upStack,
+  within,
+  type LiveStack,
+} from "./live";
 
-// The swarm stack on a single-node swarm: the same components as services. This kernel has no IPVS, so
-// the stack uses dnsrr endpoints and host-mode ports (see Pulumi.swarm.yaml).
+// The swarm stack on a single-node swarm: the app as a service, nginx as containers on the node that hand the
+// port over (nginx/handover.ts). This kernel has no IPVS, so the stack uses dnsrr endpoints (see Pulumi.swarm.yaml).
+
+/** The swarm stack's nginx image (a stand-in here: Debian's nginx 1.22), and the routine update: one more layer. */
+const BASE = "nginx:1.27.3";
+const NEXT = "nginx:1.27.3-swarm-next";
+const LAYER_FILE = "/etc/swarm-test-layer";
 describe("swarm stack on a single-node Docker Swarm", () => {
   let leaveSwarm: (() => Promise<void>) | undefined;
   let swarm: LiveStack | undefined;
@@ -14,11 +34,15 @@ describe("swarm stack on a single-node Docker Swarm", () => {
   afterAll(async () => {
     await swarm?.destroy();
     await leaveSwarm?.();
+    await docker
+      .getImage(NEXT)
+      .remove()
+      .catch(() => undefined);
   });
 
-  test("services converge and answer Hello world! through nginx on 127.0.0.1", async () => {
+  test("the app service converges and answers Hello world! through nginx on 127.0.0.1", async () => {
     swarm = await upStack("swarm", { replicas: "1" });
-    await within(30_000, answersHello(swarm.url), "nginx service answers");
+    await within(30_000, answersHello(swarm.url), "nginx answers");
     expect(swarm.url).toBe("http://127.0.0.1:8100/");
     const svc = await swarm.service("flask-service").inspect();
     expect(svc.Spec?.EndpointSpec?.Mode).toBe("dnsrr");
@@ -71,6 +95,49 @@ describe("swarm stack on a single-node Docker Swarm", () => {
   });
 
   test("after the update, a second pulumi preview finds nothing to change", async () => {
+    expect(await swarm!.preview()).toEqual([]);
+  });
+
+  /**
+   * `pulumi up` with `config` under steady load (half the clients a new connection per request): no request
+   * fails, and a new nginx alone runs in the holder's namespace, the old one gone (nginx/handover.ts).
+   */
+  async function handsOver(what: string, config: Record<string, string>): Promise<Docker.ContainerInspectInfo> {
+    const before = await swarm!.container("nginx-container").inspect();
+    const { load, error } = await underLoad(swarm!.url, () => swarm!.up({ config }), { newConnections: 8 });
+    console.log(
+      `swarm ${what} under load: ${load.requests} responses, ${JSON.stringify(failures(load))}, ${load.retried} retried`,
+    );
+    expect(error).toBeUndefined();
+    expect(load.ok).toBeGreaterThan(200);
+    expect(failures(load)).toEqual({ non2xx: 0, errors: 0, timeouts: 0 });
+    const after = await swarm!.container("nginx-container").inspect();
+    expect([after.Id === before.Id, await containerGone(docker, before.Id)]).toEqual([false, true]);
+    expect(await nginxInHolder(swarm!)).toEqual([after.Id]);
+    return after;
+  }
+
+  test("nginx replaced under load, a new image and then a new worker count: no request fails, the new one alone serves", async () => {
+    buildTestImage(NEXT, `FROM ${BASE}\nRUN echo next > ${LAYER_FILE}\n`);
+    const fromNext = await handsOver(`nginxImage ${BASE} -> ${NEXT}`, { nginxImage: NEXT });
+    expect((await execIn(docker.getContainer(fromNext.Id), ["cat", LAYER_FILE])).stdout.trim()).toBe("next");
+    const twoWorkers = await handsOver("nginxWorkerProcesses 1 -> 2", { nginxWorkerProcesses: "2" });
+    expect(await nginxWorkers(docker.getContainer(twoWorkers.Id))).toBe(2);
+  });
+
+  test("swarmEdgeLabel naming a label this node lacks fails pulumi up, naming the label and the node; nginx serves on unchanged", async () => {
+    const before = await swarm!.container("nginx-container").inspect();
+    const label = "org.flask-proxy.test-edge";
+    await expect(swarm!.up({ config: { swarmEdgeLabel: label } })).rejects.toThrow(
+      `has no label ${label}=true. Point docker:host at a manager that is an edge node, or label this one: docker node update --label-add ${label}=true`,
+    );
+    await swarm!.configure({ swarmEdgeLabel: "" });
+    expect((await swarm!.container("nginx-container").inspect()).Id).toBe(before.Id);
+    expect((await get(swarm!.url)).body).toBe("Hello world!");
+  });
+
+  test("after the handovers: refresh finds nothing, and preview no change", async () => {
+    expect(await swarm!.refreshFindsNothing()).toEqual([]);
     expect(await swarm!.preview()).toEqual([]);
   });
 

@@ -190,11 +190,13 @@ async function isolatedRun<T>(fn: () => Promise<T>, pulumi: typeof PulumiModule,
       jest.doMock("@pulumi/pulumi", () => pulumi);
       // The unit tests never ask the engine.
       jest.doMock(BUILDS, () => ({ ...jest.requireActual<object>(BUILDS), findBuilds: async () => keptBuilds }));
-      // No engine: no nginx from before the handover, no image to say its nginx version (the tag's is rendered).
+      // No engine: no nginx from before the handover, no image to say its nginx version (the tag's is rendered),
+      // no swarm node to check the edge label of (swarm.test.ts does, on a real one).
       jest.doMock(NGINX_PROXY, () => ({
         ...jest.requireActual<object>(NGINX_PROXY),
         imageNginxVersion: async () => undefined,
         nginxBeforeHandover: async () => undefined,
+        edgeNodeProblem: async () => undefined,
       }));
       result = await fn();
     });

@@ -199,7 +199,16 @@ describe("the program hands every dynamic resource the docker provider's setting
     ],
     [
       "swarm",
-      ["flask-build-0.0.1", "flask-image-tag", "flask-rollout", "nginx-image-removal", "nginx-image-tag", "nginx-rollout"],
+      [
+        "flask-build-0.0.1",
+        "flask-image-tag",
+        "flask-rollout",
+        "nginx-conf-file",
+        "nginx-conf-reload",
+        "nginx-cutover",
+        "nginx-image-removal",
+        "nginx-image-tag",
+      ],
     ],
   ])("%s over TLS: docker:host and the certificates; the engine input is secret (it holds the key)", async (stack, names) => {
     const run = await runProgram(stack, {

@@ -16,14 +16,14 @@ describe("swarm target", () => {
     run = await runProgram("swarm");
   });
 
-  test("declares services on an attachable overlay network, and no containers", () => {
-    expect(run.resources.filter((r) => r.type === CONTAINER)).toEqual([]);
+  test("declares the app as a service and nginx as containers (a port holder and nginx) on an attachable overlay network", () => {
+    expect(run.resources.filter((r) => r.type === SERVICE).map((r) => r.name)).toEqual(["flask-service"]);
     expect(
       run.resources
-        .filter((r) => r.type === SERVICE)
+        .filter((r) => r.type === CONTAINER)
         .map((r) => r.name)
         .sort(),
-    ).toEqual(["flask-service", "nginx-service"]);
+    ).toEqual(["nginx-container", "nginx-netns"]);
     const net = find(run, "my-network").inputs;
     expect([net.driver, net.attachable, net.name]).toEqual(["overlay", true, "flask-proxy-swarm-net"]);
   });
@@ -46,18 +46,20 @@ describe("swarm target", () => {
     expect(i.convergeConfig).toBeDefined();
   });
 
-  test("nginx: host-mode port, stop-first updates (one node cannot bind the port twice), after the app", () => {
-    const nginx = find(run, "nginx-service");
-    const i = nginx.inputs as Record<string, Record<string, unknown>>;
-    expect(i.endpointSpec).toEqual({
-      mode: "dnsrr",
-      ports: [{ targetPort: 80, publishedPort: 8100, publishMode: "host", protocol: "tcp" }],
-    });
-    expect(i.updateConfig).toMatchObject({ order: "stop-first" });
+  test("nginx: containers that hand the port over, its holder on the overlay publishing it, after the app's rollout", () => {
+    // A service's host-mode port cannot be held by two tasks on one node (a stop-first update); a holder's can.
+    const holder = find(run, "nginx-netns").inputs as Record<string, unknown>;
+    expect(holder.ports).toEqual([{ external: 8100, internal: 80, ip: "0.0.0.0", protocol: "tcp" }]);
+    expect(holder.networksAdvanced).toEqual([{ name: "my-network-id" }]);
+    expect(holder.sysctls).toMatchObject({ "net.ipv4.tcp_migrate_req": "1" });
+    const nginx = find(run, "nginx-container");
+    expect(nginx.inputs.ports).toBeUndefined();
+    expect(String(nginx.inputs.networkMode)).toMatch(/^container:/);
+    expect(String(nginx.inputs.command)).toContain("reuseport");
     // After the app's rolling update has finished, not just after its service spec was accepted.
-    expect(nginx.dependsOn).toEqual(["flask-service", "flask-rollout"]);
+    expect(nginx.dependsOn).toEqual(expect.arrayContaining(["flask-service", "flask-rollout"]));
     // Task addresses change on every update, so nginx must re-resolve: no keepalive upstream block.
-    const conf = String((find(run, "nginx-image").inputs.build as { args: Record<string, string> }).args.DEFAULT_CONF);
+    const conf = String(find(run, "nginx-conf-file").inputs.conf);
     expect(conf).toContain("resolver 127.0.0.11");
     expect(conf).not.toContain("upstream flask_app");
     expect(run.outputs.url).toBe("http://127.0.0.1:8100/");
