@@ -55,6 +55,7 @@ export = async () => {
     registry: cfg.registry,
     secretAsFile: cfg.swarm.secretKey,
     metrics: cfg.metrics !== undefined,
+    forwardedProtoFromNetwork: cfg.nginx.tls !== undefined && cfg.app.transport === "tcp",
     builds,
   });
 

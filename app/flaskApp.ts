@@ -53,6 +53,11 @@ export interface FlaskAppArgs {
   secretAsFile?: boolean;
   /** metricsPort set: gunicorn's master serves the app's Prometheus metrics on APP_METRICS_PORT. */
   metrics?: boolean;
+  /**
+   * tls over TCP: gunicorn takes X-Forwarded-Proto from any peer on the stack's network (config validation keeps
+   * the app's port off the host), where nginx, which replaces a client's header, is what sends requests.
+   */
+  forwardedProtoFromNetwork?: boolean;
   /** The stack's app builds on the engine (infra/builds.ts findBuilds). */
   builds: KeptBuild[];
 }
@@ -209,6 +214,8 @@ export class FlaskApp extends pulumi.ComponentResource {
           ...(sockets ? [`${SOCKET_DIR_ENV}=${APP_SOCKET_DIR}`] : []),
           // prometheus_client's multiprocess mode: each worker's values in files there, summed by the master.
           ...(args.metrics ? [`${METRICS_DIR_ENV}=${APP_METRICS_DIR}`, `${METRICS_PORT_ENV}=${APP_METRICS_PORT}`] : []),
+          // gunicorn's own setting, read from its env (default 127.0.0.1: no peer on the network).
+          ...(args.forwardedProtoFromNetwork ? ["FORWARDED_ALLOW_IPS=*"] : []),
         ],
         network: args.network,
         aliases: [app.alias],

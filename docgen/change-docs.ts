@@ -6,6 +6,7 @@
 //                                    (`-- --stack swarm` for one stack's table)
 //   npm run docs:changes -- --check  previews only; fails if the tables are out of date
 //   npm run docs:changes -- --keep-measured   previews for every key; measures only kinds the docs lack
+import * as os from "os";
 import { parseArgs } from "util";
 import { CONFIG_KEYS, SECRET_KEYS, type RawConfig } from "../infra/config";
 import { code } from "./config-docs";
@@ -181,9 +182,11 @@ function refusal(e: Error, projectDir: string): string {
     .map((l) => l.trim());
   const problem =
     lines.find((l) => l.startsWith("- flask-proxy:") || l.startsWith("- ")) ?? lines.find((l) => l.startsWith("error:"));
-  // An image ID differs from run to run (each run builds anew): the table names none.
+  // An image ID differs from run to run (each run builds anew), and a swarm node is named after the machine
+  // (swarmEdgeLabel's check): the table names neither.
   const text = (problem ?? "preview failed").replace(/^- /, "").replace(/^error: /, "");
-  return `refused: ${text.replace(/sha256:[0-9a-f]{12,64}/g, "sha256:…")}`;
+  const node = new RegExp(`\\b${os.hostname().replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}\\b`, "g");
+  return `refused: ${text.replace(/sha256:[0-9a-f]{12,64}/g, "sha256:…").replace(node, "<node>")}`;
 }
 
 async function keyRows(live: LiveStack, stackFile: string): Promise<KeyRow[]> {

@@ -461,24 +461,21 @@ const RULES: Rule[] = [
     ok: (c, ctx) => c.acmeCaFile === "" || pemCertificates(resolveIn(ctx, c.acmeCaFile)) !== undefined,
     message: (c, ctx) => `${resolveIn(ctx, c.acmeCaFile)} is not a readable file of PEM certificates`,
   },
-  // Part 1 of HTTPS: the certificate files live in the conf volume that only plain containers have.
-  swarmOnly(
-    "tls",
-    (c) => c.tls === "off",
-    "is not available with target: swarm yet (the certificate and key are files in nginx's conf volume, which swarm services do not have); use tls: off",
-  ),
   {
     keys: ["tls", "nginxConfigFile"],
     key: "tls",
     ok: (c) => c.tls === "off" || c.nginxConfigFile === "",
     message: () => "needs nginxConfigFile empty (the certificate reaches nginx in the rendered conf's volume, next to the conf)",
   },
+  // The app must learn the scheme from nginx alone. On the socket only nginx shares, gunicorn trusts its peer.
+  // Over TCP it trusts X-Forwarded-Proto from the stack's network (nginx replaces any client's), so nothing
+  // outside that network may reach the app's port, and the dev server, which ignores the header, cannot serve.
   {
-    keys: ["tls", "upstreamTransport"],
+    keys: ["tls", "upstreamTransport", "appServer", "appHostPort"],
     key: "tls",
-    ok: (c) => c.tls === "off" || c.upstreamTransport === "unix",
+    ok: (c) => c.tls === "off" || c.upstreamTransport === "unix" || (c.appServer === "gunicorn" && c.appHostPort === 0),
     message: () =>
-      "needs upstreamTransport: unix (gunicorn trusts nginx's X-Forwarded-Proto only on the socket nginx alone shares; over TCP the app would build http:// URLs)",
+      "with upstreamTransport: tcp needs appServer: gunicorn and appHostPort: 0 (gunicorn then trusts X-Forwarded-Proto from the stack's network alone, which a published app port would open to anyone)",
   },
   {
     keys: ["tls", "httpsPort", "httpPort", "appHostPort", "metricsPort"],

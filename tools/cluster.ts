@@ -81,7 +81,8 @@ function stackSettings() {
   const edgeLabel = c["flask-proxy:swarmEdgeLabel"];
   if (!edgeLabel) throw new Error(`Pulumi.${CLUSTER_STACK}.yaml sets no swarmEdgeLabel`);
   return {
-    httpPort: Number(c["flask-proxy:httpPort"]),
+    // Both of nginx's ports (the second once tls is on), published from the edge node on the host.
+    edgePorts: [Number(c["flask-proxy:httpPort"]), Number(c["flask-proxy:httpsPort"])],
     edgeLabel,
     nginxImage: c["flask-proxy:nginxImage"],
     pythonImage: c["flask-proxy:pythonImage"],
@@ -184,13 +185,15 @@ export const NESTED_ENGINE: NodeHostConfig = {
   Binds: ["/sys/fs/cgroup:/sys/fs/cgroup:rw"],
 };
 
-function nodeSpec(node: ClusterNode, n: number, httpPort: number): Docker.ContainerCreateOptions & { name: string } {
-  const port = `${httpPort}/tcp`;
+function nodeSpec(node: ClusterNode, n: number, edgePorts: number[]): Docker.ContainerCreateOptions & { name: string } {
+  const ports = node.edge ? edgePorts.map((p) => [`${p}/tcp`, String(p)] as const) : [];
   const hostConfig: NodeHostConfig = {
     ...NESTED_ENGINE,
     Mounts: [{ Type: "volume", Source: `${node.name}-docker`, Target: "/var/lib/docker" }],
-    // The edge node's host-mode nginx port, on the host's loopback only.
-    PortBindings: node.edge ? { [port]: [{ HostIp: "127.0.0.1", HostPort: String(httpPort) }] } : undefined,
+    // The edge node's nginx ports, on the host's loopback only.
+    PortBindings: ports.length
+      ? Object.fromEntries(ports.map(([k, p]) => [k, [{ HostIp: "127.0.0.1", HostPort: p }]]))
+      : undefined,
   };
   return {
     name: node.name,
@@ -209,7 +212,7 @@ function nodeSpec(node: ClusterNode, n: number, httpPort: number): Docker.Contai
       "--cgroup-parent",
       `/${node.name}`,
     ],
-    ExposedPorts: node.edge ? { [port]: {} } : undefined,
+    ExposedPorts: ports.length ? Object.fromEntries(ports.map(([k]) => [k, {}])) : undefined,
     HostConfig: hostConfig,
     NetworkingConfig: onNetwork(node.ip),
   };
@@ -344,13 +347,13 @@ async function pushBaseImages(refs: string[], ca: string): Promise<void> {
 
 export async function clusterUp(): Promise<void> {
   const started = Date.now();
-  const { httpPort, edgeLabel, nginxImage, pythonImage } = stackSettings();
+  const { edgePorts, edgeLabel, nginxImage, pythonImage } = stackSettings();
   await ensureNodeImage(CLUSTER.image, CLUSTER.label);
   await ensureNetwork();
   for (const v of [CLUSTER.registry.pki, CLUSTER.registry.data, ...CLUSTER.nodes.map((n) => `${n.name}-docker`)])
     await ensureVolume(v);
   await ensureContainer(registrySpec());
-  for (const [i, node] of CLUSTER.nodes.entries()) await ensureContainer(nodeSpec(node, i + 1, httpPort));
+  for (const [i, node] of CLUSTER.nodes.entries()) await ensureContainer(nodeSpec(node, i + 1, edgePorts));
   const ca = await caPem();
   fs.mkdirSync(path.dirname(CLUSTER.caFile), { recursive: true });
   fs.writeFileSync(CLUSTER.caFile, ca);
@@ -368,7 +371,7 @@ export async function clusterUp(): Promise<void> {
   log(
     `up in ${((Date.now() - started) / 1000).toFixed(1)} s: manager ${managerUrl}, registry ${registryAddress} ` +
       `(CA ${path.relative(ROOT, CLUSTER.caFile)}: \`pulumi config set registryCaFile ${path.relative(ROOT, CLUSTER.caFile)}\`), ` +
-      `nginx on 127.0.0.1:${httpPort}`,
+      `nginx on 127.0.0.1:${edgePorts.join(" and ")}`,
   );
 }
 

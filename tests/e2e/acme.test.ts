@@ -10,6 +10,7 @@ import * as os from "os";
 import * as path from "path";
 import { LiveStack } from "../../harness/live-stack";
 import { startPebble, type Pebble } from "../../harness/pebble";
+import { enterSwarm } from "../../harness/swarm-mode";
 import { freePort } from "../../harness/ports";
 import { LEGO_IMAGE } from "../../certs/certAgent";
 import { ignoreNotFound, leftovers, stackLabel } from "../../infra/engine-objects";
@@ -55,10 +56,10 @@ async function tearDown(stack: Pick<AcmeStack, "live" | "pebble"> | undefined, n
 }
 
 /**
- * A Pebble of its own issuing certificates of `validitySeconds`, and the prod stack `stack` with tls: acme
- * against it, up. On failure nothing of either is left.
+ * A Pebble of its own issuing certificates of `validitySeconds`, and a stack `stack` of `stackFile` (prod, or
+ * swarm on a swarm the caller joined) with tls: acme against it, up. On failure nothing of either is left.
  */
-async function upAgainstPebble(stack: string, validitySeconds: number): Promise<AcmeStack> {
+async function upAgainstPebble(stack: string, validitySeconds: number, stackFile = "prod"): Promise<AcmeStack> {
   const started = Date.now();
   runInProject("bash", ["scripts/setup-acme.sh"]);
   runInProject("bash", ["scripts/build-standins.sh", LEGO_IMAGE]);
@@ -66,7 +67,7 @@ async function upAgainstPebble(stack: string, validitySeconds: number): Promise<
   const httpPort = await freePort();
   const httpsPort = await freePort();
   const pebble = await startPebble({ httpPort, listenHost: gateway, validitySeconds });
-  const live = await LiveStack.create("prod", stack);
+  const live = await LiveStack.create(stackFile, stack);
   try {
     await live.configure({
       httpPort: String(httpPort),
@@ -84,6 +85,43 @@ async function upAgainstPebble(stack: string, validitySeconds: number): Promise<
   }
   console.log(`${stack}: Pebble and the stack up in ${Math.round((Date.now() - started) / 1000)} s`);
   return { pebble, live, root: await pebble.root(), httpsPort };
+}
+
+/** The agent renews by itself (60-second certificates) under HTTPS load: 0 failed, the same nginx serves on. */
+async function renewsUnderLoad({ live, root, httpsPort }: AcmeStack, tag: string): Promise<void> {
+  const nginxBefore = await live.container("nginx-container").inspect();
+  const first = (await served(httpsPort, root)).fingerprint256;
+  const { load, value, error } = await underLoad(
+    `https://127.0.0.1:${httpsPort}/`,
+    () =>
+      within(
+        LIFETIME_S * 1000 + 30_000,
+        async () => (await served(httpsPort, root)).fingerprint256 !== first,
+        "a renewed certificate served",
+        HELD_PAST_RELOAD,
+      ),
+    { ca: root, servername: DOMAIN, newConnections: 8 },
+  );
+  console.log(
+    `${tag}: renewal after ${value} ms: ${load.requests} responses, ${JSON.stringify(failures(load))}, ${load.retried} sent again`,
+  );
+  expect(error).toBeUndefined();
+  expect(load.ok).toBeGreaterThan(100);
+  expect(failures(load)).toEqual(NO_FAILURES);
+  const nginxAfter = await live.container("nginx-container").inspect();
+  expect([nginxAfter.Id, nginxAfter.State.StartedAt]).toEqual([nginxBefore.Id, nginxBefore.State.StartedAt]);
+  expect(await live.preview()).toEqual([]);
+}
+
+/** curl to the stack's HTTPS port on 127.0.0.1 by the domain's name, trusting `rootFile`; `-D -` shows the headers. */
+function curlDomain(httpsPort: number, rootFile: string, args: string[], urlPath = "/") {
+  return spawnSync(
+    "curl",
+    ["-sS", "--max-time", "10", "--cacert", rootFile, "--resolve", `${DOMAIN}:${httpsPort}:127.0.0.1`, ...args].concat(
+      `https://${DOMAIN}:${httpsPort}${urlPath}`,
+    ),
+    { encoding: "utf8", timeout: 20_000 },
+  );
 }
 
 describe("prod: tls: acme against Pebble, through the CLI", () => {
@@ -116,17 +154,7 @@ describe("prod: tls: acme against Pebble, through the CLI", () => {
       `DNS:${DOMAIN}`,
       expect.stringMatching(/^Pebble Intermediate/),
     ]);
-    const curl = spawnSync(
-      "curl",
-      ["-sS", "--max-time", "10", "--http2", "--cacert", rootFile, "--resolve", `${DOMAIN}:${httpsPort}:127.0.0.1`].concat([
-        "-D",
-        "-",
-        "-w",
-        "\n%{http_version}",
-        `https://${DOMAIN}:${httpsPort}/`,
-      ]),
-      { encoding: "utf8", timeout: 20_000 },
-    );
+    const curl = curlDomain(httpsPort, rootFile, ["--http2", "-D", "-", "-w", "\n%{http_version}"]);
     expect(curl.status).toBe(0);
     expect(curl.stdout).toMatch(/^strict-transport-security: max-age=\d+/im);
     expect(curl.stdout.trimEnd().split("\n").slice(-2)).toEqual(["Hello world!", "2"]);
@@ -136,28 +164,7 @@ describe("prod: tls: acme against Pebble, through the CLI", () => {
   }, 300_000);
 
   test("renewal by the agent alone, under HTTPS load (new connections and keep-alive ones): 0 failed, a new certificate served, nginx not restarted", async () => {
-    const nginxBefore = await live.container("nginx-container").inspect();
-    const first = (await served(httpsPort, root)).fingerprint256;
-    const { load, value, error } = await underLoad(
-      `https://127.0.0.1:${httpsPort}/`,
-      () =>
-        within(
-          LIFETIME_S * 1000 + 30_000,
-          async () => (await served(httpsPort, root)).fingerprint256 !== first,
-          "a renewed certificate served",
-          HELD_PAST_RELOAD,
-        ),
-      { ca: root, servername: DOMAIN, newConnections: 8 },
-    );
-    console.log(
-      `acme: renewal after ${value} ms: ${load.requests} responses, ${JSON.stringify(failures(load))}, ${load.retried} sent again`,
-    );
-    expect(error).toBeUndefined();
-    expect(load.ok).toBeGreaterThan(100);
-    expect(failures(load)).toEqual(NO_FAILURES);
-    const nginxAfter = await live.container("nginx-container").inspect();
-    expect([nginxAfter.Id, nginxAfter.State.StartedAt]).toEqual([nginxBefore.Id, nginxBefore.State.StartedAt]);
-    expect(await live.preview()).toEqual([]);
+    await renewsUnderLoad(stack!, "acme");
   }, 300_000);
 
   test("a new nginx (workers 1 → 2) takes over under HTTPS load with 0 failed, serving the CA's certificate from the first request; a new agent joins it", async () => {
@@ -261,4 +268,44 @@ describe("prod: tls: acme, pulumi destroy then pulumi up", () => {
     expect(log).toMatch(/installed the certificate valid until .*; reloaded nginx/);
     expect(await live.preview()).toEqual([]);
   }, 600_000);
+});
+
+// The swarm stack: nginx, and the agent in its PID namespace, run as containers on the node the stack deploys
+// through (the edge), on the overlay network, which the agent reaches Pebble from; the app is a service nginx
+// reaches over TCP.
+describe("swarm: tls: acme against Pebble, through the CLI", () => {
+  let leaveSwarm: (() => Promise<void>) | undefined;
+  let stack: AcmeStack | undefined;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "flask-proxy-swarm-acme-"));
+  const rootFile = path.join(dir, "pebble-root.pem");
+  beforeAll(async () => {
+    leaveSwarm = await enterSwarm(docker);
+    stack = await upAgainstPebble("swarm-acme", LIFETIME_S, "swarm");
+    fs.writeFileSync(rootFile, stack.root);
+  }, 900_000);
+  afterAll(async () => {
+    try {
+      await tearDown(stack, "swarm-acme");
+    } finally {
+      await leaveSwarm?.();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 600_000);
+
+  test("pulumi up returns with Pebble's certificate served for the domain, over HTTP/2; the app builds https:// URLs", async () => {
+    const { root, httpsPort } = stack!;
+    const cert = await served(httpsPort, root);
+    expect([cert.subjectaltname, String(cert.issuer.CN)]).toEqual([
+      `DNS:${DOMAIN}`,
+      expect.stringMatching(/^Pebble Intermediate/),
+    ]);
+    const hello = curlDomain(httpsPort, rootFile, ["--http2", "-w", "\n%{http_version}"]);
+    expect([hello.status, hello.stdout]).toEqual([0, "Hello world!\n2"]);
+    const links = curlDomain(httpsPort, rootFile, [], "/links");
+    expect((JSON.parse(links.stdout) as { index: string }).index).toBe(`https://${DOMAIN}:${httpsPort}/`);
+  }, 300_000);
+
+  test("renewal by the agent alone, under HTTPS load: 0 failed, a new certificate served, nginx not restarted", async () => {
+    await renewsUnderLoad(stack!, "swarm-acme");
+  }, 300_000);
 });

@@ -1,3 +1,4 @@
+import * as crypto from "crypto";
 import * as fs from "fs";
 import * as path from "path";
 import type Docker from "dockerode";
@@ -18,6 +19,8 @@ import {
 } from "../../tools/cluster";
 import { stackConfig } from "../../infra/stack-files";
 import { deadPeerSysctls } from "../../nginx/conf";
+import { httpsGet } from "../../harness/pebble";
+import { createRootCa, issue, leafNames } from "../../infra/tls";
 import {
   answersHello,
   at,
@@ -27,6 +30,7 @@ import {
   get,
   nginxInHolder,
   nginxWorkers,
+  servedCertificate,
   underLoad,
   upStack,
   versionsServing,
@@ -314,6 +318,38 @@ describe("cluster stack on a three-node swarm with a TLS registry", () => {
     expect(failures(load)).toEqual({ non2xx: 0, errors: 0, timeouts: 0 });
     expect(await live!.preview()).toEqual([]);
     expect((await get(live!.url)).body).toBe("Hello world!");
+  });
+
+  test("tls: certificate on the cluster: HTTPS through the edge node, the app (over TCP) builds https:// URLs; a rotation under HTTPS load fails no request", async () => {
+    const root = await createRootCa({ commonName: "cluster.test root", days: 30 });
+    const newLeaf = () => issue(root, { commonName: "localhost", days: 30, ...leafNames("localhost") });
+    const leaf = await newLeaf();
+    await live!.configureSecrets({ tlsCertificate: leaf.certPem, tlsPrivateKey: leaf.keyPem });
+    // A new port: the holder is replaced, delete-first (the change tables' cost of a new address).
+    await live!.up({ config: { tls: "certificate" } });
+    const httpsUrl = String(live!.outputs.httpsUrl);
+    expect(httpsUrl).toBe(`https://127.0.0.1:${stackConfig(CLUSTER_STACK)["flask-proxy:httpsPort"]}/`);
+    const port = Number(new URL(httpsUrl).port);
+    await within(
+      30_000,
+      async () => (await httpsGet(httpsUrl, root.certPem).catch(() => "")) === "Hello world!",
+      "HTTPS answers",
+    );
+    const served = async () => (await servedCertificate(port, "localhost", root.certPem)).fingerprint256;
+    expect(await served()).toBe(new crypto.X509Certificate(leaf.certPem).fingerprint256);
+    expect((JSON.parse(await httpsGet(`${httpsUrl}links`, root.certPem)) as { index: string }).index).toBe(httpsUrl);
+
+    const before = await nginxOf(live!).inspect();
+    const next = await newLeaf();
+    await live!.configureSecrets({ tlsCertificate: next.certPem, tlsPrivateKey: next.keyPem });
+    const { load, error } = await underLoad(httpsUrl, () => live!.up(), { ca: root.certPem, newConnections: 8 });
+    console.log(`cluster tls rotation under HTTPS load: ${JSON.stringify(load)}`);
+    expect(error).toBeUndefined();
+    expect(load.ok).toBeGreaterThan(200);
+    expect(failures(load)).toEqual({ non2xx: 0, errors: 0, timeouts: 0 });
+    expect(await served()).toBe(new crypto.X509Certificate(next.certPem).fingerprint256);
+    expect((await nginxOf(live!).inspect()).Id).toBe(before.Id);
+    for (const ref of pushedRefs(live!)) pushed.add(ref);
   });
 
   test("pulumi destroy, then cluster:down, leave nothing on any node, in the registry, or on the host", async () => {

@@ -128,17 +128,38 @@ describe("tls: certificate is checked before anything is declared, each refusal 
     ]);
   });
 
-  test("swarm (and so cluster) is refused naming the target; TCP upstreams, a mounted conf and a taken port too", () => {
-    expect(problems({ tls: "internal", tlsCertificate: "", tlsPrivateKey: "" }, "swarm")).toEqual(
-      expect.arrayContaining([expect.stringMatching(/^flask-proxy:tls: is not available with target: swarm yet/)]),
-    );
-    expect(problems({ upstreamTransport: "tcp" })).toEqual([
-      expect.stringMatching(/^flask-proxy:tls: needs upstreamTransport: unix/),
-    ]);
+  test("swarm (and so cluster) is accepted; TCP upstreams need gunicorn and no published app port; a taken port is refused", () => {
+    expect(problems({ tls: "internal", tlsCertificate: "", tlsPrivateKey: "" }, "swarm")).toEqual([]);
+    expect(problems({}, "swarm")).toEqual([]);
+    expect(problems({ upstreamTransport: "tcp" })).toEqual([]);
+    for (const tcp of [{ appHostPort: "8081" }, { appServer: "flask-dev" }] as Record<string, string>[]) {
+      expect(problems({ upstreamTransport: "tcp", ...tcp })).toEqual(
+        expect.arrayContaining([
+          expect.stringMatching(/^flask-proxy:tls: with upstreamTransport: tcp needs appServer: gunicorn and appHostPort: 0/),
+        ]),
+      );
+    }
     expect(problems({ httpsPort: "8000" })).toEqual([
       "flask-proxy:httpsPort: host port 8000 is already taken by httpPort, appHostPort or metricsPort",
     ]);
   });
+
+  test("over TCP the app takes X-Forwarded-Proto from the stack's network, and only then", async () => {
+    const env = async (overrides: Record<string, string>, stack = "prod") => {
+      const run = await runProgram(stack, {
+        overrides: { tls: "certificate", tlsCertificate: chain(), tlsPrivateKey: leaf.keyPem, ...overrides },
+      });
+      const app = run.resources.find((r) => r.name === "flask-container" || r.name === "flask-service")!;
+      const c = app.inputs as { envs?: string[]; taskSpec?: { containerSpec: { env: Record<string, string> } } };
+      return c.envs ?? Object.entries(c.taskSpec!.containerSpec.env).map(([k, v]) => `${k}=${v}`);
+    };
+    expect(await env({ upstreamTransport: "tcp" })).toContain("FORWARDED_ALLOW_IPS=*");
+    expect(await env({}, "swarm")).toContain("FORWARDED_ALLOW_IPS=*");
+    expect((await env({})).join(" ")).not.toContain("FORWARDED_ALLOW_IPS");
+    expect((await env({ tls: "off", tlsCertificate: "", tlsPrivateKey: "", upstreamTransport: "tcp" })).join(" ")).not.toContain(
+      "FORWARDED_ALLOW_IPS",
+    );
+  }, 120_000);
 });
 
 describe("tls: acme is checked before anything is declared", () => {
@@ -186,9 +207,7 @@ describe("tls: acme is checked before anything is declared", () => {
       "flask-proxy:acmeEmail: only applies to tls: acme",
       "flask-proxy:acmeProfile: only applies to tls: acme",
     ]);
-    expect(problems({ ...acme }, "swarm")).toEqual(
-      expect.arrayContaining([expect.stringMatching(/^flask-proxy:tls: is not available with target: swarm yet/)]),
-    );
+    expect(problems({ ...acme }, "swarm")).toEqual([]);
   });
 });
 
