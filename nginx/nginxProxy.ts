@@ -305,7 +305,11 @@ export async function nginxBeforeHandover(engine: EngineSettings, cfg: StackConf
 
 /** A swarm stack deployed when nginx was a service: its task holds the host port the holder container needs. */
 async function nginxServiceBeforeHandover(engine: EngineSettings, cfg: StackConfig, name: string): Promise<string | undefined> {
-  const found = await unlessMissing(engineClient(engine).getService(name).inspect());
+  // An engine that is no swarm manager (503) has no such service; declaring the app's service says why it fails.
+  const found = await unlessMissing(engineClient(engine).getService(name).inspect()).catch((e: { statusCode?: number }) => {
+    if (e.statusCode === 503) return undefined;
+    throw e;
+  });
   if (!found) return undefined;
   const urn = `urn:pulumi:${cfg.stack}::${cfg.project}::flask-proxy:index:NginxProxy$docker:index/service:Service::nginx-service`;
   return (

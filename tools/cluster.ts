@@ -80,9 +80,14 @@ function stackSettings() {
   const c = stackConfig(CLUSTER_STACK);
   const edgeLabel = c["flask-proxy:swarmEdgeLabel"];
   if (!edgeLabel) throw new Error(`Pulumi.${CLUSTER_STACK}.yaml sets no swarmEdgeLabel`);
+  // Both of nginx's ports (the second once tls is on), published from the edge node on the host.
+  const edgePorts = ["httpPort", "httpsPort"].map((key) => {
+    const port = Number(c[`flask-proxy:${key}`]);
+    if (!Number.isInteger(port) || port <= 0) throw new Error(`Pulumi.${CLUSTER_STACK}.yaml sets no ${key}`);
+    return port;
+  });
   return {
-    // Both of nginx's ports (the second once tls is on), published from the edge node on the host.
-    edgePorts: [Number(c["flask-proxy:httpPort"]), Number(c["flask-proxy:httpsPort"])],
+    edgePorts,
     edgeLabel,
     nginxImage: c["flask-proxy:nginxImage"],
     pythonImage: c["flask-proxy:pythonImage"],
