@@ -144,7 +144,7 @@ export function declareWorkload(
   if (settings.target === "swarm") {
     // Swarm publishes on every interface: there is no host-only port (config validation refuses metrics there).
     if (spec.hostOnly) throw new Error(`${name}: a port for the host only cannot be published with target: swarm`);
-    // Config validation keeps tls (the one user of a second port) off swarm for now.
+    // nginx, the one user of a second port, runs as plain containers on swarm too (nginx/nginxProxy.ts).
     if (spec.alsoPublish?.length) throw new Error(`${name}: a second published port is not supported with target: swarm`);
     // Config validation keeps volumes out of swarm stacks: tasks land on any node.
     if (spec.replicas.some((r) => r.volumes?.length)) {

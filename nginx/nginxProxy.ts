@@ -295,10 +295,17 @@ export async function nginxBeforeHandover(engine: EngineSettings, cfg: StackConf
   // The engine's answer, typed loosely by dockerode: container port → host bindings (null when unpublished).
   const bindings = (found?.HostConfig.PortBindings ?? {}) as Record<string, unknown[] | null>;
   if (!found || !Object.values(bindings).some((b) => b?.length)) return undefined;
-  const urn = `urn:pulumi:${cfg.stack}::${cfg.project}::flask-proxy:index:NginxProxy$docker:index/container:Container::nginx-container`;
   return (
     `${name} publishes the stack's ports itself (deployed before nginx handed them over to a holder container, ` +
-    "nginx/handover.ts). Move it once, with a few seconds without nginx: " +
+    `nginx/handover.ts). ${moveOnce(cfg, "container:Container::nginx-container")}`
+  );
+}
+
+/** The one command that moves an nginx made by an earlier version out of the way (`resource`: type::name). */
+function moveOnce(cfg: StackConfig, resource: string): string {
+  const urn = `urn:pulumi:${cfg.stack}::${cfg.project}::flask-proxy:index:NginxProxy$docker:index/${resource}`;
+  return (
+    "Move it once, with a few seconds without nginx: " +
     `pulumi destroy --stack ${cfg.stack} --target '${urn}' --target-dependents, then pulumi up`
   );
 }
@@ -311,11 +318,9 @@ async function nginxServiceBeforeHandover(engine: EngineSettings, cfg: StackConf
     throw e;
   });
   if (!found) return undefined;
-  const urn = `urn:pulumi:${cfg.stack}::${cfg.project}::flask-proxy:index:NginxProxy$docker:index/service:Service::nginx-service`;
   return (
     `${name} is a swarm service publishing the stack's port (deployed before nginx ran as containers on the edge ` +
-    "node, nginx/nginxProxy.ts). Move it once, with a few seconds without nginx: " +
-    `pulumi destroy --stack ${cfg.stack} --target '${urn}' --target-dependents, then pulumi up`
+    `node, nginx/nginxProxy.ts). ${moveOnce(cfg, "service:Service::nginx-service")}`
   );
 }
 

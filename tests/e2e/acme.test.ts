@@ -4,7 +4,6 @@
 // (challtestsrv answers every name with 127.0.0.1). The first Pebble issues 60-second certificates, so the
 // agent renews every 30 s by itself (half the lifetime, as for any certificate of 10 days or less): no
 // `pulumi up`. The second issues 90-day ones, for what a destroy and an up do with a certificate not yet due.
-import { spawnSync } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
@@ -18,6 +17,7 @@ import { objectName } from "../../infra/naming";
 import { PROJECT } from "../../infra/config";
 import {
   bridgeGateway,
+  curlTrusting,
   docker,
   failures,
   HELD_PAST_RELOAD,
@@ -115,13 +115,12 @@ async function renewsUnderLoad({ live, root, httpsPort }: AcmeStack, tag: string
 
 /** curl to the stack's HTTPS port on 127.0.0.1 by the domain's name, trusting `rootFile`; `-D -` shows the headers. */
 function curlDomain(httpsPort: number, rootFile: string, args: string[], urlPath = "/") {
-  return spawnSync(
-    "curl",
-    ["-sS", "--max-time", "10", "--cacert", rootFile, "--resolve", `${DOMAIN}:${httpsPort}:127.0.0.1`, ...args].concat(
-      `https://${DOMAIN}:${httpsPort}${urlPath}`,
-    ),
-    { encoding: "utf8", timeout: 20_000 },
-  );
+  return curlTrusting(rootFile, [
+    "--resolve",
+    `${DOMAIN}:${httpsPort}:127.0.0.1`,
+    ...args,
+    `https://${DOMAIN}:${httpsPort}${urlPath}`,
+  ]);
 }
 
 describe("prod: tls: acme against Pebble, through the CLI", () => {
@@ -156,8 +155,8 @@ describe("prod: tls: acme against Pebble, through the CLI", () => {
     ]);
     const curl = curlDomain(httpsPort, rootFile, ["--http2", "-D", "-", "-w", "\n%{http_version}"]);
     expect(curl.status).toBe(0);
-    expect(curl.stdout).toMatch(/^strict-transport-security: max-age=\d+/im);
-    expect(curl.stdout.trimEnd().split("\n").slice(-2)).toEqual(["Hello world!", "2"]);
+    expect(curl.out).toMatch(/^strict-transport-security: max-age=\d+/im);
+    expect(curl.out.trimEnd().split("\n").slice(-2)).toEqual(["Hello world!", "2"]);
     await agentHealthy();
     expect(await live.preview()).toEqual([]);
     await live.refreshFindsNothing();
@@ -300,10 +299,10 @@ describe("swarm: tls: acme against Pebble, through the CLI", () => {
       expect.stringMatching(/^Pebble Intermediate/),
     ]);
     const hello = curlDomain(httpsPort, rootFile, ["--http2", "-w", "\n%{http_version}"]);
-    expect([hello.status, hello.stdout]).toEqual([0, "Hello world!\n2"]);
+    expect([hello.status, hello.out]).toEqual([0, "Hello world!\n2"]);
     const links = curlDomain(httpsPort, rootFile, [], "/links");
     // (The swarm stack passes $host, without the port, as the Host header.)
-    expect((JSON.parse(links.stdout) as { index: string }).index).toBe(`https://${DOMAIN}/`);
+    expect((JSON.parse(links.out) as { index: string }).index).toBe(`https://${DOMAIN}/`);
   }, 300_000);
 
   test("renewal by the agent alone, under HTTPS load: 0 failed, a new certificate served, nginx not restarted", async () => {

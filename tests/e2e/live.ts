@@ -1,6 +1,7 @@
 // Shared pieces of the live suite: stacks brought up by the real `pulumi` CLI (harness/live-stack.ts), HTTP to
 // the published ports on 127.0.0.1 only, and commands run in the stacks' containers.
 import { spawnSync } from "child_process";
+import * as crypto from "crypto";
 import * as fs from "fs";
 import * as net from "net";
 import * as os from "os";
@@ -16,6 +17,15 @@ import { ROOT } from "../../infra/stack-files";
 export { docker, upStack, type LiveStack } from "../../harness/live-stack";
 export { execIn } from "../../infra/engine";
 export { failures, get, underLoad, within, type LoadCount, type Reply } from "../../harness/load";
+
+/** curl (to 127.0.0.1 only, as callers pass) trusting the CA file `ca`; its exit status, and stdout then stderr. */
+export function curlTrusting(ca: string, args: string[]): { status: number | null; out: string } {
+  const r = spawnSync("curl", ["-sS", "--max-time", "10", "--cacert", ca, ...args], { encoding: "utf8", timeout: 20_000 });
+  return { status: r.status, out: `${r.stdout}${r.stderr}` };
+}
+
+/** A PEM certificate's SHA-256 fingerprint, as Node's TLS client reports a peer's. */
+export const fingerprint = (pem: string): string => new crypto.X509Certificate(pem).fingerprint256;
 
 /** Builds `tag` on the local engine from a Dockerfile's text (a test's own image). */
 export function buildTestImage(tag: string, dockerfile: string): void {

@@ -1,8 +1,6 @@
 // HTTPS on the swarm stack, through the real CLI on a single-node swarm: nginx runs as containers on the node
 // (the edge), the app as a service it reaches over TCP. tls: certificate with the test's own CA (a chain served),
 // the scheme reaching the app over TCP, then a rotation and a new nginx, each under HTTPS load.
-import { spawnSync } from "child_process";
-import * as crypto from "crypto";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
@@ -11,7 +9,17 @@ import { leftovers, stackLabel } from "../../infra/engine-objects";
 import { freePort } from "../../harness/ports";
 import { enterSwarm } from "../../harness/swarm-mode";
 import { createRootCa, issue, leafNames, type CertifiedKey } from "../../infra/tls";
-import { containerGone, docker, failures, nginxInHolder, nginxWorkers, servedCertificate, underLoad } from "./live";
+import {
+  containerGone,
+  curlTrusting,
+  docker,
+  failures,
+  fingerprint,
+  nginxInHolder,
+  nginxWorkers,
+  servedCertificate,
+  underLoad,
+} from "./live";
 
 const NO_FAILURES = { non2xx: 0, errors: 0, timeouts: 0 };
 
@@ -27,13 +35,9 @@ describe("swarm: HTTPS at the edge (tls: certificate), the app reached over TCP"
   const caFile = path.join(tmp, "root.pem");
   const httpsUrl = () => `https://127.0.0.1:${httpsPort}/`;
   const newLeaf = () => issue(intermediate, { commonName: "localhost", days: 30, ...leafNames("localhost") });
-  const fingerprint = (pem: string) => new crypto.X509Certificate(pem).fingerprint256;
   const servedLeaf = async () => (await servedCertificate(httpsPort, "localhost", root.certPem)).fingerprint256;
   /** curl to 127.0.0.1 only, trusting the test's root. */
-  const curl = (args: string[]) => {
-    const r = spawnSync("curl", ["-sS", "--max-time", "10", "--cacert", caFile, ...args], { encoding: "utf8", timeout: 20_000 });
-    return { status: r.status, out: `${r.stdout}${r.stderr}` };
-  };
+  const curl = (args: string[]) => curlTrusting(caFile, args);
   const nginx = () => live!.container("nginx-container").inspect();
 
   beforeAll(async () => {

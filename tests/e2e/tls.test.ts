@@ -13,7 +13,7 @@ import { freePort } from "../../harness/ports";
 import { findingsTable, judgeTestssl, runTestssl, TESTSSL_GROUPS } from "../../harness/testssl";
 import { ROOT } from "../../infra/stack-files";
 import { createRootCa, issue, leafNames, type CertifiedKey } from "../../infra/tls";
-import { docker, failures, HELD_PAST_RELOAD, logText, underLoad, within } from "./live";
+import { curlTrusting, docker, failures, fingerprint, HELD_PAST_RELOAD, logText, underLoad, within } from "./live";
 
 // The stand-in behind every nginx tag here is Debian's nginx 1.22: a tag that says so renders what it accepts
 // (`listen ... ssl http2`; 1.27.3's `http2 on;` is refused by it). scripts/build-standins.sh makes the tag.
@@ -30,7 +30,7 @@ function run(cmd: string, args: string[], input = ""): { status: number | null; 
 }
 
 /** curl to 127.0.0.1 only, trusting `ca`; returns what `-w` writes after the body (or the headers, with -D -). */
-const curl = (args: string[], ca = caFile) => run("curl", ["-sS", "--max-time", "10", "--cacert", ca, ...args]);
+const curl = (args: string[], ca = caFile) => curlTrusting(ca, args);
 
 /** The certificates the TLS listener sends (leaf first). */
 function servedChain(port: number): crypto.X509Certificate[] {
@@ -64,7 +64,6 @@ async function resumes(port: number, ca: string, version: "TLSv1.2" | "TLSv1.3")
   });
 }
 const servedLeaf = (port: number) => servedChain(port)[0]?.fingerprint256;
-const fingerprint = (pem: string) => new crypto.X509Certificate(pem).fingerprint256;
 
 /** A handshake offering only `version`; TLS 1.1 needs the client's own security level lowered to be offered at all. */
 function handshake(port: number, version: "tls1_1" | "tls1_2" | "tls1_3"): { ok: boolean; out: string } {
