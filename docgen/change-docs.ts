@@ -10,7 +10,7 @@ import * as os from "os";
 import { parseArgs } from "util";
 import { CONFIG_KEYS, SECRET_KEYS, type RawConfig } from "../infra/config";
 import { code } from "./config-docs";
-import { docker, upStack, type LiveStack, type PreviewStep } from "../harness/live-stack";
+import { docker, upStack, type LiveStack, type Previewer, type PreviewStep } from "../harness/live-stack";
 import { failures, underLoad } from "../harness/load";
 import { DocRegion, markdownTable } from "./doc-region";
 import { projectFile, stackConfig } from "../infra/stack-files";
@@ -189,23 +189,37 @@ function refusal(e: Error, projectDir: string): string {
   return `refused: ${text.replace(/sha256:[0-9a-f]{12,64}/g, "sha256:…").replace(node, "<node>")}`;
 }
 
+/**
+ * Previews run side by side, each on its own copy of the stack's project (LiveStack.previewers): a preview
+ * waits on the CLI, the program and the engine in turn, so two overlap well on two cores (measured in
+ * docs/testing.md).
+ */
+const PREVIEWS_AT_ONCE = 2;
+
 async function keyRows(live: LiveStack, stackFile: string): Promise<KeyRow[]> {
   const ns = projectFile().name;
   const current = stackConfig(stackFile);
-  const rows: KeyRow[] = [];
-  for (const key of CONFIG_KEYS) {
+  const rowOf = async (previewer: Previewer, key: keyof RawConfig): Promise<KeyRow> => {
     const from = current[`${ns}:${key}`] ?? "";
     const alt = ALTERNATIVES[key];
     const to = typeof alt === "function" ? alt(from) : alt;
     let effect: string;
     try {
-      effect = kindOf(await live.previewSteps({ [key]: to }));
+      effect = kindOf(await previewer.previewSteps({ [key]: to }));
     } catch (e) {
-      effect = refusal(e as Error, live.projectDir);
+      effect = refusal(e as Error, previewer.projectDir);
     }
     console.log(`[changes] ${stackFile} ${key}: ${SECRET_KEYS.has(key) ? "(secret)" : `${from} → ${to}`}: ${effect}`);
-    rows.push({ key, from, to, effect });
-  }
+    return { key, from, to, effect };
+  };
+  // Each previewer takes the next key left; the rows keep CONFIG_KEYS' order.
+  const rows: KeyRow[] = new Array<KeyRow>(CONFIG_KEYS.length);
+  let next = 0;
+  await Promise.all(
+    (await live.previewers(PREVIEWS_AT_ONCE)).map(async (previewer) => {
+      for (let i = next++; i < CONFIG_KEYS.length; i = next++) rows[i] = await rowOf(previewer, CONFIG_KEYS[i]);
+    }),
+  );
   return rows;
 }
 

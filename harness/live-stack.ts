@@ -330,20 +330,29 @@ export class LiveStack {
    * row: the config goes straight into the stack file (no CLI call to set and restore it). The stack file is
    * put back byte for byte afterwards, whether the preview succeeds or not.
    */
-  async previewSteps(config: Record<string, string>): Promise<PreviewStep[]> {
-    const file = path.join(this.projectDir, `Pulumi.${this.name}.yaml`);
-    const original = fs.readFileSync(file, "utf8");
-    try {
-      const doc = (parseYaml(original) as { config?: Record<string, unknown> } | null) ?? {};
-      const ns = projectFile().name;
-      doc.config = { ...doc.config, ...Object.fromEntries(Object.entries(config).map(([k, v]) => [`${ns}:${k}`, v])) };
-      fs.writeFileSync(file, stringifyYaml(doc));
-      const events: EngineEvent[] = [];
-      await this.stack.preview({ onEvent: (e) => events.push(e) });
-      return stepsOf(events);
-    } finally {
-      fs.writeFileSync(file, original);
+  previewSteps(config: Record<string, string>): Promise<PreviewStep[]> {
+    return previewStepsIn(this.stack, this.name, config);
+  }
+
+  /**
+   * `n` previewers of this stack's state side by side: this stack, and copies of its project folder on the
+   * same backend, each with its own stack file, so each one's edits stay its own. A preview writes no state, so
+   * they do not disturb one another; the copies go with this stack's folder.
+   */
+  async previewers(n: number): Promise<Previewer[]> {
+    const pulumi = await pulumiCli();
+    const twins: Previewer[] = [];
+    for (let i = 1; i < n; i++) {
+      const dir = path.join(this.workDir, `project-${i}`);
+      fs.rmSync(dir, { recursive: true, force: true });
+      fs.cpSync(this.projectDir, dir, { recursive: true, verbatimSymlinks: true });
+      const stack = await LocalWorkspace.selectStack(
+        { stackName: this.name, workDir: dir },
+        workspaceOptions(pulumi, this.workDir),
+      );
+      twins.push({ projectDir: dir, previewSteps: (config) => previewStepsIn(stack, this.name, config) });
     }
+    return [this, ...twins];
   }
 
   /**
@@ -444,6 +453,28 @@ export class LiveStack {
 
 /** A resource's name: the last part of its URN. */
 const nameOf = (urn: string) => urn.slice(urn.lastIndexOf("::") + 2);
+
+/** What previews a stack with config changed: a LiveStack, or a copy of its project (LiveStack.previewers). */
+export interface Previewer {
+  readonly projectDir: string;
+  previewSteps(config: Record<string, string>): Promise<PreviewStep[]>;
+}
+
+async function previewStepsIn(stack: Stack, name: string, config: Record<string, string>): Promise<PreviewStep[]> {
+  const file = path.join(stack.workspace.workDir, `Pulumi.${name}.yaml`);
+  const original = fs.readFileSync(file, "utf8");
+  try {
+    const doc = (parseYaml(original) as { config?: Record<string, unknown> } | null) ?? {};
+    const ns = projectFile().name;
+    doc.config = { ...doc.config, ...Object.fromEntries(Object.entries(config).map(([k, v]) => [`${ns}:${k}`, v])) };
+    fs.writeFileSync(file, stringifyYaml(doc));
+    const events: EngineEvent[] = [];
+    await stack.preview({ onEvent: (e) => events.push(e) });
+    return stepsOf(events);
+  } finally {
+    fs.writeFileSync(file, original);
+  }
+}
 
 /** The steps a preview announced, in order, but "same" ones and the reads `--refresh` does first. */
 function stepsOf(events: EngineEvent[]): PreviewStep[] {

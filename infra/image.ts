@@ -41,13 +41,17 @@ export function buildImage(name: string, args: BuildArgs, opts: pulumi.CustomRes
 /** The build itself. docker.Image never deletes what it built: holdImage does. */
 export function newBuild(name: string, args: BuildArgs, opts: pulumi.CustomResourceOptions): docker.Image {
   const registry = args.registry;
+  // Relative to the project folder, the working directory of the program and of the provider that builds: the
+  // state then says the same on every checkout, so a clone elsewhere (a teammate's, CI's) finds nothing to
+  // rebuild. An absolute path in the state made it rebuild nginx and replace its container.
+  const context = path.relative(process.cwd(), args.context) || ".";
   return new docker.Image(
     name,
     {
       imageName: registry ? `${registry.address}/${args.imageName}` : args.imageName,
       build: {
-        context: args.context,
-        dockerfile: path.join(args.context, "Dockerfile"),
+        context,
+        dockerfile: path.join(context, "Dockerfile"),
         args: { ...args.buildArgs, ...labelBuildArgs(args.project, args.stack) },
       },
       skipPush: !registry,

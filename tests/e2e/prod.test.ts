@@ -23,8 +23,12 @@ describe("prod stack on a real Docker Engine", () => {
     expect(r.headers.get("x-frame-options")).toBe("DENY");
   });
 
-  test("a second pulumi preview finds nothing to change", async () => {
+  test("a second pulumi preview finds nothing to change, from this checkout and from a copy elsewhere", async () => {
     expect(await prod.preview()).toEqual([]);
+    // The same state previewed from the project copied to another folder, as a teammate's clone would.
+    const [, elsewhere] = await prod.previewers(2);
+    expect(elsewhere.projectDir).not.toBe(prod.projectDir);
+    expect((await elsewhere.previewSteps({})).map((s) => `${s.name} ${s.op} ${s.diffs.join(",")}`)).toEqual([]);
   });
 
   test("pulumi refresh right after pulumi up finds nothing to change", async () => {

@@ -169,10 +169,12 @@ describe("prod stack: production-shaped", () => {
     expect(find(run, "nginx-base-image").inputs.name).toBe("nginx:1.27.3");
     const img = find(run, "nginx-image").inputs as {
       imageName: string;
-      build: { context: string; args: Record<string, string> };
+      build: { context: string; dockerfile: string; args: Record<string, string> };
     };
     expect(img.imageName).toBe("flask-proxy-nginx:prod");
-    expect(img.build.context).toBe(path.join(ROOT, "nginx"));
+    // Relative to the project (the program runs in it): the same in the state of every checkout.
+    expect(process.cwd()).toBe(ROOT);
+    expect([img.build.context, img.build.dockerfile]).toEqual(["nginx", path.join("nginx", "Dockerfile")]);
     expect(img.build.args.NGINX_IMAGE).toBe("nginx:1.27.3");
     expect(img.build.args.WORKER_PROCESSES).toBe(stackConfig("prod")["flask-proxy:nginxWorkerProcesses"]);
     // Not in the image: a conf change must not replace the container.
