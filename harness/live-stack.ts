@@ -331,7 +331,7 @@ export class LiveStack {
    * put back byte for byte afterwards, whether the preview succeeds or not.
    */
   previewSteps(config: Record<string, string>): Promise<PreviewStep[]> {
-    return previewStepsIn(this.stack, this.name, config);
+    return previewStepsIn(this.stack, config);
   }
 
   /**
@@ -350,7 +350,7 @@ export class LiveStack {
         { stackName: this.name, workDir: dir },
         workspaceOptions(pulumi, this.workDir),
       );
-      twins.push({ projectDir: dir, previewSteps: (config) => previewStepsIn(stack, this.name, config) });
+      twins.push({ projectDir: dir, previewSteps: (config) => previewStepsIn(stack, config) });
     }
     return [this, ...twins];
   }
@@ -460,8 +460,8 @@ export interface Previewer {
   previewSteps(config: Record<string, string>): Promise<PreviewStep[]>;
 }
 
-async function previewStepsIn(stack: Stack, name: string, config: Record<string, string>): Promise<PreviewStep[]> {
-  const file = path.join(stack.workspace.workDir, `Pulumi.${name}.yaml`);
+async function previewStepsIn(stack: Stack, config: Record<string, string>): Promise<PreviewStep[]> {
+  const file = path.join(stack.workspace.workDir, `Pulumi.${stack.name}.yaml`);
   const original = fs.readFileSync(file, "utf8");
   try {
     const doc = (parseYaml(original) as { config?: Record<string, unknown> } | null) ?? {};
