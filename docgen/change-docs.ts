@@ -115,6 +115,7 @@ const ROLES: [RegExp, string][] = [
   [/^nginx-conf-reload$/, "nginx conf"],
   [/^nginx-exporter-base-image$/, "exporter image"],
   [/^nginx-exporter-container$/, "exporter container"],
+  [/^nginx-metrics-container$/, "metrics forwarder"],
   [/^flask-service$/, "app service"],
   [/^nginx-service$/, "nginx service"],
 ];

@@ -172,13 +172,47 @@ export interface NginxMetrics {
   exporter: string;
 }
 
-/** The metrics listener's container port; the program publishes it on 127.0.0.1 only. */
+/** The metrics listener's container port, on the stack's network; the forwarder publishes it on 127.0.0.1 only. */
 export const NGINX_METRICS_PORT = 8080;
 /** On the metrics listener: nginx's counters, read by nginx-prometheus-exporter. */
 export const STUB_STATUS_PATH = "/stub_status";
 /** On the metrics listener: the app's metrics, and nginx's (through the exporter). */
 export const APP_METRICS_PATH = "/metrics";
 export const NGINX_METRICS_PATH = "/nginx/metrics";
+/**
+ * The metrics forwarder's whole nginx.conf: the one container that publishes metricsPort (on 127.0.0.1),
+ * passing every request to nginx's metrics listener at `edgeHost`. With the port on a container of its own,
+ * a new metricsPort replaces the forwarder alone, never nginx's port holder (nginx/nginxProxy.ts).
+ */
+export function metricsForwarderConf(edgeHost: string): string {
+  return [
+    "# Rendered by nginx/conf.ts: the metrics forwarder. Requests for 127.0.0.1:metricsPort go to nginx's metrics listener.",
+    "worker_processes 1;",
+    `pid ${METRICS_FORWARDER_DIR}/nginx.pid;`,
+    "error_log stderr warn;",
+    "events {",
+    "    worker_connections 64;",
+    "}",
+    "http {",
+    "    access_log off;",
+    // Under its own directory: it runs as nobody, who can create no directory the image's build names.
+    ...["client_body", "proxy", "fastcgi", "uwsgi", "scgi"].map((t) => `    ${t}_temp_path ${METRICS_FORWARDER_DIR}/${t};`),
+    "    server {",
+    `        listen ${NGINX_METRICS_PORT};`,
+    // Resolved per request: nginx's holder keeps its name when it is replaced, not its address.
+    `        resolver ${DOCKER_DNS} valid=${NGINX_DNS_CACHE_S}s ipv6=off;`,
+    `        set $metrics_listener ${edgeHost}:${NGINX_METRICS_PORT};`,
+    "        location / {",
+    "            proxy_pass http://$metrics_listener;",
+    "        }",
+    "    }",
+    "}",
+    "",
+  ].join("\n");
+}
+/** Where the forwarder keeps its conf, pid and temp files: /tmp is writable to nobody in any image (a tmpfs when hardened). */
+export const METRICS_FORWARDER_DIR = "/tmp/metrics-forwarder";
+
 /** The request ID's header, to the app and to the client. */
 export const REQUEST_ID_HEADER = "X-Request-ID";
 /** What a client-sent ID must look like to be kept: bounded length and characters, so no log line can be forged. */
@@ -420,7 +454,8 @@ export function renderNginxConf(o: NginxConfOptions): string {
   lines.push("    }", "}", "");
   if (o.metrics) {
     lines.push(
-      "# Metrics: a listener of its own, which the program publishes on 127.0.0.1 only (never the public port).",
+      "# Metrics: a listener of its own on the stack's network, for the exporter and the metrics forwarder (which alone",
+      "# publishes it, on 127.0.0.1); never on the public port.",
       "server {",
       listen(o, "metrics"),
       "    server_name metrics;",

@@ -13,6 +13,8 @@ import {
   deadPeerSysctls,
   handsOver,
   HTTPS_CONTAINER_PORT,
+  METRICS_FORWARDER_DIR,
+  metricsForwarderConf,
   nginxTls,
   servingListens,
   NGINX_HEALTH_PATH,
@@ -49,6 +51,9 @@ export interface NginxProxyArgs {
   imageVersion?: string;
 }
 
+/** Temp and pid paths of the official image (/var/cache/nginx, /run) and of Debian's (/var/lib/nginx). */
+const NGINX_TMPFS = ["/var/cache/nginx", "/var/lib/nginx", "/run", "/tmp"].map((p) => ({ path: p, sizeMb: 16 }));
+
 export class NginxProxy extends pulumi.ComponentResource {
   readonly baseImage: docker.RemoteImage;
   /** The base image with the stack's settings (and, on swarm, the rendered conf); absent when the conf is bind-mounted. */
@@ -61,6 +66,8 @@ export class NginxProxy extends pulumi.ComponentResource {
   readonly httpsUrl?: pulumi.Output<string>;
   /** tls internal: the stack CA's root certificate (PEM), for clients to trust. */
   readonly caCertificate?: pulumi.Output<string>;
+  /** metricsPort set: the one container publishing metricsPort, forwarding to nginx's metrics listener. */
+  readonly metricsForwarder?: Workload;
   /** metricsPort set: the metrics listener, on 127.0.0.1. */
   readonly metricsUrl?: pulumi.Output<string>;
   /** tls acme or internal: the agent that obtains (or signs) and renews the certificate, in nginx's PID namespace. */
@@ -160,12 +167,9 @@ export class NginxProxy extends pulumi.ComponentResource {
         command: reloadable ? nginxStartCommand(servingListens(tlsListener)) : undefined,
         network: args.network,
         publish: { internal: 80, external: nginx.httpPort },
-        // Metrics for the host alone: published on 127.0.0.1 whatever bindAddress is.
         alsoPublish: nginx.tls ? [{ internal: HTTPS_CONTAINER_PORT, external: nginx.tls.httpsPort }] : undefined,
-        hostOnly: cfg.metrics ? { internal: NGINX_METRICS_PORT, external: cfg.metrics.hostPort } : undefined,
         binds: nginx.configFile ? [{ source: nginx.configFile, target: CONF_PATH }] : [],
-        // Temp and pid paths of the official image (/var/cache/nginx, /run) and of Debian's (/var/lib/nginx).
-        tmpfs: ["/var/cache/nginx", "/var/lib/nginx", "/run", "/tmp"].map((p) => ({ path: p, sizeMb: 16 })),
+        tmpfs: NGINX_TMPFS,
         healthcheck: reloadable
           ? HANDOVER_HEALTHCHECK
           : ["curl", "-fsS", "-o", "/dev/null", `http://127.0.0.1${NGINX_HEALTH_PATH}`],
@@ -229,6 +233,9 @@ export class NginxProxy extends pulumi.ComponentResource {
     }
 
     if (cfg.metrics) {
+      // Where nginx's metrics listener is on the network: the holder's name, with a handover (nginx listens in
+      // its namespace).
+      const edgeHost = reloadable ? holderName : containerName;
       // The official exporter: stub_status's counters (connections by state, requests) in Prometheus's format.
       // Reached by nginx's metrics listener over the network; it publishes nothing itself.
       const exporterImage = new docker.RemoteImage(
@@ -242,8 +249,7 @@ export class NginxProxy extends pulumi.ComponentResource {
           image: exporterImage.imageId,
           // Flags both the 0.x (Go flag) and 1.x (kingpin) exporters take.
           command: [
-            // The holder's name, with a handover: nginx listens in its namespace.
-            `--nginx.scrape-uri=http://${reloadable ? holderName : containerName}:${NGINX_METRICS_PORT}${STUB_STATUS_PATH}`,
+            `--nginx.scrape-uri=http://${edgeHost}:${NGINX_METRICS_PORT}${STUB_STATUS_PATH}`,
             `--web.listen-address=:${NGINX_EXPORTER_PORT}`,
           ],
           network: args.network,
@@ -256,6 +262,40 @@ export class NginxProxy extends pulumi.ComponentResource {
         },
         settings,
         // After nginx: the 0.x exporter exits when its first read of stub_status fails.
+        { parent: this, dependsOn: this.workload.resources },
+      );
+      // Metrics for the host alone, on a container of their own: published on 127.0.0.1 whatever bindAddress is,
+      // and a new metricsPort replaces that container, not nginx's port holder (which every request goes through).
+      const forwarderName = objectName(cfg.project, cfg.stack, "nginx-metrics");
+      this.metricsForwarder = declareWorkload(
+        `${name}-metrics`,
+        {
+          image: this.baseImage.imageId,
+          env: [`FORWARDER_CONF=${metricsForwarderConf(edgeHost)}`],
+          command: [
+            "sh",
+            "-c",
+            [
+              "set -e",
+              `mkdir -p ${METRICS_FORWARDER_DIR}`,
+              `printf '%s' "$FORWARDER_CONF" > ${METRICS_FORWARDER_DIR}/nginx.conf`,
+              `exec nginx -c ${METRICS_FORWARDER_DIR}/nginx.conf -g 'daemon off;'`,
+            ].join("\n"),
+          ],
+          network: args.network,
+          hostOnly: { internal: NGINX_METRICS_PORT, external: cfg.metrics.hostPort },
+          tmpfs: NGINX_TMPFS,
+          // Through to nginx's listener: it answers when both do.
+          healthcheck: ["curl", "-fsS", "-o", "/dev/null", `http://127.0.0.1:${NGINX_METRICS_PORT}${STUB_STATUS_PATH}`],
+          limits: { memoryMb: 32, cpus: 0.25 },
+          // Nobody, without a capability: it binds a port above 1024 and writes only its tmpfs.
+          user: "65534:65534",
+          capAdds: [],
+          replicas: [{ containerName: forwarderName }],
+          serviceName: forwarderName,
+        },
+        settings,
+        // After nginx's holder: moving an older stack's metrics port off the holder frees it for this one.
         { parent: this, dependsOn: this.workload.resources },
       );
       this.metricsUrl = pulumi.output(localUrl("127.0.0.1", cfg.metrics.hostPort));

@@ -1,18 +1,19 @@
 // Replacing nginx itself on the prod shape, through the real CLI, under load on HTTPS and plain HTTP (16
-// clients each, half of them a new connection per request): a new worker count, memory and CPU limits, a
-// new image, a new mount (a second app replica's socket), with 1 and 2 app replicas. Each must fail no
+// clients each, half of them a new connection per request): a new worker count, memory and CPU limits,
+// metrics on another port, a new image, a new mount (a second app replica's socket), with 1 and 2 app replicas. Each must fail no
 // request; afterwards the new nginx alone runs in the holder's namespace and the old one is gone. A new
 // nginx that cannot start fails `pulumi up` with the reason while the old one serves (nginx/handover.ts).
 import type Docker from "dockerode";
 import { LiveStack } from "../../harness/live-stack";
 import { freePort } from "../../harness/ports";
-import { NGINX_HEALTH_PATH } from "../../nginx/conf";
+import { NGINX_HEALTH_PATH, NGINX_METRICS_PATH } from "../../nginx/conf";
 import {
   buildTestImage,
   containerGone,
   docker,
   execIn,
   failures,
+  get,
   nginxInHolder,
   nginxWorkers,
   underLoad,
@@ -58,6 +59,7 @@ describe("prod: a replaced nginx hands its ports over to the new one, failing no
   });
 
   const nginx = () => live.container("nginx-container").inspect();
+  const holder = () => live.container("nginx-netns").inspect();
   const joined = () => nginxInHolder(live);
   const gone = (id: string) => containerGone(docker, id);
 
@@ -109,6 +111,28 @@ describe("prod: a replaced nginx hands its ports over to the new one, failing no
       expect(n.HostConfig.Memory).toBe(160 * 1024 * 1024),
     );
     await handsOver("nginxCpus 1 -> 1.5", { nginxCpus: "1.5" }, async (n) => expect(n.HostConfig.NanoCpus).toBe(1.5e9));
+  });
+
+  // metricsPort is the forwarder's port, not the holder's: turning metrics on reloads nginx's conf and adds the
+  // forwarder, a new port replaces the forwarder alone, and off removes it; nginx and its holder stay throughout.
+  test("metrics on, on another port, then off: nginx and its port holder stay, 0 failed", async () => {
+    const holderId = (await holder()).Id;
+    const metricsAt = (port: number) => `http://127.0.0.1:${port}${NGINX_METRICS_PATH}`;
+    const [first, second] = [await freePort(), await freePort()];
+    for (const [what, port] of [
+      [`metricsPort 0 -> ${first}`, first],
+      [`metricsPort ${first} -> ${second}`, second],
+      [`metricsPort ${second} -> 0`, 0],
+    ] as const) {
+      await changes(what, { metricsPort: String(port) }, false, async () => undefined);
+      expect((await holder()).Id).toBe(holderId);
+      if (port) expect((await get(metricsAt(port))).body).toMatch(/^nginx_up 1$/m);
+      // The port metrics left answers no more: the forwarder that held it is gone.
+      for (const old of [first, second].filter((p) => p !== port)) {
+        await expect(get(metricsAt(old), {}, 1000)).rejects.toThrow();
+      }
+    }
+    expect(await live.unknownOnEngine()).toEqual([]);
   });
 
   test("a new nginx image", async () => {

@@ -386,11 +386,20 @@ describe("prod with metrics and gunicorn's access log", () => {
     });
   });
 
-  test("the metrics listener is published on 127.0.0.1 whatever bindAddress is; the public port follows bindAddress", () => {
-    expect(find(run, "nginx-netns").inputs.ports).toEqual([
-      { internal: 80, external: 8000, ip: "0.0.0.0", protocol: "tcp" },
-      { internal: 8080, external: 9145, ip: "127.0.0.1", protocol: "tcp" },
-    ]);
+  test("the metrics port is the forwarder's, on 127.0.0.1 whatever bindAddress is; nginx's holder has the public port alone", () => {
+    expect(find(run, "nginx-netns").inputs.ports).toEqual([{ internal: 80, external: 8000, ip: "0.0.0.0", protocol: "tcp" }]);
+    const f = find(run, "nginx-metrics-container");
+    expect(f.inputs).toMatchObject({
+      name: "flask-proxy-prod-nginx-metrics",
+      ports: [{ internal: 8080, external: 9145, ip: "127.0.0.1", protocol: "tcp" }],
+      user: "65534:65534",
+      readOnly: true,
+      capabilities: { drops: ["ALL"] },
+      networksAdvanced: [{ name: "my-network-id" }],
+    });
+    expect(f.inputs.envs).toEqual([expect.stringContaining("set $metrics_listener flask-proxy-prod-nginx-netns:8080;")]);
+    // After the holder: an older stack's holder frees the port before the forwarder takes it.
+    expect(f.dependsOn).toEqual(expect.arrayContaining(["nginx-netns", "nginx-container"]));
     expect(run.outputs.metricsUrl).toBe("http://127.0.0.1:9145/");
   });
 
