@@ -1,6 +1,7 @@
 import * as http from "http";
 import type Docker from "dockerode";
 import { CODE_DIR } from "../../app/facts";
+import { freePort } from "../../harness/ports";
 import { answersHello, execIn, upStack, portOf, raw, within, type LiveStack } from "./live";
 
 // The prod stack against hostile clients, and its running containers against the container checks of the
@@ -10,7 +11,8 @@ describe("prod stack: hostile input and runtime hardening", () => {
   let port: number;
 
   beforeAll(async () => {
-    prod = await upStack("prod");
+    // With metrics: the forwarder that publishes metricsPort is checked with the rest.
+    prod = await upStack("prod", { httpPort: String(await freePort()), metricsPort: String(await freePort()) });
     port = portOf(prod.url);
   });
   afterAll(async () => {
@@ -104,6 +106,7 @@ describe("prod stack: hostile input and runtime hardening", () => {
       "flask-container": [],
       "nginx-container": ["CHOWN", "SETUID", "SETGID", "NET_BIND_SERVICE"],
       "nginx-netns": [],
+      "nginx-metrics-container": [],
     };
     const holderId = (await prod.container("nginx-netns").inspect()).Id;
     const checks: Check[] = [
@@ -141,7 +144,7 @@ describe("prod stack: hostile input and runtime hardening", () => {
     ];
     const table: Record<string, Record<string, string>> = {};
     const failed: string[] = [];
-    for (const name of ["flask-container", "nginx-container", "nginx-netns"]) {
+    for (const name of ["flask-container", "nginx-container", "nginx-netns", "nginx-metrics-container"]) {
       const info = await prod.container(name).inspect();
       for (const c of checks) {
         const ok = c.ok(info, name);
