@@ -206,8 +206,9 @@ export class NginxProxy extends pulumi.ComponentResource {
       nginxSettings,
       { parent: this, dependsOn: [...args.backends, ...(confFile ? [confFile] : []), ...(certStore ? [certStore.seed] : [])] },
     );
+    let confReload: ConfReload | undefined;
     if (confTarget && confFile) {
-      new ConfReload(
+      confReload = new ConfReload(
         `${name}-conf-reload`,
         { ...confTarget, container: this.workload.containers[0], file: confFile, tls: tlsFiles },
         { parent: this },
@@ -236,6 +237,9 @@ export class NginxProxy extends pulumi.ComponentResource {
       // Where nginx's metrics listener is on the network: the holder's name, with a handover (nginx listens in
       // its namespace).
       const edgeHost = reloadable ? holderName : containerName;
+      // nginx serves the metrics listener once it runs and, on a running stack metrics are turned on for, once
+      // it has reloaded the conf that adds it.
+      const servingMetrics = [...this.workload.resources, ...(confReload ? [confReload] : [])];
       // The official exporter: stub_status's counters (connections by state, requests) in Prometheus's format.
       // Reached by nginx's metrics listener over the network; it publishes nothing itself.
       const exporterImage = new docker.RemoteImage(
@@ -262,7 +266,7 @@ export class NginxProxy extends pulumi.ComponentResource {
         },
         settings,
         // After nginx: the 0.x exporter exits when its first read of stub_status fails.
-        { parent: this, dependsOn: this.workload.resources },
+        { parent: this, dependsOn: servingMetrics },
       );
       // Metrics for the host alone, on a container of their own: published on 127.0.0.1 whatever bindAddress is,
       // and a new metricsPort replaces that container, not nginx's port holder (which every request goes through).
@@ -284,7 +288,7 @@ export class NginxProxy extends pulumi.ComponentResource {
           ],
           network: args.network,
           hostOnly: { internal: NGINX_METRICS_PORT, external: cfg.metrics.hostPort },
-          tmpfs: NGINX_TMPFS,
+          tmpfs: [{ path: "/tmp", sizeMb: 16 }],
           // Through to nginx's listener: it answers when both do.
           healthcheck: ["curl", "-fsS", "-o", "/dev/null", `http://127.0.0.1:${NGINX_METRICS_PORT}${STUB_STATUS_PATH}`],
           limits: { memoryMb: 32, cpus: 0.25 },
@@ -295,8 +299,8 @@ export class NginxProxy extends pulumi.ComponentResource {
           serviceName: forwarderName,
         },
         settings,
-        // After nginx's holder: moving an older stack's metrics port off the holder frees it for this one.
-        { parent: this, dependsOn: this.workload.resources },
+        // After nginx's holder too: moving an older stack's metrics port off the holder frees it for this one.
+        { parent: this, dependsOn: servingMetrics },
       );
       this.metricsUrl = pulumi.output(localUrl("127.0.0.1", cfg.metrics.hostPort));
     }

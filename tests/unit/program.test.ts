@@ -398,15 +398,15 @@ describe("prod with metrics and gunicorn's access log", () => {
       networksAdvanced: [{ name: "my-network-id" }],
     });
     expect(f.inputs.envs).toEqual([expect.stringContaining("set $metrics_listener flask-proxy-prod-nginx-netns:8080;")]);
-    // After the holder: an older stack's holder frees the port before the forwarder takes it.
-    expect(f.dependsOn).toEqual(expect.arrayContaining(["nginx-netns", "nginx-container"]));
+    // After the holder (an older stack's frees the port first) and the reload that adds nginx's metrics listener.
+    expect(f.dependsOn).toEqual(expect.arrayContaining(["nginx-netns", "nginx-container", "nginx-conf-reload"]));
     expect(run.outputs.metricsUrl).toBe("http://127.0.0.1:9145/");
   });
 
   test("the exporter runs hardened beside nginx, after it, reading stub_status over the network, publishing nothing", () => {
     const e = find(run, "nginx-exporter-container");
     expect(e.parent).toBe("nginx");
-    expect(e.dependsOn).toEqual(expect.arrayContaining(["nginx-netns", "nginx-container", "nginx-cutover"]));
+    expect(e.dependsOn).toEqual(expect.arrayContaining(["nginx-netns", "nginx-container", "nginx-cutover", "nginx-conf-reload"]));
     expect(find(run, "nginx-exporter-base-image").inputs).toMatchObject({
       name: stackConfig("prod")["flask-proxy:nginxExporterImage"],
       keepLocally: true,
