@@ -1,8 +1,9 @@
 // Replacing nginx itself on the prod shape, through the real CLI, under load on HTTPS and plain HTTP (16
 // clients each, half of them a new connection per request): a new worker count, memory and CPU limits,
-// metrics on another port, a new image, a new mount (a second app replica's socket), with 1 and 2 app replicas. Each must fail no
-// request; afterwards the new nginx alone runs in the holder's namespace and the old one is gone. A new
-// nginx that cannot start fails `pulumi up` with the reason while the old one serves (nginx/handover.ts).
+// metrics on another port, a new image, a new mount (a second app replica's socket), with 1 and 2 app
+// replicas. Each must fail no request; afterwards the new nginx alone runs in the holder's namespace and the
+// old one is gone. A new nginx that cannot start fails `pulumi up` with the reason while the old one serves
+// (nginx/handover.ts).
 import type Docker from "dockerode";
 import { LiveStack } from "../../harness/live-stack";
 import { freePort } from "../../harness/ports";
