@@ -179,6 +179,9 @@ export const STUB_STATUS_PATH = "/stub_status";
 /** On the metrics listener: the app's metrics, and nginx's (through the exporter). */
 export const APP_METRICS_PATH = "/metrics";
 export const NGINX_METRICS_PATH = "/nginx/metrics";
+/** Where the forwarder keeps its conf, pid and temp files: /tmp is writable to nobody in any image (a tmpfs when hardened). */
+const METRICS_FORWARDER_DIR = "/tmp/metrics-forwarder";
+
 /**
  * The metrics forwarder's whole nginx.conf: the one container that publishes metricsPort (on 127.0.0.1),
  * passing every request to nginx's metrics listener at `edgeHost`. With the port on a container of its own,
@@ -210,8 +213,24 @@ export function metricsForwarderConf(edgeHost: string): string {
     "",
   ].join("\n");
 }
-/** Where the forwarder keeps its conf, pid and temp files: /tmp is writable to nobody in any image (a tmpfs when hardened). */
-export const METRICS_FORWARDER_DIR = "/tmp/metrics-forwarder";
+
+/** The forwarder's env and command: its conf (metricsForwarderConf) written under its directory, then nginx on it. */
+export function metricsForwarderStart(edgeHost: string): { env: string[]; command: string[] } {
+  const conf = `${METRICS_FORWARDER_DIR}/nginx.conf`;
+  return {
+    env: [`FORWARDER_CONF=${metricsForwarderConf(edgeHost)}`],
+    command: [
+      "sh",
+      "-c",
+      [
+        "set -e",
+        `mkdir -p ${METRICS_FORWARDER_DIR}`,
+        `printf '%s' "$FORWARDER_CONF" > ${conf}`,
+        `exec nginx -c ${conf} -g 'daemon off;'`,
+      ].join("\n"),
+    ],
+  };
+}
 
 /** The request ID's header, to the app and to the client. */
 export const REQUEST_ID_HEADER = "X-Request-ID";

@@ -13,8 +13,7 @@ import {
   deadPeerSysctls,
   handsOver,
   HTTPS_CONTAINER_PORT,
-  METRICS_FORWARDER_DIR,
-  metricsForwarderConf,
+  metricsForwarderStart,
   nginxTls,
   servingListens,
   NGINX_HEALTH_PATH,
@@ -275,17 +274,7 @@ export class NginxProxy extends pulumi.ComponentResource {
         `${name}-metrics`,
         {
           image: this.baseImage.imageId,
-          env: [`FORWARDER_CONF=${metricsForwarderConf(edgeHost)}`],
-          command: [
-            "sh",
-            "-c",
-            [
-              "set -e",
-              `mkdir -p ${METRICS_FORWARDER_DIR}`,
-              `printf '%s' "$FORWARDER_CONF" > ${METRICS_FORWARDER_DIR}/nginx.conf`,
-              `exec nginx -c ${METRICS_FORWARDER_DIR}/nginx.conf -g 'daemon off;'`,
-            ].join("\n"),
-          ],
+          ...metricsForwarderStart(edgeHost),
           network: args.network,
           hostOnly: { internal: NGINX_METRICS_PORT, external: cfg.metrics.hostPort },
           tmpfs: [{ path: "/tmp", sizeMb: 16 }],

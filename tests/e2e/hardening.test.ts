@@ -144,7 +144,7 @@ describe("prod stack: hostile input and runtime hardening", () => {
     ];
     const table: Record<string, Record<string, string>> = {};
     const failed: string[] = [];
-    for (const name of ["flask-container", "nginx-container", "nginx-netns", "nginx-metrics-container"]) {
+    for (const name of Object.keys(allowedCaps)) {
       const info = await prod.container(name).inspect();
       for (const c of checks) {
         const ok = c.ok(info, name);
