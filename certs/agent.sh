@@ -1,21 +1,26 @@
 #!/bin/sh
-# The certificate agent beside nginx: obtains the certificate with lego over HTTP-01 (challenge files written
-# into a webroot volume nginx serves at /.well-known/acme-challenge/), or with tls: internal signs it with the
-# stack's CA (openssl, the CA in the data volume), installs fullchain + key into the volume
-# nginx reads, renews by itself with a third of the lifetime left (half for certificates of 10 days or less,
-# as lego and certbot do), retries with exponential backoff while the installed certificate stays, and reloads
+# The certificate agent beside nginx: obtains the certificate with certbot over HTTP-01 (challenge files
+# written into a webroot volume nginx serves at /.well-known/acme-challenge/), or with tls: internal signs it
+# with the stack's CA (openssl, the CA in the data volume), installs fullchain + key into the volume nginx
+# reads, renews by itself, retries with exponential backoff while the installed certificate stays, and reloads
 # nginx by SIGHUP to its master (the container shares nginx's PID namespace: no docker socket). nginx's master
 # tests the new configuration on SIGHUP and keeps running with the old one if it fails.
+#
+# When to renew: the internal issuer with a third of the lifetime left (half for certificates of 10 days or
+# less, as certbot and lego do). An ACME certificate is checked with `certbot renew` at every wake-up (at
+# start, then at least every ACME_CHECK_SECONDS): certbot renews when the CA's ACME Renewal Information (ARI)
+# window says so, or else by the same lifetime rule.
 #
 # Subcommands: seed (a placeholder certificate if none is installed, so nginx can start before the first
 # issuance), run (the loop), health (exit 0 when the last attempt succeeded and a CA's certificate is loaded).
 #
-# Env: ACME_SERVER (directory URL), ACME_EMAIL, ACME_DOMAINS (comma-separated; the first names the files),
-# ACME_CA_FILE or ACME_CA_PEM (a CA to trust for the ACME server's TLS: a path, or the PEM itself), ACME_PROFILE (needs a lego that has --profile),
-# ACME_KEY_TYPE (ec256), CERT_ISSUER (acme, or internal: INTERNAL_LIFETIME_SECONDS, INTERNAL_SANS such as
-# "DNS:localhost,IP:127.0.0.1", the CA as ca.crt and ca.key in /data/internal-ca), ACME_CHECK_SECONDS (3600: longest sleep between checks), ACME_BACKOFF_MIN_SECONDS
-# (30), ACME_BACKOFF_MAX_SECONDS (3600). Paths: /data (lego's account and certificates: keep this volume),
-# /certs (what nginx reads), /webroot.
+# Env: ACME_SERVER (directory URL), ACME_EMAIL, ACME_DOMAINS (comma-separated; the first names the
+# certificate), ACME_CA_FILE or ACME_CA_PEM (a CA to trust for the ACME server's TLS: a path, or the PEM
+# itself), ACME_PROFILE (an ACME profile to prefer, e.g. shortlived; the CA's default if it has none such),
+# CERT_ISSUER (acme, or internal: INTERNAL_LIFETIME_SECONDS, INTERNAL_SANS such as "DNS:localhost,IP:127.0.0.1",
+# the CA as ca.crt and ca.key in /data/internal-ca), ACME_CHECK_SECONDS (3600: longest sleep between checks),
+# ACME_BACKOFF_MIN_SECONDS (30), ACME_BACKOFF_MAX_SECONDS (3600). Paths: /data (certbot's account and
+# certificates: keep this volume), /certs (what nginx reads), /webroot.
 set -u
 
 DATA=${ACME_DATA_DIR:-/data}
@@ -27,7 +32,9 @@ STATUS="$DATA/agent-status"
 # Per container (tmpfs): a new agent reloads nginx once, whatever an earlier one did. What nginx took at this
 # agent's last reload: the certificate's fingerprint, then its notAfter.
 LOADED="${ACME_RUN_DIR:-/tmp}/agent-loaded"
-LEGO=${LEGO:-$(command -v lego || echo /lego)}
+CERTBOT=${CERTBOT:-$(command -v certbot || echo /usr/local/bin/certbot)}
+# certbot's configuration: account, lineages (live/<name>/), renewal settings.
+CERTBOT_DIR="$DATA/certbot"
 ISSUER=${CERT_ISSUER:-acme}
 INTERNAL_CA="$DATA/internal-ca"
 # A leaf's notBefore, this far back: a client whose clock is a little behind still takes it.
@@ -36,8 +43,9 @@ BACKDATE_S=60
 log() { echo "[cert-agent] $(date -u +%Y-%m-%dT%H:%M:%SZ) $*"; }
 
 primary() { echo "${ACME_DOMAINS%%,*}"; }
-stored_cert() { echo "$DATA/certificates/$(primary).crt"; }
-stored_key() { echo "$DATA/certificates/$(primary).key"; }
+# Where the issuer keeps the certificate and key: certbot's lineage, or the stack CA's leaf.
+stored_cert() { [ "$ISSUER" = acme ] && echo "$CERTBOT_DIR/live/$(primary)/fullchain.pem" || echo "$DATA/certificates/$(primary).crt"; }
+stored_key() { [ "$ISSUER" = acme ] && echo "$CERTBOT_DIR/live/$(primary)/privkey.pem" || echo "$DATA/certificates/$(primary).key"; }
 
 # Seconds since the epoch of an openssl date ("Dec  1 13:42:11 2026 GMT"): GNU date, else busybox's -D.
 to_epoch() { date -u -d "$1" +%s 2>/dev/null || date -u -D '%b %e %H:%M:%S %Y GMT' -d "$1" +%s; }
@@ -53,33 +61,42 @@ due_at() {
   if [ "$lifetime" -le 864000 ]; then echo $((end - lifetime / 2)); else echo $((end - lifetime / 3)); fi
 }
 
-lego_args() {
-  set -- --server "$ACME_SERVER" --accept-tos --path "$DATA" --key-type "${ACME_KEY_TYPE:-ec256}" \
-    --http --http.webroot "$WEBROOT"
-  [ -n "${ACME_EMAIL:-}" ] && set -- "$@" --email "$ACME_EMAIL"
-  old_ifs=$IFS IFS=,
-  for d in $ACME_DOMAINS; do set -- "$@" --domains "$d"; done
-  IFS=$old_ifs
-  printf '%s\n' "$@"
-}
-
 # The last 3 non-empty lines of a log, on one line: what a failed attempt reports.
 last_lines() { grep -v '^$' "$1" | tail -n 3 | tr '\n' ' '; }
 
-# lego with the common flags, its output kept in $LAST_OUTPUT and logged; its exit status.
+# What certbot says went wrong, on one line: the CA's problem (Type and Detail per domain), a renewal's
+# error, or an unexpected one; else its last lines.
+certbot_error() {
+  said=$(awk '/^ *(Domain|Type|Detail): / || /with error: / { sub(/^ +/, ""); print; next }
+    unexpected { print; unexpected = 0 } /^An unexpected error occurred:/ { print; unexpected = 1 }' "$1" | tr '\n' ' ')
+  [ -n "$said" ] && echo "$said" || last_lines "$1"
+}
+
+# certbot with the agent's folders (certbot's logs and locks in /tmp: the root is read-only), its output
+# kept in $CERTBOT_OUTPUT, its error in $LAST_OUTPUT; its exit status.
 LAST_OUTPUT=""
-lego_do() {
-  tmp=$(mktemp)
-  # shellcheck disable=SC2046 # one flag per line, none has a newline
-  old_ifs=$IFS IFS='
-'
-  "$LEGO" $(lego_args) "$@" >"$tmp" 2>&1
+CERTBOT_OUTPUT=""
+certbot_do() {
+  tmp=$(mktemp) sub=$1
+  shift
+  "$CERTBOT" "$sub" --non-interactive --config-dir "$CERTBOT_DIR" --work-dir /tmp/certbot/work \
+    --logs-dir /tmp/certbot/logs --max-log-backups 2 --server "$ACME_SERVER" ${ACME_PROFILE:+--preferred-profile "$ACME_PROFILE"} \
+    "$@" >"$tmp" 2>&1
   rc=$?
-  IFS=$old_ifs
-  sed 's/^/[lego] /' "$tmp"
-  LAST_OUTPUT=$(last_lines "$tmp")
+  CERTBOT_OUTPUT=$(sed 's/^/[certbot] /' "$tmp")
+  LAST_OUTPUT=$(certbot_error "$tmp")
   rm -f "$tmp"
   return $rc
+}
+
+# The first certificate: a new lineage named after the first domain.
+certbot_obtain() {
+  set -- certonly --cert-name "$(primary)" --webroot --webroot-path "$WEBROOT" --agree-tos --key-type ecdsa
+  if [ -n "${ACME_EMAIL:-}" ]; then set -- "$@" --email "$ACME_EMAIL" --no-eff-email; else set -- "$@" --register-unsafely-without-email; fi
+  old_ifs=$IFS IFS=,
+  for d in $ACME_DOMAINS; do set -- "$@" --domain "$d"; done
+  IFS=$old_ifs
+  certbot_do "$@"
 }
 
 # Copies src to dest atomically (a rename in dest's directory) with the given mode.
@@ -136,8 +153,8 @@ internal_current() {
   [ $(($(cert_date enddate "$cert") - $(cert_date startdate "$cert"))) -eq $((INTERNAL_LIFETIME_SECONDS + BACKDATE_S)) ]
 }
 
-# Signs a new leaf (a new P-256 key) for ACME_DOMAINS and INTERNAL_SANS with the stack's CA, stored where lego
-# stores its certificates, so installing and renewing are the same for both issuers. Dates to the second:
+# Signs a new leaf (a new P-256 key) for ACME_DOMAINS and INTERNAL_SANS with the stack's CA, stored in the
+# data volume as certbot's lineage is, so installing and renewing are the same for both issuers. Dates to the second:
 # `openssl ca` takes them (`x509 -days` counts whole days only).
 internal_issue() {
   [ -s "$INTERNAL_CA/ca.crt" ] && [ -s "$INTERNAL_CA/ca.key" ] \
@@ -183,7 +200,7 @@ EOF
   return "$rc"
 }
 
-# Installs the stored certificate (lego's, or the stack CA's) for nginx unless it is there; its fingerprint in $fp.
+# Installs the stored certificate (certbot's, or the stack CA's) for nginx unless it is there; its fingerprint in $fp.
 install_stored() {
   cert=$(stored_cert) key=$(stored_key)
   fp=$(fingerprint "$cert")
@@ -249,11 +266,8 @@ run() {
     printf '%s\n' "$ACME_CA_PEM" >/tmp/acme-ca.pem
     ACME_CA_FILE=/tmp/acme-ca.pem
   fi
-  [ -n "${ACME_CA_FILE:-}" ] && export LEGO_CA_CERTIFICATES="$ACME_CA_FILE"
-  if [ -n "${ACME_PROFILE:-}" ]; then
-    "$LEGO" run --help 2>/dev/null | grep -q -- '--profile' \
-      || { log "ACME_PROFILE=$ACME_PROFILE: this lego ($("$LEGO" --version)) cannot ask for a profile"; exit 2; }
-  fi
+  # certbot (python-requests) trusts this bundle instead of the system's for the ACME server's TLS.
+  [ -n "${ACME_CA_FILE:-}" ] && export REQUESTS_CA_BUNDLE="$ACME_CA_FILE"
   check=${ACME_CHECK_SECONDS:-3600} bmin=${ACME_BACKOFF_MIN_SECONDS:-30} bmax=${ACME_BACKOFF_MAX_SECONDS:-3600}
   backoff=$bmin failures=0 since=""
   mkdir -p "$WEBROOT" "$OUT"
@@ -262,8 +276,6 @@ run() {
   echo "starting: the first attempt is under way" >"$STATUS"
   trap 'log "stopping"; exit 0' TERM INT
   while :; do
-    profile=""
-    [ -n "${ACME_PROFILE:-}" ] && profile="--profile=$ACME_PROFILE"
     ok=true
     if [ "$ISSUER" = internal ]; then
       if ! internal_current; then
@@ -274,14 +286,23 @@ run() {
         internal_issue || ok=false
       fi
     elif [ ! -s "$(stored_cert)" ]; then
-      log "obtaining a certificate for $ACME_DOMAINS from $ACME_SERVER"
-      # shellcheck disable=SC2086 # empty or one word
-      lego_do run $profile || ok=false
-    elif [ "$(date +%s)" -ge "$(due_at "$(stored_cert)")" ]; then
-      log "renewing the certificate for $ACME_DOMAINS (valid until $(not_after "$(stored_cert)"))"
-      # --days: renew now (this loop decides when); no random sleep: one agent per stack, not a fleet's cron.
-      # shellcheck disable=SC2086
-      lego_do renew --days 36500 --no-random-sleep $profile || ok=false
+      log "obtaining a certificate for $ACME_DOMAINS from $ACME_SERVER${ACME_PROFILE:+ (profile $ACME_PROFILE)}"
+      certbot_obtain || ok=false
+      echo "$CERTBOT_OUTPUT"
+    else
+      # certbot decides: the CA's renewal window (ARI) if it gives one, else the lifetime rule above.
+      was=$(fingerprint "$(stored_cert)")
+      due_by_lifetime=false
+      if [ "$(date +%s)" -ge "$(due_at "$(stored_cert)")" ]; then
+        due_by_lifetime=true
+        log "renewing the certificate for $ACME_DOMAINS (valid until $(not_after "$(stored_cert)"))"
+      fi
+      # No random sleep: one agent per stack, not a fleet's cron.
+      certbot_do renew --cert-name "$(primary)" --no-random-sleep-on-renew || ok=false
+      if ! $ok || [ "$(fingerprint "$(stored_cert)")" != "$was" ]; then
+        echo "$CERTBOT_OUTPUT"
+        $ok && ! $due_by_lifetime && log "renewed the certificate for $ACME_DOMAINS before its lifetime said so: the CA's renewal information (ARI) asked for it"
+      fi
     fi
     if $ok; then
       install_and_reload || ok=false
@@ -298,6 +319,9 @@ run() {
       due=$(due_at "$(stored_cert)")
       echo "ok: certificate valid until $(not_after "$(stored_cert)"), renewal due in $((due - now)) s" >"$STATUS"
       wait_s=$((due - now))
+      # Due by the lifetime, yet certbot kept it (the CA's window is later): ask again after a quarter of
+      # what is left, not in a busy loop.
+      [ "$wait_s" -lt 1 ] && wait_s=$(( ($(cert_date enddate "$(stored_cert)") - now) / 4 ))
       [ "$wait_s" -gt "$check" ] && wait_s=$check
       [ "$wait_s" -lt 1 ] && wait_s=1
     else

@@ -1,4 +1,4 @@
-// The certificate agent beside nginx (certs/agent.sh in the official lego image): three volumes, a
+// The certificate agent beside nginx (certs/agent.sh in the official certbot image): three volumes, a
 // one-shot seed that puts a placeholder certificate where nginx reads it (nginx -t and nginx's start need the
 // files), and the agent container, which shares nginx's PID namespace to reload it by SIGHUP (no docker socket).
 //
@@ -29,8 +29,11 @@ export const NGINX_KEY_PATH = path.posix.join(NGINX_CERTS_DIR, KEY_FILE);
 export { ACME_CHALLENGE_PATH };
 /** Where the agent mounts them (agent.sh's defaults). */
 export const AGENT_DIRS = { data: "/data", certs: "/certs", webroot: "/webroot" } as const;
-/** The client image the agent is built on: the official one (a stand-in here, scripts/build-standins.sh). */
-export const LEGO_IMAGE = "goacme/lego:v4.9.1";
+/**
+ * The ACME client image the agent is built on: the official certbot one (a stand-in here,
+ * scripts/build-standins.sh). certbot 4.0 and later ask for ACME profiles; 4.1 and later follow ARI.
+ */
+export const CERTBOT_IMAGE = "certbot/certbot:v5.8.0";
 /** The longest the first issuance may take before `pulumi up` gives up (seconds). */
 const AGENT_WAIT_S = 180;
 export const LETS_ENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory";
@@ -44,16 +47,16 @@ export interface CertStoreArgs {
   project: string;
   stack: string;
   labels: Record<string, string>;
-  /** The names the certificate is for; the first names lego's files. */
+  /** The names the certificate is for; the first names certbot's lineage. */
   domains: string[];
-  /** The lego image to build on (LEGO_IMAGE by default). */
-  legoImage?: string;
+  /** The certbot image to build on (CERTBOT_IMAGE by default). */
+  clientImage?: string;
   issuer: AcmeIssuer | InternalIssuer;
 }
 
 export interface CertStore {
   image: BuiltImage;
-  /** lego's account key and certificates, or the stack CA's leaf and the CA. With an ACME CA, kept on
+  /** certbot's account key and certificates, or the stack CA's leaf and the CA. With an ACME CA, kept on
    * `pulumi destroy` (retainOnDelete): a destroy and `up` reuse the account and the valid certificate instead
    * of hitting the CA's duplicate-certificate limit. */
   data: docker.Volume;
@@ -79,7 +82,7 @@ export function declareCertStore(name: string, args: CertStoreArgs, opts: pulumi
     {
       imageName: `${args.project}-cert-agent:${args.stack}`,
       context: __dirname,
-      buildArgs: { LEGO_IMAGE: args.legoImage ?? LEGO_IMAGE },
+      buildArgs: { CERTBOT_IMAGE: args.clientImage ?? CERTBOT_IMAGE },
       project: args.project,
       stack: args.stack,
     },
@@ -158,7 +161,7 @@ export interface CertAgentArgs {
   waitTimeoutSeconds?: number;
 }
 
-/** lego, against an ACME CA over HTTP-01. */
+/** certbot, against an ACME CA over HTTP-01. */
 export interface AcmeIssuer {
   kind: "acme";
   /** The ACME directory URL (acmeServer). */
@@ -166,7 +169,7 @@ export interface AcmeIssuer {
   email?: string;
   /** PEM of a CA to trust for the ACME server's own TLS (the contents of acmeCaFile): a private CA, Pebble. */
   caPem?: pulumi.Input<string>;
-  /** An ACME profile (e.g. `shortlived`); the agent refuses to start if its lego cannot ask for one (4.9.1). */
+  /** An ACME profile to prefer (e.g. `shortlived`): certbot's --preferred-profile. */
   profile?: string;
 }
 
@@ -225,7 +228,7 @@ export function certAgentContainerArgs(args: CertAgentArgs): docker.ContainerArg
     ],
     restart: "unless-stopped",
     // Root (the files nginx's root master reads, and the same user as that master to signal it) with no
-    // capability at all, on a read-only root with /tmp for lego's and the script's scratch files.
+    // capability at all, on a read-only root with /tmp for certbot's and the script's scratch files.
     capabilities: { drops: ["ALL"] },
     readOnly: true,
     tmpfs: { "/tmp": "rw,nosuid,nodev,size=8m" },

@@ -25,6 +25,8 @@ export interface PebbleOptions {
   listenerIps?: string[];
   /** Lifetime of the certificates Pebble issues, in seconds, for the default profile; `shortlived` gets it too. */
   validitySeconds?: number;
+  /** Lifetimes of profiles by name (seconds), over the above: a certificate's lifetime tells which was used. */
+  profileValiditySeconds?: Record<string, number>;
   toolsDir?: string;
 }
 
@@ -42,6 +44,12 @@ export interface Pebble {
   root(): Promise<string>;
   /** Pebble's and challtestsrv's output so far. */
   logs(): string;
+  /**
+   * Makes Pebble's ACME Renewal Information for `certPem` (a chain: its first certificate) suggest the window
+   * given (Pebble's own test hook, /set-renewal-info/ on the management port), as a CA does for a certificate it
+   * wants replaced early.
+   */
+  setRenewalWindow(certPem: string, window: { start: Date; end: Date }): Promise<void>;
   /** Stops both processes (Pebble's CA and every account are gone) and removes the working directory. */
   stop(): Promise<void>;
 }
@@ -79,6 +87,22 @@ export function httpsGet(url: string, ca: string, timeoutMs = 5000): Promise<str
   });
 }
 
+/** POST of a JSON body over HTTPS trusting `ca` only; resolves on 200. */
+function httpsPost(url: string, ca: string, body: unknown, timeoutMs = 5000): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const headers = { "Content-Type": "application/json", "User-Agent": "flask-proxy-tests" };
+    const req = https.request(url, { method: "POST", ca, timeout: timeoutMs, headers }, (res) => {
+      let text = "";
+      res.setEncoding("utf8");
+      res.on("data", (d: string) => (text += d));
+      res.on("end", () => (res.statusCode === 200 ? resolve() : reject(new Error(`POST ${url}: ${res.statusCode} ${text}`))));
+    });
+    req.on("timeout", () => req.destroy(new Error(`POST ${url}: no answer in ${timeoutMs} ms`)));
+    req.on("error", reject);
+    req.end(JSON.stringify(body));
+  });
+}
+
 /** Starts challtestsrv, then Pebble; resolves once Pebble's directory answers. */
 export async function startPebble(opts: PebbleOptions): Promise<Pebble> {
   const tools = opts.toolsDir ?? PEBBLE_TOOLS_DIR;
@@ -112,6 +136,12 @@ export async function startPebble(opts: PebbleOptions): Promise<Pebble> {
       profiles: {
         default: { description: "test lifetime", validityPeriod },
         shortlived: { description: "test lifetime", validityPeriod },
+        ...Object.fromEntries(
+          Object.entries(opts.profileValiditySeconds ?? {}).map(([name, seconds]) => [
+            name,
+            { description: `test lifetime ${seconds} s`, validityPeriod: seconds },
+          ]),
+        ),
       },
     },
   };
@@ -203,6 +233,11 @@ export async function startPebble(opts: PebbleOptions): Promise<Pebble> {
       ports,
       root: () => httpsGet(`https://${local}:${ports.management}/roots/0`, cert),
       logs: () => output,
+      setRenewalWindow: (certPem, window) =>
+        httpsPost(`https://${local}:${ports.management}/set-renewal-info/`, cert, {
+          Certificate: certPem,
+          ARIResponse: JSON.stringify({ suggestedWindow: { start: window.start.toISOString(), end: window.end.toISOString() } }),
+        }),
       stop,
     };
   } catch (e) {

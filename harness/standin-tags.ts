@@ -1,6 +1,6 @@
 // Prints the public image names the committed stacks use, one per line: the stand-ins the live tests and
 // the bench need (scripts/build-standins.sh builds them when no registry can be reached).
-import { LEGO_IMAGE } from "../certs/certAgent";
+import { CERTBOT_IMAGE } from "../certs/certAgent";
 import { parseConfig, PROJECT } from "../infra/config";
 import { ROOT, stackConfig, stackNames } from "../infra/stack-files";
 
@@ -16,5 +16,5 @@ for (const stack of stackNames()) {
 }
 // The cert agent's base (tls: internal or acme), which no stack file names: the live tests and the bench turn
 // tls on.
-tags.add(LEGO_IMAGE);
+tags.add(CERTBOT_IMAGE);
 console.log([...tags].join("\n"));

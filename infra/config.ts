@@ -9,7 +9,6 @@ import { z } from "zod";
 import { isNginxVariable } from "../nginx/variables";
 import { FIRST_APP_HOST } from "./naming";
 import { certificateProblems, pemChain } from "./tls";
-import { LEGO_IMAGE } from "../certs/certAgent";
 import type { Limits } from "./workload";
 
 export const PROJECT = "flask-proxy";
@@ -94,7 +93,7 @@ export const configSchema = z.object({
   ),
   acmeEmail: z.union([z.literal(""), text.regex(/^[^\s@]+@[^\s@]+\.[^\s@]+$/, "must be an email address")]),
   acmeCaFile: text,
-  // lego's --profile takes a name the CA lists in its directory's meta.profiles.
+  // certbot's --preferred-profile takes a name the CA lists in its directory's meta.profiles.
   acmeProfile: z.union([z.literal(""), text.regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, "must be a profile name such as shortlived")]),
   bindAddress: text.regex(IPV4, "must be an IPv4 address such as 127.0.0.1 or 0.0.0.0"),
   nginxConfigFile: text,
@@ -442,13 +441,6 @@ const RULES: Rule[] = [
     ok: (c) => c.tls === "acme" || !c[key],
     message: () => "only applies to tls: acme",
   })),
-  {
-    keys: ["tls", "acmeProfile"],
-    key: "acmeProfile",
-    ok: (c) => c.tls !== "acme" || !c.acmeProfile,
-    message: () =>
-      `cannot be asked for yet: the agent's lego (${LEGO_IMAGE}, Debian's 4.9.1 here) has no --profile; leave it empty`,
-  },
   {
     keys: ["tls", "domain"],
     key: "domain",

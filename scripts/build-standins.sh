@@ -66,13 +66,20 @@ build_base() {
   rm -rf "$root"
 }
 
-# Debian's lego package, unpacked under $CACHE_DIR/lego (apt-get download: no install on the host).
-lego_deb() {
-  [ -x "$CACHE_DIR/lego/usr/bin/lego" ] && return 0
-  command -v apt-get >/dev/null || die "the goacme/lego stand-in needs apt-get (Debian's lego package)"
-  mkdir -p "$CACHE_DIR/lego-deb"
-  (cd "$CACHE_DIR/lego-deb" && apt-get download lego 2>/dev/null) || die "apt-get download lego failed (apt-get update first?)"
-  dpkg-deb -x "$CACHE_DIR"/lego-deb/lego_*.deb "$CACHE_DIR/lego" || die "unpacking Debian's lego failed"
+# certbot and its dependencies from PyPI, as wheels for the base's Python (Debian bookworm's 3.11), under
+# $CACHE_DIR/certbot-<version> (installed by the host's pip: the base's own network is not needed).
+certbot_wheels() {
+  local version="$1" dir="$CACHE_DIR/certbot-$1"
+  [ -d "$dir/certbot" ] && { echo "$dir"; return 0; }
+  command -v pip3 >/dev/null || command -v pip >/dev/null || die "the certbot stand-in needs pip (PyPI's certbot $version)"
+  rm -rf "$dir.partial"
+  "$(command -v pip3 || command -v pip)" install --quiet --disable-pip-version-check --no-warn-script-location \
+    --target "$dir.partial" --only-binary=:all: --python-version 3.11 --implementation cp \
+    --platform manylinux2014_x86_64 "certbot==$version" "acme==$version" >&2 \
+    || die "pip install certbot==$version failed (is PyPI reachable?)"
+  rm -rf "$dir.partial/bin"
+  mv "$dir.partial" "$dir"
+  echo "$dir"
 }
 
 build_tag() {
@@ -87,11 +94,11 @@ build_tag() {
       changes=(--change 'EXPOSE 80' --change 'CMD ["nginx", "-g", "daemon off;"]' --change "ENV NGINX_VERSION=${version%%-*}") ;;
     python)
       changes=(--change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]') ;;
-    lego)
-      # The official goacme/lego image has lego at /lego as entrypoint; here Debian bookworm's lego 4.9.1
-      # (a Go binary needing only libc), fetched by the host's apt and copied in below.
-      lego_deb
-      changes=(--change 'ENTRYPOINT ["/lego"]' --change 'CMD []') ;;
+    certbot)
+      # The official certbot/certbot image: certbot on PATH as entrypoint. Here PyPI's certbot (the tag's
+      # version) on the base's Python, copied in below.
+      certbot_dir="$(certbot_wheels "${1##*:v}")"
+      changes=(--change 'ENTRYPOINT ["certbot"]' --change 'CMD []' --change 'ENV PYTHONDONTWRITEBYTECODE=1') ;;
     caddy)
       # The official caddy image: /usr/bin/caddy running the Caddyfile in /etc/caddy; here Caddy built from the
       # Go module proxy (the bench's HTTPS peer), copied in below.
@@ -102,14 +109,18 @@ build_tag() {
       # The official image: the exporter as entrypoint, run as nobody, listening on 9113.
       changes=(--change 'ENTRYPOINT ["/usr/bin/prometheus-nginx-exporter"]' --change 'CMD []' --change 'USER 65534'
         --change 'EXPOSE 9113') ;;
-    *) die "no stand-in recipe for image '$tag' (known: nginx*, python*, nginx-prometheus-exporter, goacme/lego, caddy)" ;;
+    *) die "no stand-in recipe for image '$tag' (known: nginx*, python*, nginx-prometheus-exporter, certbot/certbot, caddy)" ;;
   esac
   log "tagging stand-in $tag"
   # A commit of the base with the official image's settings: no builder involved, so none of the
   # legacy builder's deprecation notices (the engine here has no buildx).
   cid="$(docker create "${create[@]}" "$BASE_TAG" /bin/true)" || die "creating a container from $BASE_TAG failed"
-  if [ "$repo" = lego ]; then
-    docker cp "$CACHE_DIR/lego/usr/bin/lego" "$cid:/lego" >/dev/null || { docker rm "$cid" >/dev/null; die "copying lego into $tag failed"; }
+  if [ "$repo" = certbot ]; then
+    printf '#!/bin/sh\nPYTHONPATH=/opt/certbot exec python3 -c "import sys; from certbot.main import main; sys.exit(main())" "$@"\n' \
+      >"$CACHE_DIR/certbot-entry"
+    chmod 755 "$CACHE_DIR/certbot-entry"
+    { docker cp "$certbot_dir" "$cid:/opt/certbot" && docker cp "$CACHE_DIR/certbot-entry" "$cid:/usr/local/bin/certbot"; } >/dev/null \
+      || { docker rm "$cid" >/dev/null; die "copying certbot into $tag failed"; }
   fi
   if [ "$repo" = caddy ]; then
     docker cp "$caddy_dir/caddy" "$cid:/usr/bin/caddy" >/dev/null || { docker rm "$cid" >/dev/null; die "copying caddy into $tag failed"; }

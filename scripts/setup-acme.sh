@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the ACME live tests run, from the Go module proxy: Pebble (Let's Encrypt's ACME test server)
-# and pebble-challtestsrv (its DNS answerer). The renewal agent's ACME client (lego) is not built here: lego
-# v5.6.0 needs modules the proxy refuses here (403 for e.g. gitlab.com/greyxor/slogor v1.7.1, which its CLI's
-# logger imports), so the agent runs Debian bookworm's lego 4.9.1 (scripts/build-standins.sh goacme/lego:v4.9.1). Idempotent: a binary already at its version is kept, so a warm run costs
+# and pebble-challtestsrv (its DNS answerer). The renewal agent's ACME client, certbot, comes from PyPI into
+# its image (scripts/build-standins.sh certbot/certbot:v5.8.0). Idempotent: a binary already at its version is kept, so a warm run costs
 # a few `go version -m` calls. Prints the directory the binaries are in (its last line of stdout).
 # With `caddy`, Caddy 2 too: the peer `npm run bench -- --suites https` measures nginx's HTTPS beside.
 # Usage: setup-acme.sh [caddy]    (env: ACME_TOOLS_DIR, default ~/.cache/flask-proxy/acme-tools; GO, default go)

@@ -1,9 +1,11 @@
 // The certificate agent (certs/) live, against a real Pebble on the host and the real engine, without pulumi
 // (the program's wiring is tested through the CLI elsewhere): a network of the test's own, nginx (the
 // nginx:1.27.3 stand-in, Debian's 1.22) with a small TLS conf serving the challenge webroot and the
-// certificate volume, and the agent in nginx's PID namespace. Pebble issues 60-second certificates, so the
-// agent renews every 30 s (half the lifetime, as for any certificate of 10 days or less).
+// certificate volume, and the agent in nginx's PID namespace. The agent asks for Pebble's `shortlived`
+// profile, 60-second certificates here (the default profile's are 90 days), so it renews every 30 s (half the
+// lifetime, as for any certificate of 10 days or less).
 import { spawnSync } from "child_process";
+import * as crypto from "crypto";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
@@ -11,7 +13,7 @@ import type Docker from "dockerode";
 import {
   acmeChallengeLocation,
   AGENT_DIRS,
-  LEGO_IMAGE,
+  CERTBOT_IMAGE,
   NGINX_CERT_PATH,
   NGINX_CERTS_DIR,
   NGINX_KEY_PATH,
@@ -32,6 +34,7 @@ const DOMAIN = "app.acme.test";
 const NGINX_IMAGE = "nginx:1.27.3";
 const AGENT_IMAGE = `${PROJECT}-cert-agent:${STACK}`;
 const LIFETIME_S = 60;
+const DEFAULT_LIFETIME_S = 90 * 86_400;
 const NO_FAILURES = { non2xx: 0, errors: 0, timeouts: 0 };
 const name = (service: string) => objectName(PROJECT, STACK, service);
 
@@ -54,7 +57,7 @@ server {
 
 const served = (port: number, ca: string) => servedCertificate(port, DOMAIN, ca);
 
-describe("certificate agent: lego over HTTP-01 against Pebble, beside nginx", () => {
+describe("certificate agent: certbot over HTTP-01 against Pebble, beside nginx", () => {
   let pebble: Pebble | undefined;
   let root = "";
   let httpsPort = 0;
@@ -77,10 +80,10 @@ describe("certificate agent: lego over HTTP-01 against Pebble, beside nginx", ()
     const started = Date.now();
     await cleanup(); // an interrupted run's
     runInProject("bash", ["scripts/setup-acme.sh"]);
-    runInProject("bash", ["scripts/build-standins.sh", NGINX_IMAGE, LEGO_IMAGE]);
+    runInProject("bash", ["scripts/build-standins.sh", NGINX_IMAGE, CERTBOT_IMAGE]);
     const build = await docker.buildImage(
       { context: path.join(ROOT, "certs"), src: ["Dockerfile", "agent.sh"] },
-      { t: AGENT_IMAGE, buildargs: { LEGO_IMAGE, ...labelBuildArgs(PROJECT, STACK) }, labels: LABELS },
+      { t: AGENT_IMAGE, buildargs: { CERTBOT_IMAGE, ...labelBuildArgs(PROJECT, STACK) }, labels: LABELS },
     );
     await new Promise((resolve, reject) =>
       docker.modem.followProgress(build, (err: Error | null, out: { error?: string }[]) =>
@@ -94,7 +97,12 @@ describe("certificate agent: lego over HTTP-01 against Pebble, beside nginx", ()
     const httpPort = await freePort();
     httpsPort = await freePort();
     // Pebble listens on the test network's gateway: the agent reaches it there, the test too.
-    pebble = await startPebble({ httpPort, listenHost: gateway, validitySeconds: LIFETIME_S });
+    pebble = await startPebble({
+      httpPort,
+      listenHost: gateway,
+      validitySeconds: DEFAULT_LIFETIME_S,
+      profileValiditySeconds: { shortlived: LIFETIME_S },
+    });
     root = await pebble.root();
 
     for (const v of ["data", "certs", "webroot"]) await docker.createVolume({ Name: name(`certs-${v}`), Labels: LABELS });
@@ -144,6 +152,7 @@ describe("certificate agent: lego over HTTP-01 against Pebble, beside nginx", ()
         `ACME_EMAIL=ops@example.com`,
         `ACME_DOMAINS=${DOMAIN}`,
         `ACME_CA_PEM=${pebble.listenerCa}`,
+        "ACME_PROFILE=shortlived",
         "ACME_BACKOFF_MIN_SECONDS=2",
         "ACME_BACKOFF_MAX_SECONDS=8",
       ],
@@ -196,6 +205,10 @@ describe("certificate agent: lego over HTTP-01 against Pebble, beside nginx", ()
     const cert = await served(httpsPort, root);
     expect(String(cert.issuer.CN)).toMatch(/^Pebble Intermediate/);
     expect(cert.subjectaltname).toBe(`DNS:${DOMAIN}`);
+    // The profile asked for, as certbot keeps it for renewals; Pebble's default one's would last 90 days.
+    expect(Math.round((Date.parse(cert.valid_to) - Date.parse(cert.valid_from)) / 1000)).toBeLessThanOrEqual(LIFETIME_S);
+    const renewalConf = await execIn(agent, ["cat", `${AGENT_DIRS.data}/certbot/renewal/${DOMAIN}.conf`]);
+    expect(renewalConf.stdout).toMatch(/^preferred_profile = shortlived$/m);
     // openssl too, as a user checks it.
     fs.writeFileSync(path.join(dir, "root.pem"), root);
     const s = spawnSync(
@@ -257,6 +270,68 @@ describe("certificate agent: lego over HTTP-01 against Pebble, beside nginx", ()
     expect(await logText(agent)).toMatch(/reloaded nginx \(pid 1\)/);
   }, 240_000);
 
+  test("ARI: Pebble's renewal information says now for a 90-day certificate (the default profile): a second agent renews it at its next check, not with a third of its lifetime left", async () => {
+    const ariDomain = "ari.acme.test";
+    for (const v of ["data", "certs"]) await docker.createVolume({ Name: name(`ari-${v}`), Labels: LABELS });
+    const ari = await docker.createContainer({
+      name: name("ari-agent"),
+      Image: AGENT_IMAGE,
+      Cmd: ["run"],
+      Labels: LABELS,
+      Env: [
+        // Pebble listens on the network's gateway: its directory URL is there.
+        `ACME_SERVER=${pebble!.directoryUrl}`,
+        `ACME_DOMAINS=${ariDomain}`,
+        `ACME_CA_PEM=${pebble!.listenerCa}`,
+        // Pebble picks a profile at random for an order that names none.
+        "ACME_PROFILE=default",
+        // A check every 10 s: what the CA says is heard within that.
+        "ACME_CHECK_SECONDS=10",
+      ],
+      HostConfig: {
+        NetworkMode: name("net"),
+        PidMode: `container:${nginx.id}`,
+        // Its own account and certificate; the challenge files where nginx serves them.
+        Binds: [
+          `${name("ari-data")}:${AGENT_DIRS.data}`,
+          `${name("ari-certs")}:${AGENT_DIRS.certs}`,
+          `${name("certs-webroot")}:${AGENT_DIRS.webroot}`,
+        ],
+        CapDrop: ["ALL"],
+        ReadonlyRootfs: true,
+        Tmpfs: { "/tmp": "rw,nosuid,nodev,size=8m" },
+        SecurityOpt: ["no-new-privileges:true"],
+      },
+    });
+    const held = async () => new crypto.X509Certificate((await execIn(ari, ["cat", `${AGENT_DIRS.certs}/fullchain.pem`])).stdout);
+    await ari.start();
+    try {
+      await within(90_000, async () => (await execIn(ari, AGENT_HEALTH)).exitCode === 0, "the ARI agent's first certificate", {
+        everyMs: 50,
+      });
+      const first = await held();
+      expect(Math.round((Date.parse(first.validTo) - Date.parse(first.validFrom)) / 86_400_000)).toBe(90);
+      // Before the agent's next check (10 s after the first certificate), as a CA does for one it revokes.
+      const now = Date.now();
+      await pebble!.setRenewalWindow(first.toString(), { start: new Date(now - 3_600_000), end: new Date(now - 3_599_000) });
+      const ms = await within(60_000, async () => (await held()).serialNumber !== first.serialNumber, "a renewed certificate", {
+        everyMs: 500,
+      });
+      const log = await logText(ari);
+      console.log(`acme-agent ARI: renewed ${ms} ms after the window was set; the agent's log:\n${log.slice(-3000)}`);
+      expect(log).toMatch(
+        /renewed the certificate for ari\.acme\.test before its lifetime said so: the CA's renewal information \(ARI\)/,
+      );
+      // certbot asked Pebble's renewal information for it (certbot 5.8 does not name the replaced one in its order).
+      expect(pebble!.logs()).toMatch(/GET \/draft-ietf-acme-ari-\d+\/renewalInfo\//);
+      // The renewal is a 90-day one too, still far from due: the agent keeps it.
+      const second = await held();
+      expect(Math.round((Date.parse(second.validTo) - Date.parse(second.validFrom)) / 86_400_000)).toBe(90);
+    } finally {
+      await ari.remove({ force: true }).catch(ignoreNotFound);
+    }
+  }, 180_000);
+
   test("a reload nginx refuses (a conf it cannot load) is a failed attempt: the agent says so and turns unhealthy, nginx keeps its certificate; the conf fixed, the next attempt loads the new one", async () => {
     const kept = (await fromPebble())!;
     const confFile = path.join(dir, "default.conf");
@@ -299,13 +374,13 @@ describe("certificate agent: lego over HTTP-01 against Pebble, beside nginx", ()
       ["2", "4"],
       ["3", "8"],
     ]);
-    // The CA's (here: the network's) error, as lego reports it.
-    expect(attempts[0][4]).toMatch(/connection refused/);
+    // The CA's (here: the network's) error, as certbot reports it.
+    expect(attempts[0][4]).toMatch(/Failed to renew certificate .*Connection refused/);
     expect(attempts[0][3]).toMatch(/^the installed one, valid until/);
     await within(10_000, async () => (await health()) === "unhealthy", "the agent reports unhealthy");
     const inspect = await agent.inspect();
     const lastCheck = inspect.State.Health?.Log?.slice(-1)[0]?.Output ?? "";
-    expect(lastCheck).toMatch(/^failing since .*last error: .*connection refused/);
+    expect(lastCheck).toMatch(/^failing since .*last error: .*Connection refused/);
     // nginx still serves the certificate it had.
     expect((await served(httpsPort, root)).serialNumber).toBe(kept.serialNumber);
   }, 120_000);

@@ -11,7 +11,7 @@ import { LiveStack } from "../../harness/live-stack";
 import { startPebble, type Pebble } from "../../harness/pebble";
 import { enterSwarm } from "../../harness/swarm-mode";
 import { freePort } from "../../harness/ports";
-import { LEGO_IMAGE } from "../../certs/certAgent";
+import { CERTBOT_IMAGE } from "../../certs/certAgent";
 import { ignoreNotFound, leftovers, stackLabel } from "../../infra/engine-objects";
 import { objectName } from "../../infra/naming";
 import { PROJECT } from "../../infra/config";
@@ -62,7 +62,7 @@ async function tearDown(stack: Pick<AcmeStack, "live" | "pebble"> | undefined, n
 async function upAgainstPebble(stack: string, validitySeconds: number, stackFile = "prod"): Promise<AcmeStack> {
   const started = Date.now();
   runInProject("bash", ["scripts/setup-acme.sh"]);
-  runInProject("bash", ["scripts/build-standins.sh", LEGO_IMAGE]);
+  runInProject("bash", ["scripts/build-standins.sh", CERTBOT_IMAGE]);
   const gateway = await bridgeGateway();
   const httpPort = await freePort();
   const httpsPort = await freePort();
@@ -232,7 +232,7 @@ describe("prod: tls: acme against Pebble, through the CLI", () => {
     expect(await live.preview()).toEqual([]);
   }, 600_000);
 
-  test("pulumi destroy keeps lego's account and certificates (one volume) and nothing else", async () => {
+  test("pulumi destroy keeps certbot's account and certificates (one volume) and nothing else", async () => {
     await live.destroy();
     expect(await leftovers(docker, stackLabel("acme"))).toEqual({
       services: [],
@@ -263,7 +263,7 @@ describe("prod: tls: acme, pulumi destroy then pulumi up", () => {
     const log = await logText(live.container("nginx-cert-agent"));
     console.log(`acme-again: the agent's log after destroy and up:\n${log.slice(-2000)}`);
     expect([after.fingerprint256, after.serialNumber]).toEqual([before.fingerprint256, before.serialNumber]);
-    expect(log).not.toMatch(/obtaining a certificate|renewing the certificate|\[lego\]/);
+    expect(log).not.toMatch(/obtaining a certificate|renewing the certificate|renewed the certificate|\[certbot\]/);
     expect(log).toMatch(/installed the certificate valid until .*; reloaded nginx/);
     expect(await live.preview()).toEqual([]);
   }, 600_000);

@@ -89,18 +89,21 @@ describe("certs/agent.sh", () => {
         dnsNames: ["app.example.test", "www.example.test"],
         ips: [],
       });
-      fs.mkdirSync(path.join(dir, "data", "certificates"));
-      fs.writeFileSync(path.join(dir, "data", "certificates", "app.example.test.crt"), leaf.certPem);
-      fs.writeFileSync(path.join(dir, "data", "certificates", "app.example.test.key"), leaf.keyPem);
-      // What lego says when the CA cannot be reached.
-      const lego = path.join(dir, "lego");
-      fs.writeFileSync(lego, "#!/bin/sh\necho 'acme: error: dial tcp 127.0.0.1:14000: connect: connection refused'\nexit 1\n", {
-        mode: 0o755,
-      });
+      const lineage = path.join(dir, "data", "certbot", "live", "app.example.test");
+      fs.mkdirSync(lineage, { recursive: true });
+      fs.writeFileSync(path.join(lineage, "fullchain.pem"), leaf.certPem);
+      fs.writeFileSync(path.join(lineage, "privkey.pem"), leaf.keyPem);
+      // What certbot says when the CA cannot be reached.
+      const certbot = path.join(dir, "certbot");
+      fs.writeFileSync(
+        certbot,
+        "#!/bin/sh\necho 'Processing renewal.conf'\necho 'Failed to renew certificate app.example.test with error: HTTPSConnectionPool: [Errno 111] Connection refused'\necho 'All renewals failed.'\nexit 1\n",
+        { mode: 0o755 },
+      );
       const r = run(
         "run",
         {
-          LEGO: lego,
+          CERTBOT: certbot,
           ACME_SERVER: "https://127.0.0.1:14000/dir",
           ACME_NGINX_PID: String(nginx.pid),
           ACME_WEBROOT: path.join(dir, "webroot"),
@@ -110,7 +113,7 @@ describe("certs/agent.sh", () => {
       expect(r.stdout).toMatch(/renewing the certificate for app\.example\.test,www\.example\.test/);
       expect(r.stdout).toMatch(/installed the certificate valid until .*reloaded nginx/);
       expect(r.stdout).toMatch(
-        /attempt 1 failed, next in 30 s \(certificate: the installed one, valid until [^)]+\): acme: error: .*connection refused/,
+        /attempt 1 failed, next in 30 s \(certificate: the installed one, valid until [^)]+\): Failed to renew certificate app\.example\.test with error: .*Connection refused $/m,
       );
       expect(served().fingerprint256).toBe(new crypto.X509Certificate(leaf.certPem).fingerprint256);
       const health = run("health");
@@ -120,16 +123,47 @@ describe("certs/agent.sh", () => {
     }
   });
 
-  test("run refuses a profile this lego cannot ask for, before any request", () => {
-    const fakeLego = path.join(dir, "lego");
-    fs.writeFileSync(fakeLego, '#!/bin/sh\ncase "$1" in --version) echo "lego version 4.9.1";; *) echo "--days value";; esac\n', {
-      mode: 0o755,
-    });
-    const r = run("run", { LEGO: fakeLego, ACME_SERVER: "https://127.0.0.1:1/dir", ACME_PROFILE: "shortlived" });
-    expect([r.status, r.stdout]).toEqual([
-      2,
-      expect.stringContaining("ACME_PROFILE=shortlived: this lego (lego version 4.9.1) cannot ask for a profile"),
+  test("acme: the first certificate is asked of certbot for every name, by webroot, with the profile and the agent's folders", () => {
+    // A certbot that writes down what it was asked and fails, so the agent stops at its first attempt.
+    const certbot = path.join(dir, "certbot");
+    fs.writeFileSync(
+      certbot,
+      `#!/bin/sh\nprintf '%s\\n' "$@" > ${dir}/args\necho 'An unexpected error occurred:'\necho 'no CA here'\nexit 1\n`,
+      {
+        mode: 0o755,
+      },
+    );
+    const r = run(
+      "run",
+      {
+        CERTBOT: certbot,
+        ACME_SERVER: "https://127.0.0.1:14000/dir",
+        ACME_PROFILE: "shortlived",
+        ACME_WEBROOT: path.join(dir, "webroot"),
+      },
+      3_000,
+    );
+    expect(r.stdout).toMatch(/obtaining a certificate for app\.example\.test,www\.example\.test from .* \(profile shortlived\)/);
+    expect(r.stdout).toMatch(
+      /attempt 1 failed, next in 30 s \(certificate: none yet\): An unexpected error occurred: no CA here $/m,
+    );
+    const args = fs.readFileSync(path.join(dir, "args"), "utf8").trim().split("\n");
+    const after = (flag: string) => args.filter((_, i) => args[i - 1] === flag);
+    // The subcommand once, first (certbot refuses a second one).
+    expect([args[0], args.lastIndexOf("certonly")]).toEqual(["certonly", 0]);
+    expect([after("--server"), after("--preferred-profile"), after("--cert-name"), after("--domain")]).toEqual([
+      ["https://127.0.0.1:14000/dir"],
+      ["shortlived"],
+      ["app.example.test"],
+      ["app.example.test", "www.example.test"],
     ]);
+    expect([after("--config-dir"), after("--webroot-path")]).toEqual([
+      [path.join(dir, "data", "certbot")],
+      [path.join(dir, "webroot")],
+    ]);
+    expect(args).toEqual(
+      expect.arrayContaining(["--non-interactive", "--agree-tos", "--webroot", "--register-unsafely-without-email"]),
+    );
   });
 
   describe("the internal issuer (tls: internal): openssl signs the leaf with the stack's CA", () => {
