@@ -7,7 +7,7 @@
 # tests the new configuration on SIGHUP and keeps running with the old one if it fails.
 #
 # When to renew: the internal issuer with a third of the lifetime left (half for certificates of 10 days or
-# less, as certbot and lego do). An ACME certificate is checked with `certbot renew` at every wake-up (at
+# less, as certbot does by default). An ACME certificate is checked with `certbot renew` at every wake-up (at
 # start, then at least every ACME_CHECK_SECONDS): certbot renews when the CA's ACME Renewal Information (ARI)
 # window says so, or else by the same lifetime rule.
 #
@@ -68,7 +68,7 @@ last_lines() { grep -v '^$' "$1" | tail -n 3 | tr '\n' ' '; }
 # error, or an unexpected one; else its last lines.
 certbot_error() {
   said=$(awk '/^ *(Domain|Type|Detail): / || /with error: / { sub(/^ +/, ""); print; next }
-    unexpected { print; unexpected = 0 } /^An unexpected error occurred:/ { print; unexpected = 1 }' "$1" | tr '\n' ' ')
+    unexpected { print; unexpected = 0 } /^An unexpected error occurred:/ { print; unexpected = 1 }' "$1" | tr -s '\n ' '  ')
   [ -n "$said" ] && echo "$said" || last_lines "$1"
 }
 

@@ -101,7 +101,7 @@ export function nginxTls(
     http2Directive: atLeast(v, [1, 25, 1]),
     tls13: atLeast(v, [1, 17, 0]),
     ticketsOff: !atLeast(v, [1, 23, 2]),
-    // acme: the agent's webroot volume is mounted on ACME_WEBROOT, and lego writes the tokens below the path.
+    // acme: the agent's webroot volume is mounted on ACME_WEBROOT, and certbot writes the tokens below the path.
     challengeDir: tls.mode === "acme" ? path.posix.join(ACME_WEBROOT, ACME_CHALLENGE_PATH) : `${ACME_WEBROOT}/`,
   };
 }

@@ -279,7 +279,7 @@ describe("the TLS listener nginx renders", () => {
     expect(render({ httpsPort: "443" })).toContain("        return 301 https://$host$request_uri;");
   });
 
-  test("acme: the same certificate files; HTTP-01 tokens from the agent's webroot, below the path lego writes them to; HSTS", () => {
+  test("acme: the same certificate files; HTTP-01 tokens from the agent's webroot, below the path certbot writes them to; HSTS", () => {
     const conf = render({ tls: "acme", domain: "app.example.com" });
     expect(conf).toContain(`    ssl_certificate ${TLS_DIR}/${TLS_CERT_FILE};`);
     expect(conf).toContain(`        alias ${ACME_WEBROOT}/.well-known/acme-challenge/;`);
