@@ -73,7 +73,7 @@ certbot_wheels() {
   [ -d "$dir/certbot" ] && { echo "$dir"; return 0; }
   command -v pip3 >/dev/null || command -v pip >/dev/null || die "the certbot stand-in needs pip (PyPI's certbot $version)"
   rm -rf "$dir.partial"
-  "$(command -v pip3 || command -v pip)" install --quiet --disable-pip-version-check --no-warn-script-location \
+  "$(command -v pip3 || command -v pip)" install --quiet --disable-pip-version-check --no-warn-script-location --root-user-action=ignore \
     --target "$dir.partial" --only-binary=:all: --python-version 3.11 --implementation cp \
     --platform manylinux2014_x86_64 "certbot==$version" "acme==$version" >&2 \
     || die "pip install certbot==$version failed (is PyPI reachable?)"
