@@ -317,13 +317,16 @@ run() {
     if $ok; then
       failures=0 backoff=$bmin since=""
       due=$(due_at "$(stored_cert)")
-      echo "ok: certificate valid until $(not_after "$(stored_cert)"), renewal due in $((due - now)) s" >"$STATUS"
-      wait_s=$((due - now))
+      wait_s=$((due - now)) when="renewal due in $((due - now)) s"
       # Due by the lifetime, yet certbot kept it (the CA's window is later): ask again after a quarter of
       # what is left, not in a busy loop.
-      [ "$wait_s" -lt 1 ] && wait_s=$(( ($(cert_date enddate "$(stored_cert)") - now) / 4 ))
+      if [ "$wait_s" -lt 1 ]; then
+        wait_s=$(( ($(cert_date enddate "$(stored_cert)") - now) / 4 ))
+        when="due by its lifetime, kept as the CA's renewal window (ARI) is later"
+      fi
       [ "$wait_s" -gt "$check" ] && wait_s=$check
       [ "$wait_s" -lt 1 ] && wait_s=1
+      echo "ok: certificate valid until $(not_after "$(stored_cert)"), $when; next check in $wait_s s" >"$STATUS"
     else
       failures=$((failures + 1))
       [ -n "$since" ] || since=$(date -u +%Y-%m-%dT%H:%M:%SZ)

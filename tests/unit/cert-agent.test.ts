@@ -123,6 +123,50 @@ describe("certs/agent.sh", () => {
     }
   });
 
+  test("acme: due by its lifetime, but certbot keeps it (the CA's ARI window is later): asked once, then again after a quarter of what is left, not in a busy loop", async () => {
+    const nginx = nginxMaster("reloads");
+    try {
+      // 2 days long, 36 h old: due by the lifetime rule (half left), 12 h to go.
+      const ca = await createRootCa({ commonName: "unit ACME CA", days: 30 });
+      const leaf = await issue(ca, {
+        commonName: "app.example.test",
+        days: 2,
+        notBefore: new Date(Date.now() - 36 * 3600_000),
+        dnsNames: ["app.example.test"],
+        ips: [],
+      });
+      const lineage = path.join(dir, "data", "certbot", "live", "app.example.test");
+      fs.mkdirSync(lineage, { recursive: true });
+      fs.writeFileSync(path.join(lineage, "fullchain.pem"), leaf.certPem);
+      fs.writeFileSync(path.join(lineage, "privkey.pem"), leaf.keyPem);
+      // certbot as it answers when ARI puts the renewal later: nothing renewed, success.
+      const certbot = path.join(dir, "certbot");
+      fs.writeFileSync(certbot, `#!/bin/sh\necho "$1" >> ${dir}/calls\necho 'Certificate not yet due for renewal'\n`, {
+        mode: 0o755,
+      });
+      const r = run(
+        "run",
+        {
+          CERTBOT: certbot,
+          ACME_DOMAINS: "app.example.test",
+          ACME_SERVER: "https://127.0.0.1:14000/dir",
+          ACME_NGINX_PID: String(nginx.pid),
+          ACME_WEBROOT: path.join(dir, "webroot"),
+          ACME_CHECK_SECONDS: "7200",
+        },
+        3_000,
+      );
+      expect(fs.readFileSync(path.join(dir, "calls"), "utf8")).toBe("renew\n");
+      // A quarter of the 12 h left is 3 h, capped at the 2 h check interval.
+      expect(fs.readFileSync(path.join(dir, "data", "agent-status"), "utf8")).toMatch(
+        /^ok: certificate valid until .*, due by its lifetime, kept as the CA's renewal window \(ARI\) is later; next check in 7200 s$/m,
+      );
+      expect(r.stdout).toMatch(/installed the certificate valid until .*reloaded nginx/);
+    } finally {
+      process.kill(-nginx.pid!, "SIGKILL");
+    }
+  });
+
   test("acme: the first certificate is asked of certbot for every name, by webroot, with the profile and the agent's folders", () => {
     // A certbot that writes down what it was asked and fails, so the agent stops at its first attempt.
     const certbot = path.join(dir, "certbot");
