@@ -76,23 +76,30 @@ describe("certs/agent.sh", () => {
       { stdio: "ignore", detached: true },
     );
   const served = () => new crypto.X509Certificate(fs.readFileSync(path.join(dir, "certs", CERT_FILE)));
+  /**
+   * A certificate certbot stored earlier (the kept volume's lineage for app.example.test): 2 days long and
+   * 36 h old, so due by the lifetime rule (half left), 12 h to go. Its PEM.
+   */
+  const storedDueCertificate = async (dnsNames: string[]) => {
+    const ca = await createRootCa({ commonName: "unit ACME CA", days: 30 });
+    const leaf = await issue(ca, {
+      commonName: "app.example.test",
+      days: 2,
+      notBefore: new Date(Date.now() - 36 * 3600_000),
+      dnsNames,
+      ips: [],
+    });
+    const lineage = path.join(dir, "data", "certbot", "live", "app.example.test");
+    fs.mkdirSync(lineage, { recursive: true });
+    fs.writeFileSync(path.join(lineage, "fullchain.pem"), leaf.certPem);
+    fs.writeFileSync(path.join(lineage, "privkey.pem"), leaf.keyPem);
+    return leaf.certPem;
+  };
 
   test("acme: a renewal the CA fails, by an agent that loaded nothing yet, loads the stored certificate still valid; the gate reads a failing renewal", async () => {
     const nginx = nginxMaster("reloads");
     try {
-      // A certificate from an earlier agent, in the kept volume: 2 days long, 36 h old, so due (half left).
-      const ca = await createRootCa({ commonName: "unit ACME CA", days: 30 });
-      const leaf = await issue(ca, {
-        commonName: "app.example.test",
-        days: 2,
-        notBefore: new Date(Date.now() - 36 * 3600_000),
-        dnsNames: ["app.example.test", "www.example.test"],
-        ips: [],
-      });
-      const lineage = path.join(dir, "data", "certbot", "live", "app.example.test");
-      fs.mkdirSync(lineage, { recursive: true });
-      fs.writeFileSync(path.join(lineage, "fullchain.pem"), leaf.certPem);
-      fs.writeFileSync(path.join(lineage, "privkey.pem"), leaf.keyPem);
+      const certPem = await storedDueCertificate(["app.example.test", "www.example.test"]);
       // What certbot says when the CA cannot be reached.
       const certbot = path.join(dir, "certbot");
       fs.writeFileSync(
@@ -115,7 +122,7 @@ describe("certs/agent.sh", () => {
       expect(r.stdout).toMatch(
         /attempt 1 failed, next in 30 s \(certificate: the installed one, valid until [^)]+\): Failed to renew certificate app\.example\.test with error: .*Connection refused $/m,
       );
-      expect(served().fingerprint256).toBe(new crypto.X509Certificate(leaf.certPem).fingerprint256);
+      expect(served().fingerprint256).toBe(new crypto.X509Certificate(certPem).fingerprint256);
       const health = run("health");
       expect([health.status, issuanceState(health.status ?? -1, health.stdout)]).toEqual([1, "renewing"]);
     } finally {
@@ -126,19 +133,7 @@ describe("certs/agent.sh", () => {
   test("acme: due by its lifetime, but certbot keeps it (the CA's ARI window is later): asked once, then again after a quarter of what is left, not in a busy loop", async () => {
     const nginx = nginxMaster("reloads");
     try {
-      // 2 days long, 36 h old: due by the lifetime rule (half left), 12 h to go.
-      const ca = await createRootCa({ commonName: "unit ACME CA", days: 30 });
-      const leaf = await issue(ca, {
-        commonName: "app.example.test",
-        days: 2,
-        notBefore: new Date(Date.now() - 36 * 3600_000),
-        dnsNames: ["app.example.test"],
-        ips: [],
-      });
-      const lineage = path.join(dir, "data", "certbot", "live", "app.example.test");
-      fs.mkdirSync(lineage, { recursive: true });
-      fs.writeFileSync(path.join(lineage, "fullchain.pem"), leaf.certPem);
-      fs.writeFileSync(path.join(lineage, "privkey.pem"), leaf.keyPem);
+      await storedDueCertificate(["app.example.test"]);
       // certbot as it answers when ARI puts the renewal later: nothing renewed, success.
       const certbot = path.join(dir, "certbot");
       fs.writeFileSync(certbot, `#!/bin/sh\necho "$1" >> ${dir}/calls\necho 'Certificate not yet due for renewal'\n`, {
