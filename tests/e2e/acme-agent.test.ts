@@ -76,6 +76,32 @@ describe("certificate agent: certbot over HTTP-01 against Pebble, beside nginx",
       await docker.getImage(i.Id).remove({ force: true }).catch(ignoreNotFound);
   };
 
+  /**
+   * An agent as certs/certAgent.ts declares it: on the test's network, in nginx's PID namespace, no capability,
+   * a read-only root, /tmp in memory; its data and certificate volumes given, the challenge webroot nginx serves.
+   */
+  const createAgent = (service: string, env: string[], volumes: string[], healthcheck?: Docker.HealthConfig) =>
+    docker.createContainer({
+      name: name(service),
+      Image: AGENT_IMAGE,
+      Cmd: ["run"],
+      Labels: LABELS,
+      Env: env,
+      Healthcheck: healthcheck,
+      HostConfig: {
+        NetworkMode: name("net"),
+        PidMode: `container:${nginx.id}`,
+        Binds: [...volumes, `${name("certs-webroot")}:${AGENT_DIRS.webroot}`],
+        CapDrop: ["ALL"],
+        ReadonlyRootfs: true,
+        Tmpfs: { "/tmp": "rw,nosuid,nodev,size=8m" },
+        SecurityOpt: ["no-new-privileges:true"],
+      },
+    });
+  /** A certificate's lifetime in whole days. */
+  const lifetimeDays = (cert: crypto.X509Certificate) =>
+    Math.round((Date.parse(cert.validTo) - Date.parse(cert.validFrom)) / 86_400_000);
+
   beforeAll(async () => {
     const started = Date.now();
     await cleanup(); // an interrupted run's
@@ -142,12 +168,9 @@ describe("certificate agent: certbot over HTTP-01 against Pebble, beside nginx",
     });
     await nginx.start();
 
-    agent = await docker.createContainer({
-      name: name("cert-agent"),
-      Image: AGENT_IMAGE,
-      Cmd: ["run"],
-      Labels: LABELS,
-      Env: [
+    agent = await createAgent(
+      "cert-agent",
+      [
         `ACME_SERVER=${pebble.directoryUrlAt(gateway)}`,
         `ACME_EMAIL=ops@example.com`,
         `ACME_DOMAINS=${DOMAIN}`,
@@ -156,18 +179,9 @@ describe("certificate agent: certbot over HTTP-01 against Pebble, beside nginx",
         "ACME_BACKOFF_MIN_SECONDS=2",
         "ACME_BACKOFF_MAX_SECONDS=8",
       ],
-      Healthcheck: { Test: ["CMD", "/usr/local/bin/cert-agent", "health"], Interval: 2e9, Timeout: 5e9, Retries: 1 },
-      // As certs/certAgent.ts declares it: nginx's PID namespace, no capability, read-only root, /tmp in memory.
-      HostConfig: {
-        NetworkMode: name("net"),
-        PidMode: `container:${nginx.id}`,
-        Binds: [...agentVolumes, `${name("certs-webroot")}:${AGENT_DIRS.webroot}`],
-        CapDrop: ["ALL"],
-        ReadonlyRootfs: true,
-        Tmpfs: { "/tmp": "rw,nosuid,nodev,size=8m" },
-        SecurityOpt: ["no-new-privileges:true"],
-      },
-    });
+      agentVolumes,
+      { Test: ["CMD", "/usr/local/bin/cert-agent", "health"], Interval: 2e9, Timeout: 5e9, Retries: 1 },
+    );
     await agent.start();
     console.log(`acme-agent: setup (tools, stand-ins, image, Pebble, containers) ${Date.now() - started} ms`);
   }, 600_000);
@@ -273,12 +287,10 @@ describe("certificate agent: certbot over HTTP-01 against Pebble, beside nginx",
   test("ARI: Pebble's renewal information says now for a 90-day certificate (the default profile): a second agent renews it at its next check, not with a third of its lifetime left", async () => {
     const ariDomain = "ari.acme.test";
     for (const v of ["data", "certs"]) await docker.createVolume({ Name: name(`ari-${v}`), Labels: LABELS });
-    const ari = await docker.createContainer({
-      name: name("ari-agent"),
-      Image: AGENT_IMAGE,
-      Cmd: ["run"],
-      Labels: LABELS,
-      Env: [
+    // Its own account and certificate; the challenge files where nginx serves them.
+    const ari = await createAgent(
+      "ari-agent",
+      [
         // Pebble listens on the network's gateway: its directory URL is there.
         `ACME_SERVER=${pebble!.directoryUrl}`,
         `ACME_DOMAINS=${ariDomain}`,
@@ -288,21 +300,8 @@ describe("certificate agent: certbot over HTTP-01 against Pebble, beside nginx",
         // A check every 10 s: what the CA says is heard within that.
         "ACME_CHECK_SECONDS=10",
       ],
-      HostConfig: {
-        NetworkMode: name("net"),
-        PidMode: `container:${nginx.id}`,
-        // Its own account and certificate; the challenge files where nginx serves them.
-        Binds: [
-          `${name("ari-data")}:${AGENT_DIRS.data}`,
-          `${name("ari-certs")}:${AGENT_DIRS.certs}`,
-          `${name("certs-webroot")}:${AGENT_DIRS.webroot}`,
-        ],
-        CapDrop: ["ALL"],
-        ReadonlyRootfs: true,
-        Tmpfs: { "/tmp": "rw,nosuid,nodev,size=8m" },
-        SecurityOpt: ["no-new-privileges:true"],
-      },
-    });
+      [`${name("ari-data")}:${AGENT_DIRS.data}`, `${name("ari-certs")}:${AGENT_DIRS.certs}`],
+    );
     const held = async () => new crypto.X509Certificate((await execIn(ari, ["cat", `${AGENT_DIRS.certs}/fullchain.pem`])).stdout);
     await ari.start();
     try {
@@ -310,7 +309,7 @@ describe("certificate agent: certbot over HTTP-01 against Pebble, beside nginx",
         everyMs: 50,
       });
       const first = await held();
-      expect(Math.round((Date.parse(first.validTo) - Date.parse(first.validFrom)) / 86_400_000)).toBe(90);
+      expect(lifetimeDays(first)).toBe(DEFAULT_LIFETIME_S / 86_400);
       // Before the agent's next check (10 s after the first certificate), as a CA does for one it revokes.
       const now = Date.now();
       await pebble!.setRenewalWindow(first.toString(), { start: new Date(now - 3_600_000), end: new Date(now - 3_599_000) });
@@ -326,7 +325,7 @@ describe("certificate agent: certbot over HTTP-01 against Pebble, beside nginx",
       expect(pebble!.logs()).toMatch(/GET \/draft-ietf-acme-ari-\d+\/renewalInfo\//);
       // The renewal is a 90-day one too, still far from due: the agent keeps it.
       const second = await held();
-      expect(Math.round((Date.parse(second.validTo) - Date.parse(second.validFrom)) / 86_400_000)).toBe(90);
+      expect(lifetimeDays(second)).toBe(DEFAULT_LIFETIME_S / 86_400);
     } finally {
       await ari.remove({ force: true }).catch(ignoreNotFound);
     }
